@@ -1,0 +1,21 @@
+"""Reusable blocks, one concept per file."""
+
+from keras_zoo.layers.attention import MultiHeadAttention, causal_mask
+from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
+from keras_zoo.layers.embeddings import (
+    ClassToken,
+    LearnedPositionEmbedding,
+    PatchEmbedding,
+    SinusoidalPositionEmbedding,
+    sincos_2d,
+    sinusoidal_1d,
+)
+from keras_zoo.layers.feedforward import FeedForward
+from keras_zoo.layers.transformer import TransformerEncoderBlock
+
+__all__ = [
+    "BasicBlock", "BottleneckBlock", "ClassToken", "FeedForward",
+    "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
+    "SinusoidalPositionEmbedding", "TransformerEncoderBlock", "causal_mask",
+    "sincos_2d", "sinusoidal_1d",
+]

@@ -1,0 +1,131 @@
+"""Multi-head attention (Vaswani et al. 2017, "Attention Is All You Need")."""
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class MultiHeadAttention(layers.Layer):
+    """Multi-head scaled dot-product attention, softmax(QK^T / sqrt(d)) V.
+
+    Self-attention (``value=None``) projects queries, keys and values with one
+    fused ``qkv`` matmul (one kernel instead of three: fewer launches, better
+    matmul utilisation). Cross-attention (``value`` given, e.g. a decoder
+    attending to an encoder) projects the query with ``q`` and keys/values with
+    one fused ``kv`` matmul. Which one a layer is gets fixed by its first call.
+
+    Args:
+        num_heads: number of heads; ``hidden_dim`` must divide by it.
+        dropout: dropout on the attention probabilities (training only).
+        use_bias: bias on the projections (True in ViT/BERT).
+
+    Call args:
+        query: (batch, q_len, dim). value: optional (batch, kv_len, dim).
+        attention_mask: boolean, True = may attend; (batch, kv_len) padding
+            mask, or (batch, q_len, kv_len), or (batch, heads, q_len, kv_len).
+        use_causal_mask: position i attends only to positions <= i.
+    """
+
+    def __init__(self, num_heads, dropout=0.0, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self._attention_dropout = layers.Dropout(dropout)
+
+    def build(self, query_shape, value_shape=None):
+        dim = query_shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(
+                f"hidden size {dim} is not divisible by num_heads={self.num_heads}"
+            )
+        self.head_dim = dim // self.num_heads
+        self.is_cross_attention = value_shape is not None
+        dense = lambda units, name: layers.Dense(  # noqa: E731
+            units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name
+        )
+        if self.is_cross_attention:
+            self.q = dense(dim, "q")
+            self.q.build(query_shape)
+            self.kv = dense(2 * dim, "kv")
+            self.kv.build(value_shape)
+        else:
+            self.qkv = dense(3 * dim, "qkv")
+            self.qkv.build(query_shape)
+        self.out = dense(dim, "out")
+        self.out.build(query_shape)
+
+    def _split_heads(self, x, parts):
+        # (B, T, parts * H * D) -> `parts` tensors of (B, T, H, D)
+        b, t = ops.shape(x)[0], ops.shape(x)[1]
+        x = ops.reshape(x, (b, t, parts, self.num_heads, self.head_dim))
+        return [x[:, :, i] for i in range(parts)]
+
+    def call(
+        self,
+        query,
+        value=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        training=None,
+    ):
+        if self.is_cross_attention:
+            if value is None:
+                raise ValueError("this attention layer was built for cross-attention")
+            (q,) = self._split_heads(self.q(query), 1)
+            k, v = self._split_heads(self.kv(value), 2)
+        else:
+            q, k, v = self._split_heads(self.qkv(query), 3)
+        mask = self._combine_masks(
+            attention_mask, use_causal_mask, ops.shape(q)[1], ops.shape(k)[1]
+        )
+        use_dropout = self.dropout > 0 and training
+        if use_dropout:
+            context = self._attention_with_dropout(q, k, v, mask, training)
+        else:
+            context = ops.dot_product_attention(q, k, v, mask=mask)
+        b, t = ops.shape(context)[0], ops.shape(context)[1]
+        context = ops.reshape(context, (b, t, self.num_heads * self.head_dim))
+        return self.out(context)
+
+    def _attention_with_dropout(self, q, k, v, mask, training):
+        # The fused kernel has no dropout; spell the math out when training.
+        scale = ops.cast(1.0 / (self.head_dim**0.5), q.dtype)
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) * scale
+        if mask is not None:
+            scores = ops.where(mask, scores, ops.cast(-1e9, scores.dtype))
+        probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        probs = self._attention_dropout(ops.cast(probs, v.dtype), training=training)
+        return ops.einsum("bhqk,bkhd->bqhd", probs, v)
+
+    @staticmethod
+    def _combine_masks(attention_mask, use_causal_mask, q_len, kv_len):
+        """Returns a boolean mask broadcastable to (batch, heads, q, kv) or None."""
+        mask = None
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "bool")
+            if len(mask.shape) == 2:  # (B, kv) padding mask
+                mask = mask[:, None, None, :]
+            elif len(mask.shape) == 3:  # (B, q, kv)
+                mask = mask[:, None, :, :]
+        if use_causal_mask:
+            causal = causal_mask(q_len, kv_len)[None, None, :, :]
+            mask = causal if mask is None else ops.logical_and(mask, causal)
+        return mask
+
+    def compute_output_shape(self, query_shape, value_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads, dropout=self.dropout, use_bias=self.use_bias
+        )
+        return config
+
+
+def causal_mask(q_len, kv_len):
+    """(q_len, kv_len) boolean: query i may see keys j <= i + (kv_len - q_len)."""
+    i = ops.arange(q_len)[:, None]
+    j = ops.arange(kv_len)[None, :]
+    return j <= i + (kv_len - q_len)

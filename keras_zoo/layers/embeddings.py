@@ -1,0 +1,189 @@
+"""Patch, token and position embeddings (ViT: Dosovitskiy et al. 2021; MAE)."""
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class PatchEmbedding(layers.Layer):
+    """Cuts an image into non-overlapping patches and projects each linearly.
+
+    A Conv2D with kernel = stride = patch_size is exactly "flatten each patch,
+    multiply by one matrix", in one fused op. (B, H, W, C) -> (B, N, hidden_dim)
+    with N = (H / patch_size) * (W / patch_size).
+    """
+
+    def __init__(self, patch_size, hidden_dim, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        for side in (h, w):
+            if side is not None and side % self.patch_size:
+                raise ValueError(
+                    f"image size {h}x{w} is not divisible by patch_size="
+                    f"{self.patch_size}; pick an image size that is a multiple of it"
+                )
+        self.projection = layers.Conv2D(
+            self.hidden_dim, self.patch_size, strides=self.patch_size,
+            use_bias=self.use_bias, dtype=self.dtype_policy, name="projection")
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        x = self.projection(images)
+        b = ops.shape(x)[0]
+        return ops.reshape(x, (b, -1, self.hidden_dim))
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        n = None if h is None or w is None else (h // self.patch_size) * (w // self.patch_size)
+        return (input_shape[0], n, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim,
+                      use_bias=self.use_bias)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class ClassToken(layers.Layer):
+    """Prepends one learned [CLS] vector to the sequence: (B, N, D) -> (B, 1+N, D).
+
+    Attention lets this token gather a summary of the image; the classifier
+    reads it (BERT's [CLS], carried over to ViT).
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+
+    def call(self, x):
+        b = ops.shape(x)[0]
+        token = ops.broadcast_to(ops.cast(self.token, x.dtype), (b, 1, ops.shape(x)[-1]))
+        return ops.concatenate([token, x], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        n = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], n, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class LearnedPositionEmbedding(layers.Layer):
+    """Adds a learned vector per position (ViT's 1D position embedding).
+
+    ``num_prefix_tokens`` positions (the CLS token) precede a square grid of
+    patches. When a checkpoint is loaded at another image size the grid part
+    is resampled bicubically (see ``resample``), as timm and big_vision do.
+    """
+
+    def __init__(self, num_prefix_tokens=0, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_stddev),
+            name="embedding")
+
+    def call(self, x):
+        return x + ops.cast(self.embedding, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def resample(self, value, target_shape):
+        """Resamples a stored (1, P + g*g, D) table to ``target_shape``."""
+        value = np.asarray(value)
+        p = self.num_prefix_tokens
+        old_n, new_n = value.shape[1] - p, target_shape[1] - p
+        old_g, new_g = math.isqrt(old_n), math.isqrt(new_n)
+        if old_g * old_g != old_n or new_g * new_g != new_n or value.shape[2] != target_shape[2]:
+            raise ValueError(
+                f"cannot resample position embedding of shape {value.shape} to "
+                f"{tuple(target_shape)}: the patch grids must be square")
+        grid = value[:, p:].reshape(1, old_g, old_g, -1)
+        grid = ops.convert_to_numpy(
+            ops.image.resize(grid, (new_g, new_g), interpolation="bicubic",
+                             antialias=new_g < old_g))
+        return np.concatenate([value[:, :p], grid.reshape(1, new_n, -1)], axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_prefix_tokens=self.num_prefix_tokens,
+                      initializer_stddev=self.initializer_stddev)
+        return config
+
+
+def sinusoidal_1d(length, dim, max_wavelength=10000.0):
+    """The 2017 paper's table: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos."""
+    if dim % 2:
+        raise ValueError(f"sinusoidal embedding needs an even dim, got {dim}")
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    inv_freq = 1.0 / max_wavelength ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    table = np.zeros((length, dim))
+    table[:, 0::2] = np.sin(pos * inv_freq)
+    table[:, 1::2] = np.cos(pos * inv_freq)
+    return table.astype("float32")
+
+
+def sincos_2d(grid_size, dim, max_wavelength=10000.0):
+    """Fixed 2D sin-cos table (MAE, MoCo v3): half the channels encode the row,
+    half the column. Returns (grid_size**2, dim)."""
+    if dim % 4:
+        raise ValueError(f"2D sin-cos embedding needs dim divisible by 4, got {dim}")
+    half = dim // 2
+    omega = 1.0 / max_wavelength ** (np.arange(half // 2, dtype=np.float64) / (half / 2.0))
+    rows, cols = np.meshgrid(np.arange(grid_size), np.arange(grid_size), indexing="ij")
+
+    def encode(coords):
+        out = coords.reshape(-1)[:, None] * omega[None, :]
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    # MAE's convention: first half from the column (w) index, second from the row.
+    return np.concatenate([encode(cols), encode(rows)], axis=1).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class SinusoidalPositionEmbedding(layers.Layer):
+    """Adds a fixed (non-learned) position table: 1D as in the 2017 Transformer,
+    or 2D sin-cos over a square patch grid (``grid=True``), after
+    ``num_prefix_tokens`` positions that get zeros (MAE's CLS token)."""
+
+    def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = grid
+        self.num_prefix_tokens = num_prefix_tokens
+        self.max_wavelength = max_wavelength
+
+    def build(self, input_shape):
+        n, dim = input_shape[1] - self.num_prefix_tokens, input_shape[2]
+        if self.grid:
+            g = math.isqrt(n)
+            if g * g != n:
+                raise ValueError(f"2D sin-cos embedding needs a square patch grid, got {n} patches")
+            table = sincos_2d(g, dim, self.max_wavelength)
+        else:
+            table = sinusoidal_1d(n, dim, self.max_wavelength)
+        table = np.concatenate([np.zeros((self.num_prefix_tokens, dim), "float32"), table])
+        self.table = table[None]
+
+    def call(self, x):
+        return x + ops.cast(ops.convert_to_tensor(self.table), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens,
+                      max_wavelength=self.max_wavelength)
+        return config

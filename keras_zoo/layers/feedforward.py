@@ -1,0 +1,43 @@
+"""Position-wise feed-forward block (the "MLP" of a transformer block)."""
+
+import keras
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class FeedForward(layers.Layer):
+    """Dense(hidden_dim, activation) -> Dropout -> Dense(output dim) -> Dropout.
+
+    ViT uses GELU with ``hidden_dim = 4 * dim``; the 2017 Transformer ReLU with
+    2048 for a 512-wide model. The output width defaults to the input width.
+    """
+
+    def __init__(self, hidden_dim, activation="gelu", dropout=0.0, output_dim=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.activation = activation
+        self.dropout = dropout
+        self.output_dim = output_dim
+        self._dropout = layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        out_dim = self.output_dim or input_shape[-1]
+        self.fc1 = layers.Dense(self.hidden_dim, activation=self.activation,
+                                dtype=self.dtype_policy, name="fc1")
+        self.fc1.build(input_shape)
+        self.fc2 = layers.Dense(out_dim, dtype=self.dtype_policy, name="fc2")
+        self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
+
+    def call(self, x, training=None):
+        x = self._dropout(self.fc1(x), training=training)
+        return self._dropout(self.fc2(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim, activation=self.activation,
+                      dropout=self.dropout, output_dim=self.output_dim)
+        return config

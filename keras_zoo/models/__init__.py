@@ -1,0 +1,9 @@
+"""One file per family; importing this package registers every family and preset."""
+
+from keras_zoo.models.base import ZooModel
+from keras_zoo.models.lenet import LeNet
+from keras_zoo.models.mlp import MLP
+from keras_zoo.models.resnet import ResNet
+from keras_zoo.models.vit import ViT
+
+__all__ = ["LeNet", "MLP", "ResNet", "ViT", "ZooModel"]

@@ -1,0 +1,73 @@
+"""ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition")."""
+
+import keras
+from keras import layers
+
+from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
+from keras_zoo.models.base import ZooModel
+from keras_zoo.presets import register_family, register_preset
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
+
+
+@register_family
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class ResNet(ZooModel):
+    """Stem -> four stages of residual blocks -> global average pool -> classifier.
+
+    ``stem="imagenet"``: 7x7/2 conv (64) + BN + ReLU + 3x3/2 max pool, as in
+    the paper; ``stem="small"``: one 3x3/1 conv and no pool, for 32x32 inputs.
+    Stages 2-4 halve the resolution in their first block. Convolutions have
+    no bias (BatchNorm follows each). ResNet-50 has 25,557,032 trainable
+    parameters with a 1000-class head. ``num_classes=None`` gives the pooled
+    features (2048 for ResNet-50, 512 for ResNet-18).
+    """
+
+    def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
+                 stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,
+                 num_classes=1000, stem="imagenet", zero_init_residual=False,
+                 name="resnet", **kwargs):
+        if block_type not in _BLOCKS:
+            raise ValueError(f"block_type must be one of {sorted(_BLOCKS)}, got {block_type!r}")
+        if stem not in ("imagenet", "small"):
+            raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
+        block = _BLOCKS[block_type]
+        inputs = keras.Input((image_size, image_size, num_channels), name="images")
+        x = inputs
+        if stem == "imagenet":
+            x = layers.ZeroPadding2D(3, name="stem_pad")(x)
+            x = layers.Conv2D(stage_filters[0], 7, strides=2, use_bias=False,
+                              kernel_initializer="he_normal", name="stem_conv")(x)
+        else:
+            x = layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False,
+                              kernel_initializer="he_normal", name="stem_conv")(x)
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
+        x = layers.ReLU(name="stem_relu")(x)
+        if stem == "imagenet":
+            x = layers.ZeroPadding2D(1, name="pool_pad")(x)
+            x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        for s, (depth, filters) in enumerate(zip(stage_depths, stage_filters)):
+            for b in range(depth):
+                stride = 2 if (s > 0 and b == 0) else 1
+                x = block(filters, stride=stride, zero_init_residual=zero_init_residual,
+                          name=f"stage{s + 1}_block{b + 1}")(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if num_classes:
+            x = layers.Dense(num_classes, name="head", dtype="float32")(x)
+        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+
+for _name, _block, _depths in [
+    ("resnet18", "basic", [2, 2, 2, 2]),
+    ("resnet34", "basic", [3, 4, 6, 3]),
+    ("resnet50", "bottleneck", [3, 4, 6, 3]),
+    ("resnet101", "bottleneck", [3, 4, 23, 3]),
+    ("resnet152", "bottleneck", [3, 8, 36, 3]),
+]:
+    register_preset(_name, "ResNet", {"block_type": _block, "stage_depths": _depths},
+                    f"{_name.upper()}, 224x224x3, 1000 classes")
+register_preset("resnet_tiny_digits", "ResNet",
+                {"block_type": "basic", "stage_depths": [1, 1, 1, 1],
+                 "stage_filters": [16, 32, 64, 128], "image_size": 32, "num_channels": 1,
+                 "num_classes": 10, "stem": "small"},
+                "a small 4-stage basic-block ResNet for 32x32x1 digits")

@@ -1,0 +1,102 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words")."""
+
+import keras
+from keras import layers
+
+from keras_zoo.layers.embeddings import ClassToken, LearnedPositionEmbedding, PatchEmbedding
+from keras_zoo.layers.transformer import TransformerEncoderBlock
+from keras_zoo.models.base import ZooModel
+from keras_zoo.presets import register_family, register_preset
+
+
+@register_family
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class ViT(ZooModel):
+    """Patches -> [CLS] + learned 1D positions -> pre-LN encoder blocks -> LayerNorm -> head.
+
+    ViT-B/16: 224x224x3 input, 16x16 patches (196 + 1 tokens), width 768,
+    12 blocks of 12 heads, MLP 3072 (ratio 4, GELU), 86,567,656 parameters
+    with a 1000-class head. ``pooling="token"`` reads the CLS token,
+    ``"gap"`` averages the patch tokens. ``num_classes=None`` returns the
+    pooled features; ``pooling=None`` returns the whole token sequence.
+    Loading a preset at another ``image_size`` resamples the position
+    embedding grid.
+    """
+
+    def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
+                 num_layers=12, num_heads=12, mlp_dim=3072, num_classes=1000,
+                 pooling="token", dropout=0.0, attention_dropout=0.0,
+                 layer_norm_epsilon=1e-6, name="vit", **kwargs):
+        if image_size % patch_size:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
+        if pooling not in ("token", "gap", None):
+            raise ValueError(f"pooling must be 'token', 'gap' or None, got {pooling!r}")
+        inputs = keras.Input((image_size, image_size, num_channels), name="images")
+        x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(inputs)
+        x = ClassToken(name="class_token")(x)
+        x = LearnedPositionEmbedding(num_prefix_tokens=1, name="position_embedding")(x)
+        x = layers.Dropout(dropout, name="embedding_dropout")(x)
+        for i in range(num_layers):
+            x = TransformerEncoderBlock(
+                num_heads, mlp_dim, dropout=dropout, attention_dropout=attention_dropout,
+                norm_first=True, layer_norm_epsilon=layer_norm_epsilon,
+                name=f"encoder_block_{i}")(x)
+        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, name="encoder_norm")(x)
+        if pooling == "token":
+            x = _TakeToken(name="cls_pool")(x)
+        elif pooling == "gap":
+            x = _MeanPatches(name="gap_pool")(x)
+        if num_classes and pooling is not None:
+            x = layers.Dense(num_classes, kernel_initializer="zeros", name="head",
+                             dtype="float32")(x)
+        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class _TakeToken(layers.Layer):
+    """(B, T, D) -> (B, D): the CLS token."""
+
+    def call(self, x):
+        return x[:, 0]
+
+    def compute_output_shape(self, s):
+        return (s[0], s[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class _MeanPatches(layers.Layer):
+    """(B, 1 + N, D) -> (B, D): mean over the patch tokens (CLS excluded)."""
+
+    def call(self, x):
+        return keras.ops.mean(x[:, 1:], axis=1)
+
+    def compute_output_shape(self, s):
+        return (s[0], s[2])
+
+
+_SIZES = {  # width, depth, heads, mlp (Table 1 of the paper; tiny/small from DeiT)
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+}
+
+
+def _vit(size, patch, **extra):
+    width, depth, heads, mlp = _SIZES[size]
+    return dict(patch_size=patch, hidden_dim=width, num_layers=depth, num_heads=heads,
+                mlp_dim=mlp, **extra)
+
+
+for _size in _SIZES:
+    register_preset(f"vit_{_size}_patch16_224", "ViT", _vit(_size, 16),
+                    f"ViT-{_size[0].upper()}/16, 224x224x3, 1000 classes")
+register_preset("vit_base_patch32_224", "ViT", _vit("base", 32),
+                "ViT-B/32, 224x224x3, 1000 classes")
+register_preset("vit_tiny_digits", "ViT",
+                dict(image_size=32, patch_size=8, num_channels=1, hidden_dim=64,
+                     num_layers=2, num_heads=4, mlp_dim=128, num_classes=10),
+                "a 2-block ViT for 32x32x1 digits (4x4 patches of 8x8)")

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_zoo.layers import MultiHeadAttention, causal_mask
+
+
+def _by_hand(layer, x, mask=None):
+    """softmax(Q K^T / sqrt(d)) V per head, in numpy, from the layer's own weights."""
+    w, b = [np.asarray(v) for v in layer.qkv.weights]
+    wo, bo = [np.asarray(v) for v in layer.out.weights]
+    qkv = x @ w + b
+    batch, t, dim = x.shape
+    h, d = layer.num_heads, dim // layer.num_heads
+    q, k, v = (qkv[..., i * dim:(i + 1) * dim].reshape(batch, t, h, d) for i in range(3))
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    context = np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, t, dim)
+    return context @ wo + bo
+
+
+def test_attention_matches_formula():
+    x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    layer = MultiHeadAttention(num_heads=4)
+    out = ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out, _by_hand(layer, x), atol=1e-5)
+
+
+def test_causal_mask_blocks_the_future():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 6, 16)).astype("float32")
+    layer = MultiHeadAttention(num_heads=2)
+    out = ops.convert_to_numpy(layer(x, use_causal_mask=True))
+    tri = np.tril(np.ones((6, 6), bool))[None, None]
+    np.testing.assert_allclose(out, _by_hand(layer, x, tri), atol=1e-5)
+    # Changing token 4 must not change outputs at positions 0..3.
+    x2 = x.copy()
+    x2[0, 4] += 10.0
+    out2 = ops.convert_to_numpy(layer(x2, use_causal_mask=True))
+    np.testing.assert_allclose(out2[0, :4], out[0, :4], atol=1e-6)
+    assert np.abs(out2[0, 4] - out[0, 4]).max() > 1e-3
+
+
+def test_padding_mask_ignores_padded_keys():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 5, 8)).astype("float32")
+    pad = np.array([[True, True, True, False, False]])
+    layer = MultiHeadAttention(num_heads=2)
+    out = ops.convert_to_numpy(layer(x, attention_mask=pad))
+    x2 = x.copy()
+    x2[0, 3:] = rng.normal(size=(2, 8))
+    out2 = ops.convert_to_numpy(layer(x2, attention_mask=pad))
+    np.testing.assert_allclose(out2[0, :3], out[0, :3], atol=1e-6)
+
+
+def test_cross_attention_uses_the_other_sequence():
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(2, 3, 8)).astype("float32")
+    kv = rng.normal(size=(2, 7, 8)).astype("float32")
+    layer = MultiHeadAttention(num_heads=2)
+    out = layer(q, kv)
+    assert tuple(out.shape) == (2, 3, 8)
+    assert layer.is_cross_attention
+    with pytest.raises(ValueError, match="cross-attention"):
+        layer(q)
+
+
+def test_causal_mask_shape_for_cached_decoding():
+    m = ops.convert_to_numpy(causal_mask(2, 5))
+    np.testing.assert_array_equal(m, [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="not divisible by num_heads=3"):
+        MultiHeadAttention(num_heads=3)(np.zeros((1, 2, 8), "float32"))
