@@ -39,6 +39,7 @@ class Preset:
     config: dict
     description: str = ""
     weights: str | None = None  # a preset folder (local or gs://) holding weights
+    tiny: bool = False  # trains in seconds on 32x32x1 digits; the test suite uses these
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -52,10 +53,10 @@ def register_family(cls):
     return cls
 
 
-def register_preset(name, family, config, description="", weights=None):
+def register_preset(name, family, config, description="", weights=None, tiny=False):
     if name in _PRESETS:
         raise ValueError(f"preset {name!r} is registered twice")
-    _PRESETS[name] = Preset(name, family, dict(config), description, weights)
+    _PRESETS[name] = Preset(name, family, dict(config), description, weights, tiny)
 
 
 def register_converter(keras_hub_class, fn):
@@ -63,12 +64,14 @@ def register_converter(keras_hub_class, fn):
     _CONVERTERS[keras_hub_class] = fn
 
 
-def list_presets(family=None):
-    """Sorted preset names, all of them or those of one family (class or name)."""
+def list_presets(family=None, tiny=None):
+    """Sorted preset names, all of them or those of one family (class or name);
+    ``tiny=True``: only the digits-sized ones the tests train."""
     _import_families()
     if family is not None and not isinstance(family, str):
         family = family.__name__
-    return sorted(n for n, p in _PRESETS.items() if family in (None, p.family))
+    return sorted(n for n, p in _PRESETS.items()
+                  if family in (None, p.family) and tiny in (None, p.tiny))
 
 
 def get_preset(name):

@@ -36,6 +36,6 @@ class LeNet(ZooModel):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
 
-register_preset("lenet5", "LeNet", {}, "LeNet-5, 32x32x1 input, 10 classes")
+register_preset("lenet5", "LeNet", {}, "LeNet-5, 32x32x1 input, 10 classes", tiny=True)
 register_preset("lenet5_relu", "LeNet", {"activation": "relu", "pooling": "max"},
                 "LeNet-5 with ReLU and max pooling")

@@ -30,7 +30,7 @@ class MLP(ZooModel):
 
 _DIGITS = dict(image_size=32, num_channels=1, num_classes=10)
 register_preset("mlp_small", "MLP", dict(_DIGITS, hidden_units=[256]),
-                "one hidden layer of 256 units")
+                "one hidden layer of 256 units", tiny=True)
 register_preset("mlp_base", "MLP", dict(_DIGITS, hidden_units=[512, 256], dropout=0.1),
                 "512-256 hidden units")
 register_preset("mlp_large", "MLP", dict(_DIGITS, hidden_units=[1024, 1024, 1024],

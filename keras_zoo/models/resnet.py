@@ -70,4 +70,4 @@ register_preset("resnet_tiny_digits", "ResNet",
                 {"block_type": "basic", "stage_depths": [1, 1, 1, 1],
                  "stage_filters": [16, 32, 64, 128], "image_size": 32, "num_channels": 1,
                  "num_classes": 10, "stem": "small"},
-                "a small 4-stage basic-block ResNet for 32x32x1 digits")
+                "a small 4-stage basic-block ResNet for 32x32x1 digits", tiny=True)

@@ -99,4 +99,4 @@ register_preset("vit_base_patch32_224", "ViT", _vit("base", 32),
 register_preset("vit_tiny_digits", "ViT",
                 dict(image_size=32, patch_size=8, num_channels=1, hidden_dim=64,
                      num_layers=2, num_heads=4, mlp_dim=128, num_classes=10),
-                "a 2-block ViT for 32x32x1 digits (4x4 patches of 8x8)")
+                "a 2-block ViT for 32x32x1 digits (4x4 patches of 8x8)", tiny=True)
