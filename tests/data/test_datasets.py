@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_zoo import data
+from keras_zoo.data import DatasetError
+
+
+def test_bundled_digits_splits_are_fixed_and_disjoint():
+    x_train, y_train, info = data.load_arrays("digits", "train", 8, 1)
+    x_test, y_test, test_info = data.load_arrays("digits:test", "train", 8, 1)
+    assert (len(x_train), len(x_test)) == (1437, 360)
+    assert info.num_classes == 10 and test_info.split == "test"
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert set(np.unique(y_test)) == set(range(10))
+    # No test image appears in the training split.
+    train_rows = {row.tobytes() for row in x_train.reshape(len(x_train), -1)}
+    overlap = sum(row.tobytes() in train_rows for row in x_test.reshape(len(x_test), -1))
+    assert overlap <= 3  # a handful of identical 8x8 glyphs exist in the UCI set itself
+
+
+def test_pipeline_static_batches_and_shapes():
+    ds, _ = data.load("digits")
+    batches = data.pipeline(ds, 64, 32, 1, training=True)
+    spec = batches.element_spec
+    assert spec[0].shape == (64, 32, 32, 1) and spec[1].shape == (64,)
+    n = sum(1 for _ in batches)
+    assert n == 1437 // 64  # drop_remainder: a full batch or none
+
+
+def test_pipeline_maps_grey_to_rgb():
+    ds, _ = data.load("digits:test")
+    x, _ = next(iter(data.pipeline(ds, 8, 16, 3, training=False)))
+    assert x.shape == (8, 16, 16, 3)
+    np.testing.assert_allclose(x[..., 0], x[..., 2])
+
+
+def test_tfds_names_through_the_same_pipeline():
+    with tfds.testing.mock_data(num_examples=16):
+        ds, info = data.load("tfds:mnist:test")
+        assert (info.name, info.split, info.num_classes) == ("mnist", "test", 10)
+        x, y = next(iter(data.pipeline(ds, 8, 32, 1, training=True)))
+        assert x.shape == (8, 32, 32, 1) and x.dtype == tf.float32
+        assert float(tf.reduce_max(x)) <= 1.0 and y.shape == (8,)
+        ds, info = data.load("tfds:cifar10")
+        x, _ = next(iter(data.pipeline(ds, 4, 32, 1, training=False)))
+        assert info.image_shape == (32, 32, 3) and x.shape == (4, 32, 32, 1)
+
+
+def test_synthetic_dataset_takes_model_shapes():
+    ds, info = data.load("synthetic:10", image_shape=(16, 16, 3), num_classes=4)
+    x, y = next(iter(ds.batch(10)))
+    assert x.shape == (10, 16, 16, 3) and int(tf.reduce_max(y)) < 4 and info.num_examples == 10
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("digit", "unknown dataset 'digit'.*Did you mean digits"),
+    ("digits:validation", "bundled split must be one of"),
+    ("tfds:", "tfds:NAME"),
+    ("synthetic:many", "whole number"),
+    ("", "non-empty string"),
+])
+def test_bad_specs_are_named(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        data.load(spec)
+
+
+def test_unknown_tfds_name():
+    with pytest.raises(DatasetError, match="tfds dataset 'not_a_dataset' not found"):
+        data.load("tfds:not_a_dataset")
+
+
+def test_empty_dataset_is_reported():
+    ds, _ = data.load("synthetic:3", image_shape=(8, 8, 1))
+    batches = data.pipeline(ds, 4, 8, 1, training=False)
+    with pytest.raises(DatasetError, match="yields no full batch of 4"):
+        data.check_nonempty(batches, "synthetic:3", 4)
