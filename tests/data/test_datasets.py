@@ -17,7 +17,7 @@ def test_bundled_digits_splits_are_fixed_and_disjoint():
     # No test image appears in the training split.
     train_rows = {row.tobytes() for row in x_train.reshape(len(x_train), -1)}
     overlap = sum(row.tobytes() in train_rows for row in x_test.reshape(len(x_test), -1))
-    assert overlap <= 3  # a handful of identical 8x8 glyphs exist in the UCI set itself
+    assert overlap == 0
 
 
 def test_pipeline_static_batches_and_shapes():

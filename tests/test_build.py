@@ -1,0 +1,34 @@
+"""BUILD must name every module and every test file (Bazel users build from it)."""
+
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tracked_python(folder):
+    out = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, folder)):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        out += [os.path.relpath(os.path.join(dirpath, f), ROOT)
+                for f in filenames if f.endswith(".py")]
+    return out
+
+
+def _build():
+    with open(os.path.join(ROOT, "BUILD")) as f:
+        return f.read()
+
+
+def test_every_module_is_in_a_target():
+    named = set(re.findall(r'"([\w/]+\.py)"', _build()))
+    missing = [f for folder in ("keras_zoo", "experiments", "export", "benchmarks", "tests")
+               for f in _tracked_python(folder) if f not in named]
+    assert not missing, f"not named by any BUILD target (run tools/update_build.py): {missing}"
+
+
+def test_every_test_file_has_a_py_test():
+    tests = set(re.findall(r'py_test\(\s*name = "\w+",\s*srcs = \["([\w/]+\.py)"\]', _build()))
+    missing = [f for f in _tracked_python("tests")
+               if os.path.basename(f).startswith("test_") and f not in tests]
+    assert not missing, f"test files without a py_test target: {missing}"
