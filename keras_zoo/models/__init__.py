@@ -2,8 +2,9 @@
 
 from keras_zoo.models.base import ZooModel
 from keras_zoo.models.lenet import LeNet
+from keras_zoo.models.mae import MAE
 from keras_zoo.models.mlp import MLP
 from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vit import ViT
 
-__all__ = ["LeNet", "MLP", "ResNet", "ViT", "ZooModel"]
+__all__ = ["MAE", "MLP", "LeNet", "ResNet", "ViT", "ZooModel"]
