@@ -5,7 +5,18 @@
     keras_zoo.list_presets()
 """
 
-from keras_zoo.models import MAE, MLP, LeNet, ResNet, ViT, ZooModel
+from keras_zoo.models import (
+    MAE,
+    MLP,
+    VAE,
+    Autoencoder,
+    LatentClassifier,
+    LeNet,
+    ResNet,
+    SparseAutoencoder,
+    ViT,
+    ZooModel,
+)
 from keras_zoo.presets import PresetError, list_presets
 
 __version__ = "0.1.0"
@@ -16,5 +27,5 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["MAE", "MLP", "LeNet", "PresetError", "ResNet", "ViT", "ZooModel", "from_preset",
-           "list_presets"]
+__all__ = ["MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "PresetError",
+           "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset", "list_presets"]

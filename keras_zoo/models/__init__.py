@@ -1,10 +1,14 @@
 """One file per family; importing this package registers every family and preset."""
 
+from keras_zoo.models.autoencoder import Autoencoder, SparseAutoencoder
 from keras_zoo.models.base import ZooModel
+from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
 from keras_zoo.models.mlp import MLP
 from keras_zoo.models.resnet import ResNet
+from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["MAE", "MLP", "LeNet", "ResNet", "ViT", "ZooModel"]
+__all__ = ["MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
+           "SparseAutoencoder", "ViT", "ZooModel"]

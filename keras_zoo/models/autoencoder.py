@@ -338,7 +338,7 @@ def kl_bernoulli(rho, rho_hat, epsilon=1e-7):
 
 # ---------------------------------------------------------------- presets
 
-_DIGITS = dict(image_size=32, num_channels=1)
+_DIGITS = {"image_size": 32, "num_channels": 1}
 register_preset("autoencoder_digits", "Autoencoder",
                 dict(_DIGITS, hidden_units=[256], latent_dim=32),
                 "dense 1024-256-32 autoencoder for 32x32x1 digits", tiny=True)
@@ -350,15 +350,15 @@ register_preset("sparse_autoencoder_digits", "SparseAutoencoder",
                 dict(_DIGITS, latent_dim=256, sparsity_target=0.05, sparsity_weight=3.0),
                 "1024-256 sparse autoencoder, sigmoid code, rho=0.05", tiny=True)
 register_preset("autoencoder_hinton2006", "Autoencoder",
-                dict(image_size=28, num_channels=1, hidden_units=[1000, 500, 250],
-                     latent_dim=30, activation="sigmoid"),
+                {"image_size": 28, "num_channels": 1, "hidden_units": [1000, 500, 250],
+                 "latent_dim": 30, "activation": "sigmoid"},
                 "Hinton & Salakhutdinov 2006 MNIST: 784-1000-500-250-30 and mirror")
 register_preset("conv_autoencoder_mnist", "Autoencoder",
-                dict(image_size=28, num_channels=1, variant="conv", conv_filters=[32, 64],
-                     hidden_units=[], latent_dim=16),
+                {"image_size": 28, "num_channels": 1, "variant": "conv", "conv_filters": [32, 64],
+                 "hidden_units": [], "latent_dim": 16},
                 "conv autoencoder for 28x28x1 (28 -> 14 -> 7, code 16)")
 register_preset("sparse_autoencoder_ng", "SparseAutoencoder",
-                dict(image_size=8, num_channels=1, latent_dim=25, activation="sigmoid",
-                     sparsity_target=0.01, sparsity_weight=3.0, reconstruction_loss="mse",
-                     weight_decay=1e-4),
+                {"image_size": 8, "num_channels": 1, "latent_dim": 25, "activation": "sigmoid",
+                 "sparsity_target": 0.01, "sparsity_weight": 3.0, "reconstruction_loss": "mse",
+                 "weight_decay": 1e-4},
                 "Ng's CS294A exercise: 8x8 patches, 25 sigmoid units, rho=0.01, beta=3")

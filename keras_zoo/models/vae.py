@@ -96,7 +96,7 @@ class VAE(Codec):
         return self.decode(keras.random.normal((n, self.latent_dim), seed=seed))
 
 
-_DIGITS = dict(image_size=32, num_channels=1)
+_DIGITS = {"image_size": 32, "num_channels": 1}
 register_preset("vae_digits", "VAE", dict(_DIGITS, hidden_units=[256], latent_dim=16),
                 "dense VAE 1024-256-(16+16) for 32x32x1 digits", tiny=True)
 register_preset("vae_digits_2d", "VAE", dict(_DIGITS, hidden_units=[256], latent_dim=2),
@@ -107,6 +107,6 @@ register_preset("conv_vae_digits", "VAE",
                 "conv VAE (3x3/2 convs 16-32, dense 64, latent 16) for 32x32x1 digits",
                 tiny=True)
 register_preset("vae_kingma2014_mnist", "VAE",
-                dict(image_size=28, num_channels=1, hidden_units=[500], latent_dim=20,
-                     activation="tanh"),
+                {"image_size": 28, "num_channels": 1, "hidden_units": [500], "latent_dim": 20,
+                 "activation": "tanh"},
                 "Kingma & Welling 2014 MNIST: 784-500-(20+20), Bernoulli decoder, tanh")
