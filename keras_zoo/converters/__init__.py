@@ -1,0 +1,4 @@
+"""Converters for foreign checkpoints; importing this package registers them
+with ``keras_zoo.presets`` (which imports it lazily, on the first foreign folder)."""
+
+from keras_zoo.converters import keras_hub  # noqa: F401  (registers ViT, ResNet)

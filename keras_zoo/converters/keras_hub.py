@@ -1,0 +1,384 @@
+"""Import of keras-hub ViT and ResNet checkpoints into keras_zoo models.
+
+A folder written by keras-hub's ``save_to_preset`` (``config.json`` naming a
+keras-hub class, ``model.weights.h5``, optionally ``task.json`` +
+``task.weights.h5`` for an image classifier and ``image_converter.json`` for
+its preprocessing) becomes a keras_zoo model with the same numbers::
+
+    vit = keras_zoo.ViT.from_preset("/path/to/keras_hub_vit_preset")
+    resnet = keras_zoo.ResNet.from_preset("/path/to/keras_hub_resnet", num_classes=10)
+
+The keras-hub model is loaded with keras-hub's own loader (so sharded weight
+files and dtype policies are handled by the library that wrote them); each of
+its weights is then mapped into the keras_zoo layer that plays the same part,
+and the converter fails if any weight on either side is left unmapped.
+
+What the converted model returns without overrides:
+
+* ``ViTBackbone``: ``pooling=None``, ``num_classes=None`` - the token sequence
+  after the final LayerNorm, exactly what ``ViTBackbone`` returns.
+* ``ResNetBackbone``: ``num_classes=None`` - the global average of the last
+  feature map, i.e. what keras-hub's ``ResNetImageClassifier(pooling="avg")``
+  feeds its classifier (the map itself is the input of our ``avg_pool`` layer).
+* A folder saved from a ``ViTImageClassifier`` / ``ResNetImageClassifier``
+  also brings its classifier: our ``head`` gets the keras-hub ``predictions``
+  weights, so the model returns the same logits.
+
+``overrides`` work as for our own presets: ``num_classes=10`` puts a fresh
+head on the hub features (ViT then pools the CLS token), ``image_size=...``
+resamples ViT's position embeddings (ResNet convolutions do not depend on it).
+
+keras-hub models do not scale their inputs; its image converter does (see
+``input_scaling``), and so must the user of the converted model.
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from keras_zoo.models.resnet import ResNet
+from keras_zoo.models.vit import ViT
+from keras_zoo.presets import PresetError, register_converter, transfer_weights
+
+log = logging.getLogger("keras_zoo")
+
+TASK_FILE = "task.json"
+IMAGE_CONVERTER_FILE = "image_converter.json"
+
+
+# ---------------------------------------------------------------- public helpers
+
+def input_scaling(folder):
+    """The preprocessing a keras-hub preset folder declares, or None.
+
+    Returns ``{"image_size": (h, w), "scale": ..., "offset": ...}`` from its
+    ``image_converter.json``: inputs in [0, 255] must become ``x * scale +
+    offset`` (per channel when lists) before they reach the model. keras-hub's
+    ImageNet ResNets (converted from timm) use the ImageNet mean/std, i.e.
+    ``scale = 1 / (255 * std)``, ``offset = -mean / std``; its ViTs (converted
+    from Hugging Face ``google/vit-*``) map [0, 255] to [-1, 1]
+    (``scale = 1 / 127.5``, ``offset = -1``).
+    """
+    path = os.path.join(str(folder), IMAGE_CONVERTER_FILE)
+    if not os.path.exists(path):
+        return None
+    config = _read_json(path).get("config", {})
+    size = config.get("image_size")
+    return {"image_size": tuple(size) if size else None,
+            "scale": config.get("scale"), "offset": config.get("offset")}
+
+
+# ---------------------------------------------------------------- config mapping
+
+def _unsupported(class_name, option, value, why):
+    return PresetError(
+        f"keras-hub {class_name} with {option}={value!r} cannot be imported: {why}")
+
+
+def _square(class_name, option, value):
+    """(h, w) or int -> int; non-square sizes are not expressible in keras_zoo."""
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise _unsupported(class_name, option, list(value),
+                               "keras_zoo models take square sizes only")
+        value = value[0]
+    return value
+
+
+def _image_shape(class_name, config, default_size):
+    shape = config.get("image_shape") or (None, None, 3)
+    if len(shape) != 3:
+        raise _unsupported(class_name, "image_shape", shape, "expected (height, width, channels)")
+    h, w, c = shape
+    if h is None and w is None:
+        h = w = default_size
+    size = _square(class_name, "image_shape[:2]", [h, w])
+    if size is None:
+        raise _unsupported(class_name, "image_shape", shape,
+                           "height and width must both be set or both be None")
+    return size, c if c is not None else 3
+
+
+def vit_config(hub):
+    """keras-hub ``ViTBackbone`` config -> (architecture, training-only) ViT kwargs."""
+    name = "ViTBackbone"
+    for option, why in [
+        ("use_class_token", "keras_zoo's ViT always prepends a [CLS] token"),
+        ("use_mha_bias", "keras_zoo's ViT always has q/k/v/output projection biases"),
+        ("use_mlp_bias", "keras_zoo's ViT always has biases in the MLP"),
+        ("use_patch_bias", "keras_zoo's ViT always has a bias in the patch projection"),
+    ]:
+        if not hub.get(option, True):
+            raise _unsupported(name, option, hub[option], why)
+    image_size, channels = _image_shape(name, hub, None)
+    arch = {"image_size": image_size,
+            "patch_size": _square(name, "patch_size", hub["patch_size"]),
+            "num_channels": channels, "hidden_dim": hub["hidden_dim"],
+            "num_layers": hub["num_layers"], "num_heads": hub["num_heads"],
+            "mlp_dim": hub["mlp_dim"],
+            "layer_norm_epsilon": hub.get("layer_norm_epsilon", 1e-6)}
+    training = {"dropout": hub.get("dropout_rate", 0.0),
+                "attention_dropout": hub.get("attention_dropout", 0.0)}
+    return arch, training
+
+
+_RESNET_BLOCKS = {"basic_block": "basic", "bottleneck_block": "bottleneck"}
+
+
+def resnet_config(hub):
+    """keras-hub ``ResNetBackbone`` config -> (architecture, training-only) ResNet kwargs."""
+    name = "ResNetBackbone"
+    if hub.get("use_pre_activation"):
+        raise _unsupported(name, "use_pre_activation", True,
+                           "ResNetV2 (BN-ReLU before each conv) is not a keras_zoo ResNet")
+    block = hub["block_type"]
+    if block not in _RESNET_BLOCKS:
+        raise _unsupported(name, "block_type", block,
+                           f"keras_zoo's ResNet has {sorted(_RESNET_BLOCKS)} blocks "
+                           "(the ResNet-vd average-pool shortcut is not expressible)")
+    filters, kernels = hub["input_conv_filters"], hub["input_conv_kernel_sizes"]
+    if list(kernels) != [7]:
+        raise _unsupported(name, "input_conv_kernel_sizes", kernels,
+                           "keras_zoo's ResNet stem is one 7x7/2 convolution")
+    stage_filters = list(hub["stackwise_num_filters"])
+    if filters[0] != stage_filters[0]:
+        raise _unsupported(name, "input_conv_filters", filters,
+                           f"keras_zoo's stem width equals the first stage's "
+                           f"({stage_filters[0]})")
+    strides = list(hub["stackwise_num_strides"])
+    expected = [1] + [2] * (len(strides) - 1)
+    if strides != expected:
+        raise _unsupported(name, "stackwise_num_strides", strides,
+                           f"keras_zoo's ResNet uses {expected}")
+    # keras-hub ResNets accept any image size; 224 is what its ImageNet presets use.
+    image_size, channels = _image_shape(name, hub, 224)
+    arch = {"block_type": _RESNET_BLOCKS[block],
+            "stage_depths": list(hub["stackwise_num_blocks"]), "stage_filters": stage_filters,
+            "image_size": image_size, "num_channels": channels, "stem": "imagenet"}
+    return arch, {}
+
+
+# ---------------------------------------------------------------- weight mapping
+
+class _WeightMap:
+    """Assigns keras-hub variables to keras_zoo variables and remembers which
+    ones it used, so that a variant the mapping does not know fails loudly
+    instead of leaving random weights behind."""
+
+    def __init__(self):
+        self.used_src, self.used_dst = set(), set()
+
+    def assign(self, dst, src, transform=None):
+        srcs = src if isinstance(src, (list, tuple)) else [src]
+        values = [np.asarray(s.numpy() if hasattr(s, "numpy") else s) for s in srcs]
+        value = transform(*values) if transform else values[0]
+        if tuple(dst.shape) != value.shape:
+            raise PresetError(
+                f"keras-hub weight(s) {[s.path for s in srcs]} of shape {value.shape} do "
+                f"not fit keras_zoo weight {dst.path} of shape {tuple(dst.shape)}")
+        dst.assign(value.astype(dst.dtype))
+        self.used_src.update(id(s) for s in srcs)
+        self.used_dst.add(id(dst))
+
+    def layer(self, dst, src):
+        """Same-kind layers (Conv2D, Dense, LayerNorm, BatchNorm): weights in order."""
+        if [w.name for w in dst.weights] != [w.name for w in src.weights]:
+            raise PresetError(f"keras-hub layer {src.name!r} has weights "
+                              f"{[w.name for w in src.weights]}, keras_zoo layer "
+                              f"{dst.name!r} has {[w.name for w in dst.weights]}")
+        for d, s in zip(dst.weights, src.weights):
+            self.assign(d, s)
+
+    def check_complete(self, src_model, dst_model, skip=()):
+        missing_src = [w.path for w in src_model.weights if id(w) not in self.used_src]
+        missing_dst = [w.path for w in dst_model.weights
+                       if id(w) not in self.used_dst and w.path.split("/")[0] not in skip]
+        if missing_src or missing_dst:
+            raise PresetError(
+                "keras-hub checkpoint does not map one-to-one onto keras_zoo's "
+                f"{type(dst_model).__name__}: unmapped keras-hub weights "
+                f"{missing_src[:5]}, unmapped keras_zoo weights {missing_dst[:5]}")
+
+
+def map_vit(hub, zoo):
+    """keras-hub ViTBackbone -> keras_zoo ViT (head excluded)."""
+    m = _WeightMap()
+    emb = hub.get_layer("vit_patching_and_embedding")
+    m.layer(zoo.get_layer("patch_embedding").projection, emb.patch_embedding)
+    m.assign(zoo.get_layer("class_token").token, emb.class_token)
+    m.assign(zoo.get_layer("position_embedding").embedding,
+             emb.position_embedding.embeddings, lambda e: e[None])
+    encoder = hub.get_layer("vit_encoder")
+    for i, block in enumerate(encoder.encoder_layers):
+        ours = zoo.get_layer(f"encoder_block_{i}")
+        mha, attn = block.mha, ours.attention
+        m.layer(ours.attention_norm, block.layer_norm_1)
+        # keras-hub keeps separate (dim, heads, head_dim) q/k/v kernels; ours is one
+        # (dim, 3 * dim) matmul whose columns are [q | k | v], each head-major.
+        q, k, v = mha.query_dense, mha.key_dense, mha.value_dense
+        m.assign(attn.qkv.kernel, [q.kernel, k.kernel, v.kernel],
+                 lambda *ws: np.concatenate([w.reshape(w.shape[0], -1) for w in ws], 1))
+        m.assign(attn.qkv.bias, [q.bias, k.bias, v.bias],
+                 lambda *bs: np.concatenate([b.reshape(-1) for b in bs]))
+        out = mha.output_dense
+        m.assign(attn.out.kernel, out.kernel, lambda w: w.reshape(-1, w.shape[-1]))
+        m.assign(attn.out.bias, out.bias)
+        m.layer(ours.mlp_norm, block.layer_norm_2)
+        m.layer(ours.mlp.fc1, block.mlp.dense_1)
+        m.layer(ours.mlp.fc2, block.mlp.dense_2)
+    m.layer(zoo.get_layer("encoder_norm"), encoder.layer_norm)
+    m.check_complete(hub, zoo, skip=("head",))
+
+
+def map_resnet(hub, zoo):
+    """keras-hub ResNetBackbone (v1) -> keras_zoo ResNet (head excluded)."""
+    m = _WeightMap()
+    hub_names = {layer.name for layer in hub.layers}
+    m.layer(zoo.get_layer("stem_conv"), hub.get_layer("conv1_conv"))
+    m.layer(zoo.get_layer("stem_bn"), hub.get_layer("conv1_bn"))
+    for s, depth in enumerate(zoo.get_zoo_config()["stage_depths"]):
+        for b in range(depth):
+            ours = zoo.get_layer(f"stage{s + 1}_block{b + 1}")
+            prefix = f"stack{s}_block{b}"
+            for i, (conv, bn) in enumerate(zip(ours.convs, ours.bns), start=1):
+                m.layer(conv, hub.get_layer(f"{prefix}_{i}_conv"))
+                m.layer(bn, hub.get_layer(f"{prefix}_{i}_bn"))
+            hub_projects = f"{prefix}_0_conv" in hub_names
+            if hub_projects != (ours.projection is not None):
+                raise PresetError(
+                    f"keras-hub block {prefix} {'has' if hub_projects else 'has no'} a "
+                    f"projection shortcut, keras_zoo's {ours.name} "
+                    f"{'has none' if hub_projects else 'has one'}")
+            if hub_projects:
+                m.layer(ours.projection, hub.get_layer(f"{prefix}_0_conv"))
+                m.layer(ours.projection_bn, hub.get_layer(f"{prefix}_0_bn"))
+    m.check_complete(hub, zoo, skip=("head",))
+
+
+# ---------------------------------------------------------------- the converters
+
+def _read_json(path):
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise PresetError(f"{path} is not valid JSON: {e}") from None
+
+
+def _classifier_task(folder, task_class, head_ok):
+    """The keras-hub task config if ``folder`` holds a classifier whose head
+    keras_zoo can express, else None (the backbone alone is imported)."""
+    path = os.path.join(folder, TASK_FILE)
+    if not os.path.exists(path):
+        return None
+    task = _read_json(path)
+    config = task.get("config", {})
+    if task.get("class_name") != task_class:
+        log.info("%s holds a keras-hub %s; importing its backbone only",
+                 folder, task.get("class_name"))
+        return None
+    problem = head_ok(config)
+    if problem:
+        log.warning("keras-hub %s head not imported (%s); the backbone is", task_class, problem)
+        return None
+    if config.get("activation") not in (None, "linear"):
+        log.warning("keras-hub %s applies activation=%r to its logits; keras_zoo's head "
+                    "returns logits", task_class, config["activation"])
+    return config
+
+
+def _vit_head_ok(config):
+    if config.get("pooling", "token") != "token":
+        # keras-hub's "gap" averages the CLS token too; ours averages patch tokens only.
+        return f"pooling={config.get('pooling')!r}"
+    if config.get("intermediate_dim") is not None:
+        return f"intermediate_dim={config['intermediate_dim']} (tanh pre-logits layer)"
+    return None
+
+
+def _resnet_head_ok(config):
+    if config.get("pooling", "avg") != "avg":
+        return f"pooling={config.get('pooling')!r}"
+    return None
+
+
+def _load_keras_hub(folder, with_task):
+    import keras_hub  # heavy; only needed when weights are really imported
+
+    try:
+        if with_task:
+            task = keras_hub.models.ImageClassifier.from_preset(folder)
+            return task.backbone, task
+        return keras_hub.models.Backbone.from_preset(folder), None
+    except Exception as e:  # keras-hub / h5py raise many types for a bad folder
+        raise PresetError(
+            f"keras-hub could not load {folder!r}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def _convert(folder, overrides, load_weights, family, hub_class, arch_fn, map_fn,
+             task_class, head_ok):
+    hub_config = _read_json(os.path.join(folder, "config.json")).get("config", {})
+    try:
+        arch, training = arch_fn(hub_config)
+    except KeyError as e:
+        raise PresetError(f"{folder!r}: keras-hub {hub_class} config lacks {e}") from None
+    unknown = set(overrides) - set(family.config_keys())
+    if unknown:
+        raise PresetError(f"{family.__name__} has no config option(s) {sorted(unknown)}; "
+                          f"options are {sorted(family.config_keys())}")
+    task = _classifier_task(folder, task_class, head_ok)
+    defaults = {**training, "num_classes": task["num_classes"] if task else None}
+    if family is ViT:
+        # A bare ViTBackbone returns the token sequence; a head needs the CLS token.
+        defaults["pooling"] = "token" if task or overrides.get("num_classes") else None
+    target_config = {**arch, **defaults, **overrides}
+    if not load_weights:
+        return family(**target_config)
+
+    hub, hub_task = _load_keras_hub(folder, with_task=task is not None)
+    # Built with the checkpoint's own architecture values, so every weight fits;
+    # architecture overrides (image_size) are applied by transfer_weights below.
+    source_config = {**target_config, **arch}
+    source = family(**source_config)
+    map_fn(hub, source)
+    if hub_task is not None:
+        _import_head(hub_task, source)
+    scaling = input_scaling(folder)
+    if scaling:
+        log.info("keras-hub preset %s expects images scaled as x * %s + %s",
+                 folder, scaling["scale"], scaling["offset"])
+    if source_config == target_config:
+        return source
+    target = family(**target_config)
+    transfer_weights(source, target)
+    return target
+
+
+def _import_head(hub_task, zoo):
+    head = zoo.get_layer("head") if any(layer.name == "head" for layer in zoo.layers) else None
+    dense = hub_task.output_dense
+    if head is None or tuple(head.kernel.shape) != tuple(dense.kernel.shape):
+        log.info("keras-hub classifier head %s not used: the model's head is %s",
+                 tuple(dense.kernel.shape), None if head is None else tuple(head.kernel.shape))
+        return
+    m = _WeightMap()
+    m.layer(head, dense)
+
+
+def convert_vit(folder, overrides, load_weights=True):
+    """keras-hub ``ViTBackbone`` (or ``ViTImageClassifier``) folder -> ``keras_zoo.ViT``."""
+    return _convert(folder, overrides, load_weights, ViT, "ViTBackbone", vit_config,
+                    map_vit, "ViTImageClassifier", _vit_head_ok)
+
+
+def convert_resnet(folder, overrides, load_weights=True):
+    """keras-hub ``ResNetBackbone`` (or ``ResNetImageClassifier``) folder -> ``keras_zoo.ResNet``."""
+    return _convert(folder, overrides, load_weights, ResNet, "ResNetBackbone",
+                    resnet_config, map_resnet, "ResNetImageClassifier", _resnet_head_ok)
+
+
+register_converter("ViTBackbone", convert_vit)
+register_converter("ResNetBackbone", convert_resnet)

@@ -1,0 +1,197 @@
+"""keras-hub ViT / ResNet checkpoints load into keras_zoo models with the same numbers.
+
+Each keras-hub model is built from a config (random weights, every bias, norm
+and BatchNorm statistic perturbed so that a swapped or missed weight shows),
+saved with keras-hub's own ``save_to_preset`` and loaded with ours.
+"""
+
+import json
+import shutil
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_zoo
+from keras_zoo import PresetError
+from keras_zoo.converters.keras_hub import input_scaling
+
+TOL = 1e-4
+RNG = np.random.default_rng(0)
+
+
+def _perturb(model):
+    """Kernels keep their fan-in scaled init; everything that keras-hub
+    initialises to a constant (biases, LN/BN scales and shifts, BN moving
+    statistics) gets a distinct random value."""
+    for w in model.weights:
+        name = w.path.rsplit("/", 1)[-1]
+        shape = tuple(w.shape)
+        if name in ("gamma", "moving_variance"):
+            w.assign(RNG.uniform(0.5, 1.5, shape).astype("float32"))
+        elif name in ("beta", "bias", "moving_mean"):
+            w.assign(RNG.normal(0, 0.1, shape).astype("float32"))
+
+
+def _images(size=32, n=2):
+    return RNG.normal(size=(n, size, size, 3)).astype("float32")
+
+
+def _max_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+@pytest.fixture(scope="module")
+def hub_vit(tmp_path_factory):
+    model = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
+        mlp_dim=128, layer_norm_epsilon=1e-5)
+    _perturb(model)
+    folder = str(tmp_path_factory.mktemp("hub") / "vit")
+    model.save_to_preset(folder)
+    return model, folder
+
+
+def _hub_resnet(block_type, tmp_path_factory):
+    model = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
+        stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3))
+    _perturb(model)
+    folder = str(tmp_path_factory.mktemp("hub") / block_type)
+    model.save_to_preset(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_basic(tmp_path_factory):
+    return _hub_resnet("basic_block", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_bottleneck(tmp_path_factory):
+    return _hub_resnet("bottleneck_block", tmp_path_factory)
+
+
+def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
+    hub, folder = hub_vit
+    ours = keras_zoo.ViT.from_preset(folder)
+    assert isinstance(ours, keras_zoo.ViT)
+    config = ours.get_zoo_config()
+    assert (config["image_size"], config["patch_size"], config["hidden_dim"],
+            config["num_layers"], config["num_heads"], config["mlp_dim"]) == (32, 8, 64, 2, 4, 128)
+    assert config["layer_norm_epsilon"] == 1e-5
+    x = _images()
+    expected = hub(x)
+    assert tuple(expected.shape) == (2, 17, 64)
+    assert _max_diff(ours(x), expected) < TOL
+
+
+@pytest.mark.parametrize("fixture", ["hub_resnet_basic", "hub_resnet_bottleneck"])
+def test_resnet_backbone_gives_the_same_features(fixture, request):
+    hub, folder = request.getfixturevalue(fixture)
+    ours = keras_zoo.ResNet.from_preset(folder)
+    assert ours.get_zoo_config()["block_type"] == fixture.rsplit("_", 1)[-1]
+    x = _images()
+    feature_map = hub(x)
+    # The last feature map itself, then the pooled features our model returns.
+    ours_map = keras.Model(ours.input, ours.get_layer("avg_pool").input)(x)
+    assert _max_diff(ours_map, feature_map) < TOL
+    pooled = np.mean(np.asarray(feature_map), axis=(1, 2))
+    assert _max_diff(ours(x), pooled) < TOL * max(1.0, float(np.abs(pooled).max()))
+
+
+def test_num_classes_override_puts_a_new_head_on_hub_features(hub_vit, hub_resnet_basic):
+    x = _images()
+    hub, folder = hub_vit
+    vit = keras_zoo.ViT.from_preset(folder, num_classes=10)
+    assert tuple(vit(x).shape) == (2, 10)
+    cls_features = keras.Model(vit.input, vit.get_layer("cls_pool").output)(x)
+    assert _max_diff(cls_features, np.asarray(hub(x))[:, 0]) < TOL
+
+    hub, folder = hub_resnet_basic
+    resnet = keras_zoo.ResNet.from_preset(folder, num_classes=10)
+    assert tuple(resnet(x).shape) == (2, 10)
+    pooled = keras.Model(resnet.input, resnet.get_layer("avg_pool").output)(x)
+    assert _max_diff(pooled, np.mean(np.asarray(hub(x)), axis=(1, 2))) < TOL
+
+
+def test_image_size_override_resamples_vit_positions(hub_vit):
+    hub, folder = hub_vit
+    ours = keras_zoo.ViT.from_preset(folder, image_size=48)
+    table = ours.get_layer("position_embedding").embedding.numpy()
+    assert table.shape == (1, 1 + 6 * 6, 64)
+    hub_table = hub.get_layer("vit_patching_and_embedding").position_embedding.embeddings.numpy()
+    np.testing.assert_allclose(table[0, 0], hub_table[0], atol=1e-6)  # CLS position kept
+    np.testing.assert_allclose(ours.get_layer("patch_embedding").projection.kernel.numpy(),
+                               hub.get_layer("vit_patching_and_embedding")
+                               .patch_embedding.kernel.numpy())
+    assert tuple(ours(_images(48)).shape) == (2, 37, 64)
+
+
+def test_classifier_task_brings_its_head(hub_vit, tmp_path):
+    backbone, _ = hub_vit
+    task = keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=5)
+    _perturb(task.output_dense)
+    folder = str(tmp_path / "vit_task")
+    task.save_to_preset(folder)
+    ours = keras_zoo.ViT.from_preset(folder)
+    x = _images()
+    assert _max_diff(ours(x), task(x)) < TOL
+
+
+def test_input_scaling_is_read_from_the_image_converter(hub_resnet_basic, tmp_path):
+    backbone, _ = hub_resnet_basic
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(32, 32), scale=1 / 127.5, offset=-1.0)
+    task = keras_hub.models.ResNetImageClassifier(
+        backbone=backbone, num_classes=3,
+        preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter))
+    folder = str(tmp_path / "resnet_task")
+    task.save_to_preset(folder)
+    scaling = input_scaling(folder)
+    assert scaling == {"image_size": (32, 32), "scale": 1 / 127.5, "offset": -1.0}
+    ours = keras_zoo.ResNet.from_preset(folder)
+    # keras-hub's predict() runs the image converter; our model wants scaled inputs.
+    pixels = RNG.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    scaled = pixels * scaling["scale"] + scaling["offset"]
+    assert _max_diff(ours(scaled), task.predict(pixels, verbose=0)) < TOL
+
+
+def _edited_copy(folder, tmp_path, **changes):
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.update({k: v for k, v in changes.items() if k in ("class_name", "registered_name")})
+    config["config"].update({k: v for k, v in changes.items()
+                             if k not in ("class_name", "registered_name")})
+    (copy / "config.json").write_text(json.dumps(config))
+    return str(copy)
+
+
+def test_unsupported_keras_hub_class_is_refused(hub_vit, tmp_path):
+    folder = _edited_copy(hub_vit[1], tmp_path, class_name="BertBackbone",
+                          registered_name="keras_hub>BertBackbone")
+    with pytest.raises(PresetError, match=r"keras-hub BertBackbone.*ResNetBackbone.*ViTBackbone"):
+        keras_zoo.ViT.from_preset(folder)
+
+
+@pytest.mark.parametrize("fixture,option,value", [
+    ("hub_resnet_basic", "use_pre_activation", True),
+    ("hub_resnet_bottleneck", "block_type", "bottleneck_block_vd"),
+    ("hub_resnet_basic", "stackwise_num_strides", [1, 1]),
+    ("hub_vit", "use_class_token", False),
+    ("hub_vit", "patch_size", [8, 4]),
+])
+def test_unsupported_variant_names_the_option(fixture, option, value, request, tmp_path):
+    folder = _edited_copy(request.getfixturevalue(fixture)[1], tmp_path, **{option: value})
+    with pytest.raises(PresetError, match=rf"{option}=.*cannot be imported"):
+        keras_zoo.ZooModel.from_preset(folder)
+
+
+def test_family_mismatch_and_unknown_override_are_refused(hub_vit):
+    with pytest.raises(PresetError, match="holds a ViT, not a ResNet"):
+        keras_zoo.ResNet.from_preset(hub_vit[1], load_weights=False)
+    with pytest.raises(PresetError, match="no config option.*num_class"):
+        keras_zoo.ViT.from_preset(hub_vit[1], num_class=3)
