@@ -130,9 +130,6 @@ _RESNET_BLOCKS = {"basic_block": "basic", "bottleneck_block": "bottleneck"}
 def resnet_config(hub):
     """keras-hub ``ResNetBackbone`` config -> (architecture, training-only) ResNet kwargs."""
     name = "ResNetBackbone"
-    if hub.get("use_pre_activation"):
-        raise _unsupported(name, "use_pre_activation", True,
-                           "ResNetV2 (BN-ReLU before each conv) is not a keras_zoo ResNet")
     block = hub["block_type"]
     if block not in _RESNET_BLOCKS:
         raise _unsupported(name, "block_type", block,
@@ -156,7 +153,8 @@ def resnet_config(hub):
     image_size, channels = _image_shape(name, hub, 224)
     arch = {"block_type": _RESNET_BLOCKS[block],
             "stage_depths": list(hub["stackwise_num_blocks"]), "stage_filters": stage_filters,
-            "image_size": image_size, "num_channels": channels, "stem": "imagenet"}
+            "image_size": image_size, "num_channels": channels, "stem": "imagenet",
+            "preactivation": bool(hub.get("use_pre_activation", False))}
     return arch, {}
 
 
@@ -233,18 +231,25 @@ def map_vit(hub, zoo):
 
 
 def map_resnet(hub, zoo):
-    """keras-hub ResNetBackbone (v1) -> keras_zoo ResNet (head excluded)."""
+    """keras-hub ResNetBackbone (v1 or v2) -> keras_zoo ResNet (head excluded)."""
     m = _WeightMap()
     hub_names = {layer.name for layer in hub.layers}
+    preactivation = zoo.get_zoo_config()["preactivation"]
     m.layer(zoo.get_layer("stem_conv"), hub.get_layer("conv1_conv"))
-    m.layer(zoo.get_layer("stem_bn"), hub.get_layer("conv1_bn"))
+    if preactivation:
+        m.layer(zoo.get_layer("post_bn"), hub.get_layer("post_bn"))
+    else:
+        m.layer(zoo.get_layer("stem_bn"), hub.get_layer("conv1_bn"))
     for s, depth in enumerate(zoo.get_zoo_config()["stage_depths"]):
         for b in range(depth):
             ours = zoo.get_layer(f"stage{s + 1}_block{b + 1}")
             prefix = f"stack{s}_block{b}"
+            if preactivation:
+                m.layer(ours.preact_bn, hub.get_layer(f"{prefix}_pre_activation_bn"))
             for i, (conv, bn) in enumerate(zip(ours.convs, ours.bns), start=1):
                 m.layer(conv, hub.get_layer(f"{prefix}_{i}_conv"))
-                m.layer(bn, hub.get_layer(f"{prefix}_{i}_bn"))
+                if bn is not None:  # v2 has no BN after a block's last conv
+                    m.layer(bn, hub.get_layer(f"{prefix}_{i}_bn"))
             hub_projects = f"{prefix}_0_conv" in hub_names
             if hub_projects != (ours.projection is not None):
                 raise PresetError(
@@ -253,7 +258,8 @@ def map_resnet(hub, zoo):
                     f"{'has none' if hub_projects else 'has one'}")
             if hub_projects:
                 m.layer(ours.projection, hub.get_layer(f"{prefix}_0_conv"))
-                m.layer(ours.projection_bn, hub.get_layer(f"{prefix}_0_bn"))
+                if not preactivation:
+                    m.layer(ours.projection_bn, hub.get_layer(f"{prefix}_0_bn"))
     m.check_complete(hub, zoo, skip=("head",))
 
 

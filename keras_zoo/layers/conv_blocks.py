@@ -27,13 +27,20 @@ def _bn(name, dtype, zero_init=False, epsilon=1e-5, momentum=0.9):
 
 
 class _ResidualBlock(layers.Layer):
+    """``preactivation=True``: the ResNetV2 ordering of He et al. 2016b
+    ("Identity Mappings in Deep Residual Networks"): BN-ReLU before each conv
+    (the first BN-ReLU also feeds a projection shortcut), no BN after the last
+    conv and no ReLU after the addition, so the identity path stays clean."""
+
     expansion = 1
 
-    def __init__(self, filters, stride=1, zero_init_residual=False, **kwargs):
+    def __init__(self, filters, stride=1, zero_init_residual=False, preactivation=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.stride = stride
         self.zero_init_residual = zero_init_residual
+        self.preactivation = preactivation
 
     def _build_shortcut(self, input_shape):
         out = self.filters * self.expansion
@@ -41,19 +48,25 @@ class _ResidualBlock(layers.Layer):
         if self.stride != 1 or input_shape[-1] != out:
             # Option B of the paper: 1x1 projection (with BN) when shapes change.
             self.projection = _conv(out, 1, self.stride, "shortcut_conv", self.dtype_policy)
-            self.projection_bn = _bn("shortcut_bn", self.dtype_policy)
             self.projection.build(input_shape)
-            self.projection_bn.build(self.projection.compute_output_shape(input_shape))
+            if not self.preactivation:  # pre-activation: the input is already normalised
+                self.projection_bn = _bn("shortcut_bn", self.dtype_policy)
+                self.projection_bn.build(self.projection.compute_output_shape(input_shape))
 
     def _shortcut(self, x, training):
         if self.projection is None:
             return x
+        if self.preactivation:
+            return self.projection(x)
         return self.projection_bn(self.projection(x), training=training)
 
     def _build_chain(self, input_shape, specs):
         """specs: (filters, kernel, stride) per conv; each conv gets a BN."""
         self.convs, self.bns, self.pads = [], [], []
         shape = input_shape
+        if self.preactivation:
+            self.preact_bn = _bn("preact_bn", self.dtype_policy)
+            self.preact_bn.build(input_shape)
         for i, (filters, kernel, stride) in enumerate(specs, start=1):
             pad = _pad(kernel, stride, f"pad{i}", self.dtype_policy)
             if pad is not None:
@@ -61,21 +74,32 @@ class _ResidualBlock(layers.Layer):
             self.pads.append(pad)
             conv = _conv(filters, kernel, stride, f"conv{i}", self.dtype_policy)
             last = i == len(specs)
-            bn = _bn(f"bn{i}", self.dtype_policy, zero_init=last and self.zero_init_residual)
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
-            bn.build(shape)
+            bn = None
+            if not (last and self.preactivation):
+                bn = _bn(f"bn{i}", self.dtype_policy, zero_init=last and self.zero_init_residual)
+                bn.build(shape)
             self.convs.append(conv)
             self.bns.append(bn)
 
     def call(self, x, training=None):
-        shortcut = self._shortcut(x, training)
+        if self.preactivation:
+            x_pre = keras.activations.relu(self.preact_bn(x, training=training))
+            shortcut = x if self.projection is None else self._shortcut(x_pre, training)
+            x = x_pre
+        else:
+            shortcut = self._shortcut(x, training)
         for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
             if pad is not None:
                 x = pad(x)
-            x = bn(conv(x), training=training)
+            x = conv(x)
+            if bn is not None:
+                x = bn(x, training=training)
             if i < len(self.convs) - 1:
                 x = keras.activations.relu(x)
+        if self.preactivation:
+            return x + shortcut
         return keras.activations.relu(x + shortcut)
 
     def compute_output_shape(self, input_shape):
@@ -88,7 +112,8 @@ class _ResidualBlock(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, stride=self.stride,
-                      zero_init_residual=self.zero_init_residual)
+                      zero_init_residual=self.zero_init_residual,
+                      preactivation=self.preactivation)
         return config
 
 

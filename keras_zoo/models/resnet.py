@@ -21,12 +21,16 @@ class ResNet(ZooModel):
     no bias (BatchNorm follows each). ResNet-50 has 25,557,032 trainable
     parameters with a 1000-class head. ``num_classes=None`` gives the pooled
     features (2048 for ResNet-50, 512 for ResNet-18).
+
+    ``preactivation=True`` gives ResNetV2 (He et al. 2016b, "Identity Mappings
+    in Deep Residual Networks"): BN-ReLU before each conv inside the blocks, a
+    stem conv without BN-ReLU, and one BN-ReLU after the last stage.
     """
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
                  stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,
                  num_classes=1000, stem="imagenet", zero_init_residual=False,
-                 name="resnet", **kwargs):
+                 preactivation=False, name="resnet", **kwargs):
         if block_type not in _BLOCKS:
             raise ValueError(f"block_type must be one of {sorted(_BLOCKS)}, got {block_type!r}")
         if stem not in ("imagenet", "small"):
@@ -41,16 +45,27 @@ class ResNet(ZooModel):
         else:
             x = layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
-        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
-        x = layers.ReLU(name="stem_relu")(x)
+        if not preactivation:  # ResNetV2 normalises at the start of each block instead
+            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
+            x = layers.ReLU(name="stem_relu")(x)
         if stem == "imagenet":
-            x = layers.ZeroPadding2D(1, name="pool_pad")(x)
+            if preactivation:
+                # No ReLU before the pool, so values can be negative: pad with -inf
+                # so that the padding never wins the max.
+                x = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]],
+                                  constant_values=float("-inf"))
+            else:
+                x = layers.ZeroPadding2D(1, name="pool_pad")(x)
             x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
         for s, (depth, filters) in enumerate(zip(stage_depths, stage_filters)):
             for b in range(depth):
                 stride = 2 if (s > 0 and b == 0) else 1
                 x = block(filters, stride=stride, zero_init_residual=zero_init_residual,
+                          preactivation=preactivation,
                           name=f"stage{s + 1}_block{b + 1}")(x)
+        if preactivation:
+            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="post_bn")(x)
+            x = layers.ReLU(name="post_relu")(x)
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if num_classes:
             x = layers.Dense(num_classes, name="head", dtype="float32")(x)

@@ -53,13 +53,14 @@ def hub_vit(tmp_path_factory):
     return model, folder
 
 
-def _hub_resnet(block_type, tmp_path_factory):
+def _hub_resnet(block_type, tmp_path_factory, use_pre_activation=False):
     model = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[7],
         stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
-        stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3))
+        stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3),
+        use_pre_activation=use_pre_activation)
     _perturb(model)
-    folder = str(tmp_path_factory.mktemp("hub") / block_type)
+    folder = str(tmp_path_factory.mktemp("hub") / f"{block_type}_{use_pre_activation}")
     model.save_to_preset(folder)
     return model, folder
 
@@ -72,6 +73,16 @@ def hub_resnet_basic(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_resnet_bottleneck(tmp_path_factory):
     return _hub_resnet("bottleneck_block", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_v2_basic(tmp_path_factory):
+    return _hub_resnet("basic_block", tmp_path_factory, use_pre_activation=True)
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_v2_bottleneck(tmp_path_factory):
+    return _hub_resnet("bottleneck_block", tmp_path_factory, use_pre_activation=True)
 
 
 def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
@@ -88,11 +99,13 @@ def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
     assert _max_diff(ours(x), expected) < TOL
 
 
-@pytest.mark.parametrize("fixture", ["hub_resnet_basic", "hub_resnet_bottleneck"])
+@pytest.mark.parametrize("fixture", ["hub_resnet_basic", "hub_resnet_bottleneck",
+                                     "hub_resnet_v2_basic", "hub_resnet_v2_bottleneck"])
 def test_resnet_backbone_gives_the_same_features(fixture, request):
     hub, folder = request.getfixturevalue(fixture)
     ours = keras_zoo.ResNet.from_preset(folder)
     assert ours.get_zoo_config()["block_type"] == fixture.rsplit("_", 1)[-1]
+    assert ours.get_zoo_config()["preactivation"] == ("_v2_" in fixture)
     x = _images()
     feature_map = hub(x)
     # The last feature map itself, then the pooled features our model returns.
@@ -178,7 +191,6 @@ def test_unsupported_keras_hub_class_is_refused(hub_vit, tmp_path):
 
 
 @pytest.mark.parametrize("fixture,option,value", [
-    ("hub_resnet_basic", "use_pre_activation", True),
     ("hub_resnet_bottleneck", "block_type", "bottleneck_block_vd"),
     ("hub_resnet_basic", "stackwise_num_strides", [1, 1]),
     ("hub_vit", "use_class_token", False),
