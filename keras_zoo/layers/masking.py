@@ -64,13 +64,28 @@ class RandomPatchMasking(layers.Layer):
         n = tokens.shape[1]
         keep = self.num_visible(n)
         if noise is None:
-            noise = keras.random.uniform((ops.shape(tokens)[0], n), seed=self.seed_generator)
+            noise = self._uniform_noise((ops.shape(tokens)[0], n))
         ids_shuffle = ops.cast(ops.argsort(noise, axis=1), "int32")
         ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=1), "int32")
         visible = _gather_tokens(tokens, ids_shuffle[:, :keep])
         # A patch is masked iff its rank in the shuffle is past the kept ones.
         mask = ops.cast(ids_restore >= keep, tokens.dtype)
         return visible, mask, ids_restore
+
+    def _uniform_noise(self, shape):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                # Replicas share the seed state, so keras.random would hand every
+                # replica the same masks. The state steps its second word, so the
+                # replica id goes into the first: no replica repeats another's draw.
+                seed = tf.cast(self.seed_generator.next(), tf.int64) + tf.stack(
+                    [tf.cast(replica.replica_id_in_sync_group, tf.int64) + 1,
+                     tf.constant(0, tf.int64)]) * tf.constant(1_000_003, tf.int64)
+                return tf.random.stateless_uniform(shape, seed=seed)
+        return keras.random.uniform(shape, seed=self.seed_generator)
 
     def compute_output_shape(self, input_shape, noise_shape=None):
         b, n, d = input_shape
