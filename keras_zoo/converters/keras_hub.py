@@ -124,7 +124,9 @@ def vit_config(hub):
     return arch, training
 
 
-_RESNET_BLOCKS = {"basic_block": "basic", "bottleneck_block": "bottleneck"}
+# keras-hub block type -> (our block_type, avg_down)
+_RESNET_BLOCKS = {"basic_block": ("basic", False), "bottleneck_block": ("bottleneck", False),
+                  "basic_block_vd": ("basic", True), "bottleneck_block_vd": ("bottleneck", True)}
 
 
 def resnet_config(hub):
@@ -132,18 +134,24 @@ def resnet_config(hub):
     name = "ResNetBackbone"
     block = hub["block_type"]
     if block not in _RESNET_BLOCKS:
-        raise _unsupported(name, "block_type", block,
-                           f"keras_zoo's ResNet has {sorted(_RESNET_BLOCKS)} blocks "
-                           "(the ResNet-vd average-pool shortcut is not expressible)")
-    filters, kernels = hub["input_conv_filters"], hub["input_conv_kernel_sizes"]
-    if list(kernels) != [7]:
-        raise _unsupported(name, "input_conv_kernel_sizes", kernels,
-                           "keras_zoo's ResNet stem is one 7x7/2 convolution")
+        raise _unsupported(name, "block_type", block, f"expected one of {sorted(_RESNET_BLOCKS)}")
+    block_type, avg_down = _RESNET_BLOCKS[block]
+    preactivation = bool(hub.get("use_pre_activation", False))
+    if avg_down and preactivation:
+        # keras-hub's vd blocks skip the average pool on the pre-activated shortcut,
+        # which does not even fit a strided block; there is no such checkpoint.
+        raise _unsupported(name, "use_pre_activation", True, f"not with block_type={block!r}")
     stage_filters = list(hub["stackwise_num_filters"])
-    if filters[0] != stage_filters[0]:
-        raise _unsupported(name, "input_conv_filters", filters,
-                           f"keras_zoo's stem width equals the first stage's "
-                           f"({stage_filters[0]})")
+    f = stage_filters[0]
+    stems = {(7,): ((f,), "imagenet"), (3, 3, 3): ((f // 2, f // 2, f), "deep")}
+    filters, kernels = tuple(hub["input_conv_filters"]), tuple(hub["input_conv_kernel_sizes"])
+    if kernels not in stems:
+        raise _unsupported(name, "input_conv_kernel_sizes", list(kernels),
+                           "keras_zoo's stems are [7] (imagenet) and [3, 3, 3] (deep)")
+    if stems[kernels][0] != filters:
+        raise _unsupported(name, "input_conv_filters", list(filters),
+                           f"with these kernels keras_zoo's stem has {list(stems[kernels][0])} "
+                           f"filters for a first stage of width {f}")
     strides = list(hub["stackwise_num_strides"])
     expected = [1] + [2] * (len(strides) - 1)
     if strides != expected:
@@ -151,10 +159,10 @@ def resnet_config(hub):
                            f"keras_zoo's ResNet uses {expected}")
     # keras-hub ResNets accept any image size; 224 is what its ImageNet presets use.
     image_size, channels = _image_shape(name, hub, 224)
-    arch = {"block_type": _RESNET_BLOCKS[block],
+    arch = {"block_type": block_type,
             "stage_depths": list(hub["stackwise_num_blocks"]), "stage_filters": stage_filters,
-            "image_size": image_size, "num_channels": channels, "stem": "imagenet",
-            "preactivation": bool(hub.get("use_pre_activation", False))}
+            "image_size": image_size, "num_channels": channels, "stem": stems[kernels][1],
+            "preactivation": preactivation, "avg_down": avg_down}
     return arch, {}
 
 
@@ -231,15 +239,21 @@ def map_vit(hub, zoo):
 
 
 def map_resnet(hub, zoo):
-    """keras-hub ResNetBackbone (v1 or v2) -> keras_zoo ResNet (head excluded)."""
+    """keras-hub ResNetBackbone (v1, v2 or vd) -> keras_zoo ResNet (head excluded)."""
     m = _WeightMap()
     hub_names = {layer.name for layer in hub.layers}
-    preactivation = zoo.get_zoo_config()["preactivation"]
-    m.layer(zoo.get_layer("stem_conv"), hub.get_layer("conv1_conv"))
+    config = zoo.get_zoo_config()
+    preactivation = config["preactivation"]
+    # keras-hub numbers its stem conv{i}_conv / conv{i}_bn from 1.
+    names = {"stem_conv": "conv1_conv", "stem_bn": "conv1_bn"}
+    if config["stem"] == "deep":
+        names = {f"stem_{kind}{i}": f"conv{i}_{kind}" for i in (1, 2, 3) for kind in ("conv", "bn")}
     if preactivation:
-        m.layer(zoo.get_layer("post_bn"), hub.get_layer("post_bn"))
-    else:
-        m.layer(zoo.get_layer("stem_bn"), hub.get_layer("conv1_bn"))
+        names["post_bn"] = "post_bn"
+    zoo_names = {layer.name for layer in zoo.layers}
+    for zoo_name, hub_name in names.items():
+        if zoo_name in zoo_names:  # v2 has no BN after the last stem conv
+            m.layer(zoo.get_layer(zoo_name), hub.get_layer(hub_name))
     for s, depth in enumerate(zoo.get_zoo_config()["stage_depths"]):
         for b in range(depth):
             ours = zoo.get_layer(f"stage{s + 1}_block{b + 1}")

@@ -30,32 +30,48 @@ class _ResidualBlock(layers.Layer):
     """``preactivation=True``: the ResNetV2 ordering of He et al. 2016b
     ("Identity Mappings in Deep Residual Networks"): BN-ReLU before each conv
     (the first BN-ReLU also feeds a projection shortcut), no BN after the last
-    conv and no ReLU after the addition, so the identity path stays clean."""
+    conv and no ReLU after the addition, so the identity path stays clean.
+
+    ``avg_down=True``: ResNet-D (He et al. 2019, "Bag of Tricks"): a strided
+    projection shortcut averages 2x2 pixels and then applies a 1x1/1 conv,
+    rather than a 1x1/2 conv that ignores 3 of every 4 pixels.
+    ``always_project=True``: a projection shortcut even when shapes match (the
+    first block of each stage in PaddleClas' ResNet-vd)."""
 
     expansion = 1
 
     def __init__(self, filters, stride=1, zero_init_residual=False, preactivation=False,
-                 **kwargs):
+                 avg_down=False, always_project=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.stride = stride
         self.zero_init_residual = zero_init_residual
         self.preactivation = preactivation
+        self.avg_down = avg_down
+        self.always_project = always_project
 
     def _build_shortcut(self, input_shape):
         out = self.filters * self.expansion
-        self.projection = None
-        if self.stride != 1 or input_shape[-1] != out:
+        self.projection = self.shortcut_pool = None
+        if self.stride != 1 or input_shape[-1] != out or self.always_project:
             # Option B of the paper: 1x1 projection (with BN) when shapes change.
-            self.projection = _conv(out, 1, self.stride, "shortcut_conv", self.dtype_policy)
-            self.projection.build(input_shape)
+            stride, shape = self.stride, input_shape
+            if self.avg_down and self.stride > 1:
+                self.shortcut_pool = layers.AveragePooling2D(
+                    2, strides=self.stride, padding="same", dtype=self.dtype_policy,
+                    name="shortcut_pool")
+                stride, shape = 1, self.shortcut_pool.compute_output_shape(input_shape)
+            self.projection = _conv(out, 1, stride, "shortcut_conv", self.dtype_policy)
+            self.projection.build(shape)
             if not self.preactivation:  # pre-activation: the input is already normalised
                 self.projection_bn = _bn("shortcut_bn", self.dtype_policy)
-                self.projection_bn.build(self.projection.compute_output_shape(input_shape))
+                self.projection_bn.build(self.projection.compute_output_shape(shape))
 
     def _shortcut(self, x, training):
         if self.projection is None:
             return x
+        if self.shortcut_pool is not None:
+            x = self.shortcut_pool(x)
         if self.preactivation:
             return self.projection(x)
         return self.projection_bn(self.projection(x), training=training)
@@ -113,7 +129,8 @@ class _ResidualBlock(layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, stride=self.stride,
                       zero_init_residual=self.zero_init_residual,
-                      preactivation=self.preactivation)
+                      preactivation=self.preactivation, avg_down=self.avg_down,
+                      always_project=self.always_project)
         return config
 
 

@@ -25,16 +25,23 @@ class ResNet(ZooModel):
     ``preactivation=True`` gives ResNetV2 (He et al. 2016b, "Identity Mappings
     in Deep Residual Networks"): BN-ReLU before each conv inside the blocks, a
     stem conv without BN-ReLU, and one BN-ReLU after the last stage.
+
+    ResNet-vd (He et al. 2019, "Bag of Tricks for Image Classification", as in
+    PaddleClas): ``stem="deep"`` is ResNet-C's three 3x3 convs (widths f/2,
+    f/2, f for a first stage of width f) in place of the 7x7; ``avg_down=True``
+    is ResNet-D's shortcut - the first block of every stage projects, and a
+    strided one downsamples by 2x2 average pooling before its 1x1 conv
+    instead of skipping three quarters of the pixels with a strided 1x1 conv.
     """
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
                  stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,
                  num_classes=1000, stem="imagenet", zero_init_residual=False,
-                 preactivation=False, name="resnet", **kwargs):
+                 preactivation=False, avg_down=False, name="resnet", **kwargs):
         if block_type not in _BLOCKS:
             raise ValueError(f"block_type must be one of {sorted(_BLOCKS)}, got {block_type!r}")
-        if stem not in ("imagenet", "small"):
-            raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
+        if stem not in ("imagenet", "small", "deep"):
+            raise ValueError(f"stem must be 'imagenet', 'small' or 'deep', got {stem!r}")
         block = _BLOCKS[block_type]
         inputs = keras.Input((image_size, image_size, num_channels), name="images")
         x = inputs
@@ -42,13 +49,15 @@ class ResNet(ZooModel):
             x = layers.ZeroPadding2D(3, name="stem_pad")(x)
             x = layers.Conv2D(stage_filters[0], 7, strides=2, use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
+        elif stem == "deep":
+            x = _deep_stem(x, stage_filters[0], preactivation)
         else:
             x = layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
-        if not preactivation:  # ResNetV2 normalises at the start of each block instead
+        if not preactivation and stem != "deep":  # ResNetV2 normalises in each block
             x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
             x = layers.ReLU(name="stem_relu")(x)
-        if stem == "imagenet":
+        if stem in ("imagenet", "deep"):
             if preactivation:
                 # No ReLU before the pool, so values can be negative: pad with -inf
                 # so that the padding never wins the max.
@@ -61,7 +70,8 @@ class ResNet(ZooModel):
             for b in range(depth):
                 stride = 2 if (s > 0 and b == 0) else 1
                 x = block(filters, stride=stride, zero_init_residual=zero_init_residual,
-                          preactivation=preactivation,
+                          preactivation=preactivation, avg_down=avg_down,
+                          always_project=avg_down and b == 0,
                           name=f"stage{s + 1}_block{b + 1}")(x)
         if preactivation:
             x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="post_bn")(x)
@@ -70,6 +80,21 @@ class ResNet(ZooModel):
         if num_classes:
             x = layers.Dense(num_classes, name="head", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+
+def _deep_stem(x, width, preactivation):
+    """ResNet-C: 3x3/2 (width/2) -> 3x3 (width/2) -> 3x3 (width), BN-ReLU between
+    and (unless pre-activation) after; same receptive field as one 7x7/2."""
+    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
+    widths = [width // 2, width // 2, width]
+    for i, w in enumerate(widths, start=1):
+        x = layers.Conv2D(w, 3, strides=2 if i == 1 else 1,
+                          padding="valid" if i == 1 else "same", use_bias=False,
+                          kernel_initializer="he_normal", name=f"stem_conv{i}")(x)
+        if i < len(widths) or not preactivation:
+            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"stem_bn{i}")(x)
+            x = layers.ReLU(name=f"stem_relu{i}")(x)
+    return x
 
 
 for _name, _block, _depths in [

@@ -54,8 +54,10 @@ def hub_vit(tmp_path_factory):
 
 
 def _hub_resnet(block_type, tmp_path_factory, use_pre_activation=False):
+    deep_stem = block_type.endswith("_vd")  # ResNet-vd: ResNet-C stem + ResNet-D shortcut
     model = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        input_conv_filters=[32, 32, 64] if deep_stem else [64],
+        input_conv_kernel_sizes=[3, 3, 3] if deep_stem else [7],
         stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
         stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3),
         use_pre_activation=use_pre_activation)
@@ -73,6 +75,16 @@ def hub_resnet_basic(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_resnet_bottleneck(tmp_path_factory):
     return _hub_resnet("bottleneck_block", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_vd_basic(tmp_path_factory):
+    return _hub_resnet("basic_block_vd", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hub_resnet_vd_bottleneck(tmp_path_factory):
+    return _hub_resnet("bottleneck_block_vd", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +111,16 @@ def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
     assert _max_diff(ours(x), expected) < TOL
 
 
-@pytest.mark.parametrize("fixture", ["hub_resnet_basic", "hub_resnet_bottleneck",
-                                     "hub_resnet_v2_basic", "hub_resnet_v2_bottleneck"])
+@pytest.mark.parametrize("fixture", [
+    "hub_resnet_basic", "hub_resnet_bottleneck", "hub_resnet_v2_basic",
+    "hub_resnet_v2_bottleneck", "hub_resnet_vd_basic", "hub_resnet_vd_bottleneck"])
 def test_resnet_backbone_gives_the_same_features(fixture, request):
     hub, folder = request.getfixturevalue(fixture)
     ours = keras_zoo.ResNet.from_preset(folder)
-    assert ours.get_zoo_config()["block_type"] == fixture.rsplit("_", 1)[-1]
-    assert ours.get_zoo_config()["preactivation"] == ("_v2_" in fixture)
+    config = ours.get_zoo_config()
+    assert config["block_type"] == fixture.rsplit("_", 1)[-1]
+    assert config["preactivation"] == ("_v2_" in fixture)
+    assert (config["avg_down"], config["stem"] == "deep") == (("_vd_" in fixture),) * 2
     x = _images()
     feature_map = hub(x)
     # The last feature map itself, then the pooled features our model returns.
@@ -191,7 +206,9 @@ def test_unsupported_keras_hub_class_is_refused(hub_vit, tmp_path):
 
 
 @pytest.mark.parametrize("fixture,option,value", [
-    ("hub_resnet_bottleneck", "block_type", "bottleneck_block_vd"),
+    ("hub_resnet_bottleneck", "block_type", "bottleneck_block_x"),
+    ("hub_resnet_vd_bottleneck", "use_pre_activation", True),
+    ("hub_resnet_bottleneck", "input_conv_kernel_sizes", [5]),
     ("hub_resnet_basic", "stackwise_num_strides", [1, 1]),
     ("hub_vit", "use_class_token", False),
     ("hub_vit", "patch_size", [8, 4]),
