@@ -1,0 +1,655 @@
+r"""Trains any keras_zoo preset with absl flags, on one CPU or a TPU pod.
+
+    python -m experiments.train --preset=vit_tiny_digits --dataset=digits \
+        --epochs=60 --learning_rate=1e-3 --model_dir=/tmp/vit_digits
+    python -m experiments.train --config=experiments/configs/imagenet_vit_b16_tpu.py \
+        --tpu=my-tpu --model_dir=gs://bucket/vit_b16 [--dry_run]
+
+Flags set on the command line override the values of ``--config``, which
+override the flag defaults. The same settings as a dict run in-process:
+``experiments.train.train({"preset": "lenet5", "epochs": 30, ...})``.
+
+The trainer is generic: it builds ``keras_zoo.from_preset(preset)`` under
+``strategy.scope()``, compiles with the model's ``compile_defaults()`` and
+maps training batches through its ``train_input_transform()``. A family with
+its own objective overrides ``train_step``; nothing here names a family.
+"""
+
+import math
+import os
+import runpy
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+
+from keras_zoo import distribute  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("preset", None, "Registry name (keras_zoo.list_presets()) or preset "
+                    "folder (local or gs://) of the model to train.")
+flags.DEFINE_string("config", None, "Python file defining CONFIG = {...} (or get_config()) "
+                    "or a JSON file; keys are these flag names. Flags given on the command "
+                    "line override it.")
+flags.DEFINE_string("model_overrides", None, "Config values of the model changed from the "
+                    "preset: JSON object ('{\"num_classes\": 100}') or key=value,... "
+                    "('dropout=0.1,num_layers=4').")
+flags.DEFINE_string("dataset", "digits", "Training data: digits, tfds:NAME[:SPLIT], "
+                    "synthetic[:N].")
+flags.DEFINE_string("eval_dataset", None, "Evaluation data; default: the test split of "
+                    "--dataset (validation for tfds sets without one); 'none' skips it.")
+flags.DEFINE_string("data_dir", None, "tfds data directory (local or gs://).")
+flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
+                  "auto: TPU if one is named or attached, else multi_worker if TF_CONFIG "
+                  "names several workers, else all local GPUs, else one device.")
+flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://HOST:8470, or 'local' on a TPU VM.")
+flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (for "
+                     "--strategy=mirrored without GPUs; tests, laptops).")
+flags.DEFINE_string("model_dir", None, "Where checkpoints, presets (best/, last/), "
+                    "TensorBoard logs, metrics.csv/json and curves.png go (local or gs://). "
+                    "Re-running the same command resumes from its newest checkpoint.")
+flags.DEFINE_integer("global_batch_size", 64, "Batch over all replicas; each replica gets "
+                     "global_batch_size // replicas.")
+flags.DEFINE_integer("epochs", None, "Passes over the training set (exclusive with "
+                     "--train_steps).")
+flags.DEFINE_integer("train_steps", None, "Optimizer steps in total (exclusive with --epochs).")
+flags.DEFINE_integer("eval_every", None, "Steps between evaluations, checkpoints and summary "
+                     "lines (one Keras epoch); default: one pass over the training set.")
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate, reached after warmup, then "
+                   "cosine decay to min_learning_rate.")
+flags.DEFINE_integer("warmup_steps", None, "Linear warmup steps; default 5% of the steps.")
+flags.DEFINE_float("min_learning_rate", 0.0, "Learning rate at the end of the cosine decay.")
+OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
+PRECISIONS = ("float32", "bfloat16", "mixed_float16")
+flags.DEFINE_enum("optimizer", "adamw", list(OPTIMIZERS),
+                  "adamw (decoupled weight decay), adam, sgd (momentum 0.9), lamb.")
+flags.DEFINE_float("weight_decay", 0.05, "Weight decay (adamw, sgd, lamb); biases and norm "
+                   "scales (1-D weights) are not decayed.")
+flags.DEFINE_float("clipnorm", None, "Clip gradients to this global norm.")
+flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
+                  "bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU.")
+flags.DEFINE_boolean("jit_compile", True, "Compile train/eval steps with XLA (TPUs need it).")
+flags.DEFINE_integer("steps_per_execution", 1, "Steps per compiled call (TPU: 50-200 hides "
+                     "host overhead); --eval_every must be a multiple of it.")
+flags.DEFINE_integer("shuffle_buffer", 10_000, "Shuffle buffer (capped at ~1 GB of images).")
+flags.DEFINE_integer("seed", 0, "Seed of weights init, data order and dropout.")
+flags.DEFINE_boolean("dry_run", False, "Build the model under the strategy, compile, run one "
+                     "XLA step on fake data of the real shapes, print parameters, per-replica "
+                     "batch and step time, exit. Nothing is written.")
+
+KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "strategy", "tpu",
+        "num_cpu_devices", "model_dir", "global_batch_size", "epochs", "train_steps",
+        "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "optimizer",
+        "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
+        "shuffle_buffer", "seed", "dry_run")
+CACHE_BYTES = 2 << 30  # cache a dataset in memory when it is below this
+SHUFFLE_BYTES = 1 << 30
+
+
+class TrainError(ValueError):
+    """A training setting that cannot work; the message names it and what to do."""
+
+
+def defaults():
+    return {k: FLAGS[k].default for k in KEYS}
+
+
+# ---------------------------------------------------------------- configuration
+
+def load_config_file(path):
+    """A config file as a dict: Python (``CONFIG`` or ``get_config()``) or JSON."""
+    import json
+
+    if not os.path.isfile(path):
+        raise TrainError(f"--config {path!r}: no such file")
+    if path.endswith(".json"):
+        with open(path) as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as e:
+                raise TrainError(f"--config {path!r} is not valid JSON: {e}") from None
+    namespace = runpy.run_path(path)
+    if "get_config" in namespace:
+        return dict(namespace["get_config"]())
+    if "CONFIG" in namespace:
+        return dict(namespace["CONFIG"])
+    raise TrainError(f"--config {path!r} defines neither CONFIG nor get_config()")
+
+
+def parse_overrides(value):
+    """'{"a": 1}' or 'a=1,b=0.1,c=gelu' -> dict; values parsed as JSON when possible."""
+    import json
+
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    value = value.strip()
+    if not value:
+        return {}
+    if value.startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise TrainError(f"--model_overrides is not a valid JSON object: {e}") from None
+    out = {}
+    for item in value.split(","):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"--model_overrides item {item!r} is not key=value "
+                             "(lists need the JSON form)")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def config_from_flags():
+    """Flag defaults < --config file < flags given on the command line."""
+    config = defaults()
+    if FLAGS.config:
+        from_file = load_config_file(FLAGS.config)
+        unknown = sorted(set(from_file) - set(KEYS))
+        if unknown:
+            raise TrainError(f"--config {FLAGS.config!r} has unknown keys {unknown}; "
+                             f"known: {', '.join(KEYS)}")
+        config.update(from_file)
+        if "epochs" in from_file and not FLAGS["epochs"].present and FLAGS["train_steps"].present:
+            config["epochs"] = None  # a train_steps flag replaces the file's epochs
+        if "train_steps" in from_file and not FLAGS["train_steps"].present \
+                and FLAGS["epochs"].present:
+            config["train_steps"] = None
+    for key in KEYS:
+        if FLAGS[key].present:
+            config[key] = FLAGS[key].value
+    return config
+
+
+def resolve(config):
+    """Fills defaults and checks every setting; returns a plain dict."""
+    unknown = sorted(set(config) - set(KEYS))
+    if unknown:
+        raise TrainError(f"unknown setting(s) {unknown}; known: {', '.join(KEYS)}")
+    c = {**defaults(), **config}
+    c["model_overrides"] = parse_overrides(c["model_overrides"])
+    if not c["preset"]:
+        raise TrainError("no model: pass --preset=NAME (keras_zoo.list_presets() lists them)")
+    if c["epochs"] is not None and c["train_steps"] is not None:
+        raise TrainError(f"--epochs={c['epochs']} and --train_steps={c['train_steps']} are "
+                         "mutually exclusive: give one")
+    if c["epochs"] is None and c["train_steps"] is None:
+        if not c["dry_run"]:
+            raise TrainError("give --epochs=N (passes over the data) or --train_steps=N")
+        c["train_steps"] = 1
+    for key in ("epochs", "train_steps", "eval_every", "global_batch_size",
+                "steps_per_execution", "shuffle_buffer", "num_cpu_devices"):
+        if c[key] is not None and c[key] <= 0:
+            raise TrainError(f"--{key} must be positive, got {c[key]}")
+    if c["warmup_steps"] is not None and c["warmup_steps"] < 0:
+        raise TrainError(f"--warmup_steps must be >= 0, got {c['warmup_steps']}")
+    if c["learning_rate"] <= 0:
+        raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
+    for key, choices in (("strategy", distribute.STRATEGIES),
+                         ("optimizer", OPTIMIZERS),
+                         ("mixed_precision", PRECISIONS)):
+        if c[key] not in choices:
+            raise TrainError(f"--{key}={c[key]!r}: expected one of {list(choices)}")
+    if not c["model_dir"] and not c["dry_run"]:
+        raise TrainError("--model_dir is required (checkpoints, presets, logs go there; "
+                         "the same model_dir resumes the run)")
+    return c
+
+
+def check_writable(model_dir):
+    """Creates model_dir and writes a probe file, so a bad path fails before training."""
+    import tensorflow as tf
+
+    probe = model_dir.rstrip("/") + f"/.write_test_{os.getpid()}"
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except Exception as e:  # PermissionError, NotFoundError, PermissionDeniedError, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"--model_dir {model_dir!r} is not writable: {reason}") from None
+
+
+def check_preset(preset):
+    """Fails fast (before any TPU connection) on a name that is neither a
+    registry preset nor an existing folder."""
+    import tensorflow as tf
+
+    from keras_zoo import presets
+
+    if not tf.io.gfile.exists(preset):
+        presets.get_preset(preset)  # raises PresetError with the closest names
+
+
+def default_eval_spec(spec):
+    from keras_zoo.data import parse_spec
+
+    kind, name, _ = parse_spec(spec)
+    if kind == "bundled":
+        return f"{name}:test"
+    if kind == "tfds":
+        return f"tfds:{name}:test"
+    return f"synthetic:{name}"
+
+
+# ---------------------------------------------------------------- data
+
+def _cacheable(info, image_size, channels):
+    dims = [d or image_size for d in (info.image_shape or (image_size, image_size, channels))]
+    return info.num_examples is not None and \
+        info.num_examples * math.prod(dims) * 4 <= CACHE_BYTES
+
+
+def train_stream(ds, info, c, image_size, channels, transform, start_step, total_steps):
+    """The training batches from global step ``start_step`` on. Each pass over
+    the data is shuffled with its own seed (seed, pass), so the stream is a
+    pure function of the step: a resumed run sees the same batches an
+    uninterrupted one would, without replaying the passes before it."""
+    import tensorflow as tf
+
+    from keras_zoo.data import pipeline
+
+    batch = c["global_batch_size"]
+    pass_len = (info.num_examples or 0) // batch
+    buffer = max(1, min(c["shuffle_buffer"],
+                        SHUFFLE_BYTES // (image_size * image_size * channels * 4)))
+    if _cacheable(info, image_size, channels):
+        ds = ds.cache()
+    seed = c["seed"]
+
+    def one_pass(index):
+        shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
+        return pipeline(shuffled, batch, image_size, channels, training=False, cache=False)
+
+    if pass_len:
+        first_pass = start_step // pass_len
+        passes = tf.data.Dataset.range(first_pass, math.ceil(total_steps / pass_len))
+        # With global seed 0, tf's get_seed compares (0, op_seed) == (0, 0) and a
+        # tensor op seed cannot be a Python bool: trace the passes without a global
+        # seed (the op seed alone still fixes the order), then restore it.
+        tf.random.set_seed(None)
+        try:
+            stream = passes.flat_map(one_pass).skip(start_step - first_pass * pass_len)
+        finally:
+            tf.random.set_seed(seed)
+    else:  # size unknown: one endless shuffle; a resume replays the batches before it
+        stream = pipeline(ds, batch, image_size, channels, training=True, seed=seed,
+                          shuffle_buffer=buffer, repeat=True, cache=False).skip(start_step)
+    if transform is not None:
+        stream = stream.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Every worker holds the whole (shuffled) stream and keeps its slice of each global batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return stream.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_stream(ds, info, batch, image_size, channels, weighted):
+    """Test batches of static shape. ``weighted``: the last partial batch is
+    padded with weight-0 examples so every test image counts exactly once
+    (accuracy is exact; the loss of the padded batch is scaled by its real share)."""
+    import tensorflow as tf
+
+    from keras_zoo.data import to_model_input
+
+    ds = ds.map(lambda x, y: (to_model_input(x, image_size, channels), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if weighted and info.num_examples:
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+        pad = -info.num_examples % batch
+        if pad:
+            ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
+    ds = ds.batch(batch, drop_remainder=True)
+    if _cacheable(info, image_size, channels):
+        ds = ds.cache()
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------- model
+
+def make_optimizer(c, total_steps, model):
+    import keras
+
+    warmup = c["warmup_steps"] if c["warmup_steps"] is not None else total_steps // 20
+    warmup = min(warmup, max(total_steps - 1, 0))
+    lr = c["learning_rate"]
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else lr,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=c["min_learning_rate"] / lr,
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup)
+    common = dict(learning_rate=schedule, global_clipnorm=c["clipnorm"])
+    wd = c["weight_decay"]
+    name = c["optimizer"]
+    if name == "adamw":
+        optimizer = keras.optimizers.AdamW(weight_decay=wd, **common)
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(**common)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=0.9, weight_decay=wd or None, **common)
+    else:
+        optimizer = keras.optimizers.Lamb(weight_decay=wd or None, **common)
+    if name != "adam" and wd:
+        # Decaying biases and norm scales only hurts (timm, DeiT, big_vision agree).
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+    return optimizer, warmup
+
+
+def build_model(c, num_classes):
+    """from_preset with the overrides; a classifier whose head does not match the
+    dataset's class count gets ``num_classes`` from the data (unless overridden)."""
+    import keras_zoo
+
+    overrides = dict(c["model_overrides"])
+    model = keras_zoo.from_preset(c["preset"], **overrides)
+    current = model.get_zoo_config().get("num_classes")
+    if (num_classes and isinstance(current, int) and current != num_classes
+            and "num_classes" not in overrides):
+        _say(f"note: {c['preset']} has num_classes={current}, the dataset {num_classes}: "
+             f"building it with num_classes={num_classes}")
+        model = keras_zoo.from_preset(c["preset"], **overrides, num_classes=num_classes)
+    return model
+
+
+# ---------------------------------------------------------------- training
+
+_quiet = False
+
+
+def _say(message):
+    if not _quiet:
+        print(message, flush=True)
+
+
+def train(config):
+    """Trains as ``config`` (keys = flag names) says; returns a dict of results:
+    test metrics (``test_accuracy`` for classifiers), wall time, steps, paths
+    and the trained ``model``."""
+    global _quiet
+    started = time.perf_counter()
+    c = resolve(config)
+    from keras_zoo.data import parse_spec
+
+    parse_spec(c["dataset"])  # unknown datasets fail before any slow setup
+    check_preset(c["preset"])
+    if c["num_cpu_devices"]:
+        distribute.split_cpu(c["num_cpu_devices"])
+    import keras
+
+    policy_before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(
+        {"float32": "float32", "bfloat16": "mixed_bfloat16"}.get(c["mixed_precision"],
+                                                                 c["mixed_precision"]))
+    try:
+        strategy = distribute.get_strategy(c["strategy"], c["tpu"])
+        chief = distribute.is_chief(strategy)
+        _quiet = not chief
+        if not c["dry_run"] and chief:
+            check_writable(c["model_dir"])
+        return _train(c, strategy, chief, started)
+    finally:
+        keras.config.set_dtype_policy(policy_before)
+        _quiet = False
+
+
+def _train(c, strategy, chief, started):
+    import keras
+    import tensorflow as tf
+
+    from keras_zoo import data
+    from keras_zoo.training import (
+        BestPreset,
+        EpochSummary,
+        StepCheckpoint,
+        StopAtStep,
+        latest_checkpoint,
+        read_metrics_csv,
+        restore_checkpoint,
+        write_curves,
+    )
+
+    per_replica = distribute.per_replica_batch_size(c["global_batch_size"], strategy)
+    _say(f"strategy: {distribute.describe(strategy)}; global batch {c['global_batch_size']}"
+         f" = {strategy.num_replicas_in_sync} x {per_replica} per replica")
+    keras.utils.set_random_seed(c["seed"])
+    synthetic = c["dry_run"] or parse_spec_kind(c["dataset"]) == "synthetic"
+    ds = info = None
+    if not synthetic:
+        ds, info = data.load(c["dataset"], "train", seed=c["seed"], data_dir=c["data_dir"])
+    with strategy.scope():
+        model = build_model(c, info.num_classes if info else None)
+    _, height, _, channels = model.inputs[0].shape
+    num_classes = model.get_zoo_config().get("num_classes") or 10
+    if synthetic:
+        spe = c["steps_per_execution"]
+        spec = (f"synthetic:{2 * spe * c['global_batch_size']}" if c["dry_run"]
+                else c["dataset"])
+        ds, info = data.load(spec, "train", image_shape=(height, height, channels),
+                             num_classes=num_classes, seed=c["seed"])
+    pass_len = (info.num_examples or 0) // c["global_batch_size"]
+    if info.num_examples is not None and pass_len == 0:
+        raise TrainError(f"dataset {c['dataset']!r} has {info.num_examples} examples, fewer "
+                         f"than one global batch of {c['global_batch_size']}")
+    if c["dry_run"]:
+        total = 2 * c["steps_per_execution"]
+    elif c["epochs"] is not None:
+        if not pass_len:
+            raise TrainError(f"dataset {c['dataset']!r} has no known size: use --train_steps")
+        total = c["epochs"] * pass_len
+    else:
+        total = c["train_steps"]
+    interval = min(c["eval_every"] or pass_len or 1000, total)
+    spe = c["steps_per_execution"]
+    if interval % spe:
+        raise TrainError(f"--eval_every={interval} (steps between evaluations) must be a "
+                         f"multiple of --steps_per_execution={spe}")
+    rounds = math.ceil(total / interval)
+
+    with strategy.scope():
+        optimizer, warmup = make_optimizer(c, total, model)
+        compile_args = dict(model.compile_defaults())
+        if compile_args.get("loss") is not None and compile_args.get("metrics"):
+            # Keras applies sample weights to ``weighted_metrics`` only; without weights
+            # (training) they are the same metrics, and the weight-0 padding of the
+            # last test batch then does not count.
+            compile_args["weighted_metrics"] = compile_args.pop("metrics")
+        model.compile(optimizer=optimizer, **compile_args, jit_compile=c["jit_compile"],
+                      steps_per_execution=spe)
+    params = model.count_params()
+    _say(f"model: {c['preset']} ({type(model).__name__}, {params:,} parameters, input "
+         f"{tuple(model.inputs[0].shape[1:])}), {c['mixed_precision']}, "
+         f"jit_compile={c['jit_compile']}")
+    transform = model.train_input_transform()
+    if c["dry_run"]:
+        return _dry_run(c, model, strategy, ds, info, height, channels, transform, total,
+                        per_replica, params, started)
+
+    model_dir = c["model_dir"].rstrip("/")
+    work_dir = model_dir if chief else f"{model_dir}/workers/{distribute.worker_id(strategy)}"
+    ckpt_dir = f"{work_dir}/checkpoints"
+    start_step = 0
+    found = latest_checkpoint(ckpt_dir)
+    if found:
+        with strategy.scope():
+            start_step = restore_checkpoint(model, found[1])
+        _say(f"resuming from step {start_step} ({found[1]})")
+    _say(f"schedule: {total} steps ({rounds} x {interval}, "
+         f"{'%d epochs of %d steps' % (c['epochs'], pass_len) if c['epochs'] else 'train_steps'}"
+         f"), {c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, cosine; "
+         f"model_dir {model_dir}")
+
+    eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
+    eval_ds = None
+    if eval_spec.lower() != "none":
+        weighted = compile_args.get("loss") is not None
+        test, test_info = _load_eval(eval_spec, c, height, channels, num_classes)
+        eval_ds = eval_stream(test, test_info, c["global_batch_size"], height, channels,
+                              weighted)
+
+    summary = EpochSummary(total, interval, rounds, c["global_batch_size"], print_fn=_say)
+    callbacks = [StopAtStep(total, interval), summary]
+    monitor = None
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(f"{model_dir}/metrics.csv", append=True))
+        callbacks.append(keras.callbacks.TensorBoard(f"{model_dir}/logs", write_graph=False))
+        metric_names = [getattr(m, "name", str(m)) for m in
+                        compile_args.get("metrics") or compile_args.get("weighted_metrics") or []]
+        monitor = ("val_accuracy" if "accuracy" in metric_names and eval_ds is not None
+                   else "val_loss" if eval_ds is not None else "loss")
+        callbacks.append(BestPreset(f"{model_dir}/best", monitor,
+                                    mode="max" if monitor.endswith("accuracy") else "min",
+                                    description=f"best {monitor} of {c['preset']} run"))
+    callbacks.append(StepCheckpoint(ckpt_dir))
+
+    train_started = time.perf_counter()
+    if start_step < total:
+        stream = train_stream(ds, info, c, height, channels, transform, start_step, total)
+        model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
+                  steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks, shuffle=False,
+                  verbose=1 if chief and sys.stdout.isatty() else 0)
+    else:
+        _say(f"already trained to step {start_step}: nothing to do but evaluate")
+    train_seconds = time.perf_counter() - train_started
+
+    test_metrics = {k[4:]: float(v) for k, v in summary.last_logs.items()
+                    if k.startswith("val_")}
+    if eval_ds is not None and not test_metrics:
+        test_metrics = {k: float(v) for k, v in
+                        model.evaluate(eval_ds, verbose=0, return_dict=True).items()}
+    results = {
+        "preset": c["preset"], "dataset": c["dataset"], "eval_dataset": eval_spec,
+        "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": c["global_batch_size"], "steps": total,
+        "start_step": start_step, "parameters": params,
+        "test_metrics": test_metrics, "test_accuracy": test_metrics.get("accuracy"),
+        "train_seconds": round(train_seconds, 2), "model_dir": model_dir,
+        "last_preset": f"{model_dir}/last", "best_preset": f"{model_dir}/best",
+        "preset_path": f"{model_dir}/best",
+    }
+    if chief:
+        model.save_to_preset(f"{model_dir}/last", f"last weights of {c['preset']} run")
+        history = read_metrics_csv(f"{model_dir}/metrics.csv")
+        if not tf.io.gfile.exists(f"{model_dir}/best/config.json"):
+            model.save_to_preset(f"{model_dir}/best", "final weights (nothing monitored)")
+        best = callbacks[[type(cb) for cb in callbacks].index(BestPreset)]
+        results["best"] = {"monitor": monitor, "value": best.best, "epoch": best.best_epoch}
+        results["curves"] = write_curves(history, f"{model_dir}/curves.png",
+                                         title=f"{c['preset']} on {c['dataset']}")
+    results["wall_seconds"] = round(time.perf_counter() - started, 2)
+    if chief:
+        _write_json(f"{model_dir}/metrics.json",
+                    {"results": results, "history": history, "config": _jsonable(c)})
+    if results["test_accuracy"] is not None:
+        _say(f"test accuracy {results['test_accuracy']:.4f} ({eval_spec}); "
+             f"{results['wall_seconds']:.1f}s wall; presets in {model_dir}/best, /last")
+    results["model"] = model
+    return results
+
+
+def parse_spec_kind(spec):
+    from keras_zoo.data import parse_spec
+
+    return parse_spec(spec)[0]
+
+
+def _load_eval(spec, c, height, channels, num_classes):
+    from keras_zoo import data
+
+    try:
+        return data.load(spec, "test", image_shape=(height, height, channels),
+                         num_classes=num_classes, seed=c["seed"] + 1, data_dir=c["data_dir"])
+    except data.DatasetError:
+        if c["eval_dataset"] or not spec.endswith(":test"):
+            raise
+        spec = spec[: -len("test")] + "validation"  # tfds sets without a test split
+        return data.load(spec, "validation", data_dir=c["data_dir"])
+
+
+def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, per_replica,
+             params, started):
+    import keras
+
+    stream = train_stream(ds, info, c, height, channels, transform, 0, total)
+    marks = []
+
+    class _Timer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            marks.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    model.fit(stream, epochs=1, steps_per_epoch=total, callbacks=[_Timer()], verbose=0)
+    first = marks[0] - t0
+    spe = c["steps_per_execution"]
+    step = (marks[-1] - marks[0]) / spe if len(marks) > 1 else first
+    trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+    _say(f"dry run ok: {params:,} parameters ({trainable:,} trainable); per-replica batch "
+         f"{per_replica} x {strategy.num_replicas_in_sync} replicas; first step (trace + "
+         f"compile) {first:.1f}s; step time {step * 1000:.0f} ms "
+         f"({c['global_batch_size'] / step:,.0f} img/s)")
+    return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
+            "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
+            "first_step_seconds": first, "step_seconds": step,
+            "wall_seconds": time.perf_counter() - started, "model": model}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "model"}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def _write_json(path, obj):
+    import json
+
+    import tensorflow as tf
+
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(_jsonable(obj), f, indent=2)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+# ---------------------------------------------------------------- command line
+
+def user_errors():
+    """The exception types that mean 'a setting is wrong' (one line, exit 2)."""
+    from keras_zoo.data import DatasetError
+    from keras_zoo.presets import PresetError
+
+    return (TrainError, PresetError, DatasetError, distribute.DistributeError)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep the console to progress lines
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; flags are written --name=value")
+    try:
+        train(config_from_flags())
+    except user_errors() as e:
+        _fail(str(e))
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run():
+    """Console script ``keras-zoo-train``."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
+
