@@ -5,6 +5,7 @@ from keras import layers
 
 from keras_zoo.layers.attention import MultiHeadAttention
 from keras_zoo.layers.feedforward import FeedForward
+from keras_zoo.layers.normalization import LayerNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -21,6 +22,9 @@ class TransformerEncoderBlock(layers.Layer):
         dropout: on the residual branches. attention_dropout: on attention weights.
         activation: feed-forward activation ("gelu" in ViT, "relu" in 2017).
         layer_norm_epsilon: 1e-6 as in ViT.
+
+    The norms are ``keras_zoo.layers.normalization.LayerNormalization``:
+    Keras' numbers and weights, lowered to ops that int8 TFLite kernels take.
     """
 
     def __init__(self, num_heads, mlp_dim, dropout=0.0, attention_dropout=0.0,
@@ -38,13 +42,13 @@ class TransformerEncoderBlock(layers.Layer):
 
     def build(self, input_shape):
         kw = dict(dtype=self.dtype_policy)
-        self.attention_norm = layers.LayerNormalization(
+        self.attention_norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="attention_norm", **kw)
         self.attention = MultiHeadAttention(
             self.num_heads, dropout=self.attention_dropout, use_bias=self.use_bias,
             name="attention", **kw)
         self.attention_dropout_layer = layers.Dropout(self.dropout)
-        self.mlp_norm = layers.LayerNormalization(
+        self.mlp_norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="mlp_norm", **kw)
         self.mlp = FeedForward(self.mlp_dim, activation=self.activation,
                                dropout=self.dropout, name="mlp", **kw)

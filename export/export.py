@@ -1,0 +1,428 @@
+"""Exports a zoo model to a SavedModel or a TFLite file, then verifies and benchmarks it.
+
+    python -m export.export --preset=vit_tiny_digits --format=tflite \\
+        --quantization=int8 --representative_data=digits:train --output=vit.tflite \\
+        --verify --benchmark
+    python -m export.export --model_dir=runs/vit --format=saved_model --output=vit_sm
+
+The exporter is generic: it writes each function a family returns from
+``ZooModel.serving_signatures()`` under its name, with named inputs (the
+Keras ``Input`` names) and named outputs (the output layer names).
+SavedModels keep a dynamic batch unless ``--batch_size`` is given; TFLite
+files always have a static batch (1 by default). Files are written under a
+temporary name and renamed, so a failed export leaves nothing behind.
+
+``--format=saved_model --quantization=int8`` applies Keras 3's own
+``Model.quantize("int8")`` (int8 weights for Keras / TF Serving inference).
+Such a model does not convert to TFLite with TF 2.21: the converter rejects
+the int8 matmul Keras emits ('tfl.fully_connected' op operand #0 must be
+... but got 'tensor<?x17x64xi8>'), so TFLite int8 is done by the converter.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from export import tflite, verify
+from export.tflite import QUANTIZATIONS, ExportError
+
+FORMATS = ("saved_model", "tflite")
+DEFAULT_VERIFY_DATA = "digits:test"
+
+
+# ---------------------------------------------------------------- loading
+
+def load_model(preset=None, model_dir=None, **overrides):
+    """A zoo model from a registry name / preset folder, or a training run dir
+    (``<run>/best`` if present, else ``<run>/last``, else the folder itself)."""
+    import keras_zoo
+    from keras_zoo import presets
+
+    if bool(preset) == bool(model_dir):
+        raise ExportError("give exactly one of --preset (a registry name or preset folder) "
+                          "or --model_dir (a training run)")
+    if model_dir:
+        candidates = [os.path.join(model_dir, "best"), os.path.join(model_dir, "last"),
+                      model_dir]
+        found = [c for c in candidates if presets._exists(os.path.join(c, presets.CONFIG_FILE))]
+        if not found:
+            raise ExportError(
+                f"--model_dir={model_dir!r} holds no trained model: expected "
+                f"{presets.CONFIG_FILE} in {candidates[0]!r}, {candidates[1]!r} or the "
+                "folder itself (experiments.train writes best/ and last/)")
+        preset = found[0]
+    return keras_zoo.from_preset(preset, **overrides)
+
+
+# ---------------------------------------------------------------- signatures
+
+def signature_specs(model, batch_size=None, signature=None):
+    """{signature: (keras function model, [(input name, shape, dtype)], [output names])}."""
+    signatures = model.serving_signatures() if hasattr(model, "serving_signatures") \
+        else {"serving_default": model}
+    if signature is not None:
+        if signature not in signatures:
+            raise ExportError(f"unknown signature {signature!r}; {type(model).__name__} "
+                              f"exports {sorted(signatures)}")
+        signatures = {signature: signatures[signature]}
+    if batch_size is not None and batch_size < 1:
+        raise ExportError(f"batch_size must be a positive integer, got {batch_size}")
+    out = {}
+    for key, fn_model in signatures.items():
+        inputs = []
+        for i, tensor in enumerate(fn_model.inputs):
+            name = _clean_name(getattr(tensor, "name", None), f"input_{i}")
+            shape = (batch_size,) + tuple(tensor.shape[1:])
+            inputs.append((name, shape, str(tensor.dtype)))
+        names = list(getattr(fn_model, "output_names", None) or [])
+        if len(names) != len(fn_model.outputs) or len(set(names)) != len(names):
+            names = [f"output_{i}" for i in range(len(fn_model.outputs))]
+        out[key] = (fn_model, inputs, [_clean_name(n, f"output_{i}")
+                                      for i, n in enumerate(names)])
+    return out
+
+
+def _clean_name(name, default):
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in str(name or ""))
+    return name or default
+
+
+def _serving_fn(fn_model, input_names, output_names):
+    def serve(*args):
+        outputs = fn_model(list(args) if len(args) > 1 else args[0], training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return dict(zip(output_names, outputs))
+    return serve
+
+
+def keras_functions(specs):
+    """Keras-side callables with the exported files' calling convention."""
+    fns = {}
+    for key, (fn_model, inputs, outputs) in specs.items():
+        serve = _serving_fn(fn_model, [n for n, _, _ in inputs], outputs)
+        fns[key] = lambda serve=serve, names=[n for n, _, _ in inputs], **kw: \
+            serve(*[kw[n] for n in names])
+    return fns
+
+
+def write_saved_model(model, path, specs):
+    """Keras ExportArchive: one endpoint per signature, named inputs/outputs."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    tracked = []
+    for fn_model, _, _ in [(model, None, None)] + list(specs.values()):
+        if not any(fn_model is t for t in tracked):
+            archive.track(fn_model)
+            tracked.append(fn_model)
+    for key, (fn_model, inputs, outputs) in specs.items():
+        archive.add_endpoint(
+            key, _serving_fn(fn_model, [n for n, _, _ in inputs], outputs),
+            input_signature=[tf.TensorSpec(shape, dtype, name=name)
+                             for name, shape, dtype in inputs])
+    archive.write_out(path, verbose=False)
+
+
+# ---------------------------------------------------------------- data
+
+def _is_image(shape, dtype):
+    return (len(shape) == 4 and shape[1] == shape[2] and shape[1] is not None
+            and shape[3] in (1, 3) and dtype.startswith("float"))
+
+
+def sample_inputs(inputs, data, n, split, seed=0):
+    """({input name: array (n, ...)}, labels or None) for one signature.
+
+    ``data``: a dataset spec (images for an image input; ``synthetic[:N]``
+    gives random values of any shape) or an array (single-input signatures).
+    """
+    from keras_zoo.data import datasets
+
+    if not isinstance(data, str):
+        array = np.asarray(data)
+        if len(inputs) != 1:
+            raise ExportError(f"an array works for single-input signatures; this one takes "
+                              f"{[name for name, _, _ in inputs]}")
+        name, shape, dtype = inputs[0]
+        if tuple(array.shape[1:]) != tuple(shape[1:]):
+            raise ExportError(
+                f"data of shape {tuple(array.shape)} does not fit input {name!r}: expected "
+                f"(num_samples, {', '.join(map(str, shape[1:]))})")
+        return {name: array[:n].astype(dtype)}, None
+    rng = np.random.default_rng(seed)
+    arrays, labels = {}, None
+    for name, shape, dtype in inputs:
+        if _is_image(shape, dtype):
+            x, y, _ = datasets.load_arrays(data, split, shape[1], shape[3])
+            arrays[name], labels = x[:n], y[:n]
+        elif data.startswith("synthetic"):
+            size = (n,) + tuple(shape[1:])
+            arrays[name] = (rng.integers(0, 2, size) if "int" in dtype
+                            else rng.standard_normal(size)).astype(dtype)
+        else:
+            raise ExportError(
+                f"dataset {data!r} gives images, but input {name!r} has shape "
+                f"{tuple(shape)} ({dtype}); use --representative_data=synthetic or an array")
+    return arrays, labels
+
+
+def _static_rows(arrays, batch):
+    """(n, ...) -> (n // batch, batch, ...): one calibration sample per static batch."""
+    out = {}
+    for name, a in arrays.items():
+        usable = len(a) - len(a) % batch
+        if usable == 0:
+            raise ExportError(f"need at least {batch} calibration samples, got {len(a)}")
+        out[name] = a[:usable].reshape((usable // batch, batch) + a.shape[1:])
+    return out
+
+
+# ---------------------------------------------------------------- export
+
+def _check_writable(path):
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(parent):
+        raise ExportError(f"cannot write {path!r}: folder {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"cannot write {path!r}: folder {parent!r} is not writable")
+    if (os.path.isdir(path) and os.listdir(path)
+            and not os.path.exists(os.path.join(path, "saved_model.pb"))):
+        raise ExportError(f"{path!r} is a non-empty folder that is not a SavedModel; "
+                              "refusing to replace it")
+
+
+def _replace(tmp, path):
+    """Renames ``tmp`` onto ``path`` (file or SavedModel folder)."""
+    if os.path.isdir(path):
+        old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old_")
+        os.replace(path, os.path.join(old, "x"))
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def export_model(model, output, format="tflite", quantization="none", signature=None,
+                 batch_size=None, representative_data=None, calibration_samples=200,
+                 int8_io=False, allow_flex=False, float_ops=tflite.INT8_FLOAT_OPS,
+                 float_scopes=tflite.INT8_FLOAT_SCOPES, debug_quantization=None):
+    """Writes ``model`` to ``output``; returns a dict describing the file.
+
+    Args:
+        format: "saved_model" (a folder) or "tflite" (a file).
+        quantization: "none" | "float16" | "dynamic_int8" | "int8" for TFLite;
+            "none" | "int8" (Keras ``Model.quantize``) for SavedModels.
+        signature: export only this signature (default: all of them).
+        batch_size: static batch; TFLite defaults to 1, SavedModels to dynamic.
+        representative_data: dataset spec or array, calibrates "int8".
+        float_ops, float_scopes: kept in float in TFLite "int8" (see export.tflite).
+        debug_quantization: a path for the QuantizationDebugger per-layer CSV.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantization!r}; expected one of "
+                          f"{', '.join(QUANTIZATIONS)}")
+    if format == "saved_model" and quantization not in ("none", "int8"):
+        raise ExportError(
+            f"quantization={quantization!r} is a TFLite mode; a SavedModel takes 'none' or "
+            "'int8' (Keras Model.quantize). Use --format=tflite for float16/dynamic_int8")
+    if format == "saved_model" and (int8_io or debug_quantization):
+        raise ExportError("--int8_io and --debug_quantization apply to --format=tflite only")
+    _check_writable(output)
+    if format == "tflite":
+        batch_size = batch_size or 1
+    specs = signature_specs(model, batch_size, signature)
+    if format == "saved_model" and quantization == "int8":
+        model = keras_int8(model)
+        specs = signature_specs(model, batch_size, signature)
+
+    parent = os.path.dirname(os.path.abspath(output))
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp_")
+    try:
+        if format == "saved_model":
+            tmp = os.path.join(work, "saved_model")
+            write_saved_model(model, tmp, specs)
+            info = {}
+        else:
+            tmp = os.path.join(work, "model.tflite")
+            content, info = _tflite_bytes(
+                model, specs, work, quantization, representative_data, calibration_samples,
+                int8_io, allow_flex, float_ops, float_scopes, debug_quantization,
+                signature)
+            with open(tmp, "wb") as f:
+                f.write(content)
+        _replace(tmp, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = _size(output)
+    return {"path": output, "format": format, "quantization": quantization,
+            "signatures": {k: {"inputs": [list(map(str, (n, s, d))) for n, s, d in v[1]],
+                               "outputs": v[2]} for k, v in specs.items()},
+            "batch_size": batch_size, "size_bytes": size, **info}
+
+
+def _tflite_bytes(model, specs, work, quantization, representative_data, calibration_samples,
+                  int8_io, allow_flex, float_ops, float_scopes, debug_quantization, signature):
+    representative = None
+    if quantization == "int8":
+        if representative_data is None:
+            raise ExportError("quantization='int8' needs --representative_data (a dataset "
+                              "spec such as digits:train, or an array) to calibrate")
+        if calibration_samples < 1:
+            raise ExportError(f"calibration_samples must be >= 1, got {calibration_samples}")
+        representative = {}
+        for key, (_, inputs, _) in specs.items():
+            arrays, _ = sample_inputs(inputs, representative_data, calibration_samples,
+                                      "train")
+            representative[key] = _static_rows(arrays, inputs[0][1][0])
+    saved = os.path.join(work, "static_saved_model")
+    write_saved_model(model, saved, specs)
+    content = tflite.convert(saved, quantization, representative, int8_io=int8_io,
+                             allow_flex=allow_flex, signature_keys=sorted(specs),
+                             float_ops=float_ops, float_scopes=float_scopes,
+                             debug_report=debug_quantization)
+    ops = tflite.model_ops(content)
+    if ops["flex"] and not allow_flex:
+        raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the LiteRT "
+                          "interpreter cannot run; pass --allow_flex to keep them anyway")
+    return content, {"ops": ops}
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def keras_int8(model):
+    """A copy of ``model`` with Keras 3's int8 weight quantization
+    (``Model.quantize("int8")``): Keras / SavedModel inference only."""
+    clone = type(model).from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    try:
+        clone.quantize("int8")
+    except Exception as e:  # Keras raises NotImplementedError/ValueError per layer type
+        raise ExportError(f"Keras cannot int8-quantize {type(model).__name__}: {e}") from e
+    return clone
+
+
+# ---------------------------------------------------------------- verify
+
+def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64):
+    """Runs the exported file and Keras on the same inputs; per signature:
+    max abs / relative difference, and classifier agreement / accuracy."""
+    path, fmt = result["path"], result["format"]
+    if fmt == "saved_model" and result["quantization"] == "int8":
+        model = keras_int8(model)
+    specs = signature_specs(model, result["batch_size"], None)
+    specs = {k: v for k, v in specs.items() if k in result["signatures"]}
+    report = {}
+    num_classes = (model.get_zoo_config().get("num_classes")
+                   if hasattr(model, "get_zoo_config") else None)
+    for key, (_, inputs, _) in specs.items():
+        batch = inputs[0][1][0]
+        data = verify_data if all(_is_image(s, d) for _, s, d in inputs) else "synthetic"
+        arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
+        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
+        exported = (verify.saved_model_outputs(path, key, arrays, batch)
+                    if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
+        n = len(next(iter(exported.values())))
+        reference = {k: v[:n] for k, v in reference.items()}
+        labels = None if labels is None else labels[:n]
+        report[key] = {"num_samples": n, **verify.parity(exported, reference),
+                       **verify.classification(exported, reference, labels, num_classes)}
+    return report
+
+
+def _split(spec):
+    parts = spec.split(":")
+    return parts[-1] if len(parts) > 1 and parts[-1] in ("train", "test") else "test"
+
+
+# ---------------------------------------------------------------- CLI
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("preset", None, "registry name or preset folder")
+    flags.DEFINE_string("model_dir", None, "training run dir (uses best/, else last/)")
+    flags.DEFINE_enum("format", "tflite", FORMATS, "output format")
+    flags.DEFINE_enum("quantization", "none", QUANTIZATIONS,
+                      "TFLite precision; for saved_model, int8 = Keras Model.quantize")
+    flags.DEFINE_string("representative_data", None,
+                        "dataset spec calibrating int8, e.g. digits:train, tfds:mnist:train")
+    flags.DEFINE_integer("calibration_samples", 200, "calibration samples for int8")
+    flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs (integer-only accelerators)")
+    flags.DEFINE_string("signature", None, "export only this signature")
+    flags.DEFINE_integer("batch_size", None, "static batch (TFLite default 1; "
+                         "SavedModel default dynamic)")
+    flags.DEFINE_string("output", None, "output file (tflite) or folder (saved_model)")
+    flags.DEFINE_bool("verify", False, "compare the exported file with Keras")
+    flags.DEFINE_string("verify_data", DEFAULT_VERIFY_DATA, "labelled set for --verify")
+    flags.DEFINE_integer("verify_samples", 256, "inputs compared by --verify")
+    flags.DEFINE_bool("benchmark", False, "LiteRT latency, size, ops, XNNPACK delegation")
+    flags.DEFINE_integer("num_threads", 1, "interpreter threads for --benchmark")
+    flags.DEFINE_integer("benchmark_runs", 200, "timed runs for --benchmark")
+    flags.DEFINE_bool("allow_flex", False, "allow flex (SELECT_TF_OPS) ops; LiteRT's "
+                      "Python interpreter cannot run them")
+    flags.DEFINE_list("float_ops", list(tflite.INT8_FLOAT_OPS),
+                      "TFLite ops kept in float under int8 (selective quantization)")
+    flags.DEFINE_list("float_scopes", list(tflite.INT8_FLOAT_SCOPES),
+                      "name scopes kept in float under int8")
+    flags.DEFINE_string("debug_quantization", None,
+                        "write the QuantizationDebugger per-layer error CSV here")
+    return flags.FLAGS
+
+
+def main(argv):
+    del argv
+    FLAGS = _FLAGS
+    model = load_model(FLAGS.preset, FLAGS.model_dir)
+    output = FLAGS.output or (f"{model.name}_{FLAGS.quantization}.tflite"
+                              if FLAGS.format == "tflite" else f"{model.name}_saved_model")
+    result = export_model(
+        model, output, FLAGS.format, FLAGS.quantization, FLAGS.signature, FLAGS.batch_size,
+        FLAGS.representative_data, FLAGS.calibration_samples, FLAGS.int8_io,
+        FLAGS.allow_flex, tuple(FLAGS.float_ops), tuple(FLAGS.float_scopes),
+        FLAGS.debug_quantization)
+    if FLAGS.verify:
+        result["verify"] = verify_export(model, result, FLAGS.verify_data,
+                                         FLAGS.verify_samples)
+    if FLAGS.benchmark:
+        if FLAGS.format != "tflite":
+            raise ExportError("--benchmark measures TFLite files; use --format=tflite")
+        result["benchmark"] = {k: verify.benchmark(output, k, FLAGS.num_threads,
+                                                   FLAGS.benchmark_runs)
+                               for k in result["signatures"]}
+    print(json.dumps(result, indent=2, default=str))
+
+
+_FLAGS = None
+
+
+def run():
+    """Console script entry point (keras-zoo-export)."""
+    global _FLAGS
+    from absl import app
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _FLAGS = _define_flags()
+
+    def guarded(argv):
+        try:
+            main(argv)
+        except ExportError as e:
+            print(f"export error: {e}", file=sys.stderr)
+            sys.exit(2)
+    app.run(guarded)
+
+
+if __name__ == "__main__":
+    run()
