@@ -1,0 +1,143 @@
+"""Training throughput: keras_zoo vs keras-hub vs timm, each in its own process.
+
+One training step = forward + backward + AdamW update on a fixed batch of
+random images (the input pipeline is measured separately by
+``benchmarks.input_pipeline``). Reports images/s (median over steps after
+warm-up), achieved GFLOP/s (3x the analytic forward FLOPs) and its share of
+this machine's float32 matmul rate, measured in the same run.
+
+    python -m benchmarks.train_throughput                 # ViT-S/16 + ResNet-50, batch 16
+    python -m benchmarks.train_throughput --models vit --steps 5
+    python -m benchmarks.train_throughput --quick         # smoke run (tiny models)
+"""
+
+import sys
+
+from benchmarks import cli, common, models
+
+MODULE = "benchmarks.train_throughput"
+TRAINING_FLOPS_FACTOR = 3.0  # forward + backward (activation and weight gradients)
+TARGETS = {"vs_keras_hub": 1.05, "vs_timm": 1.1, "matmul_share": 0.85, "resnet_vs_keras_hub": 1.0}
+
+
+def keras_train(impl, arch, config, batch_size, warmup, steps, jit_compile, seed=0):
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    model = models.build_keras(impl, arch, config)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    s = config["image_size"]
+    rng = np.random.default_rng(seed)
+    x = keras.ops.convert_to_tensor(rng.random((batch_size, s, s, 3), dtype="float32"))
+    y = keras.ops.convert_to_tensor(rng.integers(0, config["num_classes"], batch_size))
+    median, _ = common.median_seconds(lambda: model.train_on_batch(x, y), warmup, steps)
+    return {"seconds": median, "params": models.keras_parameter_count(model),
+            "jit": str(model.jit_compile)}
+
+
+def timm_train(arch, config, batch_size, warmup, steps, seed=0):
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = models.build_timm(arch, config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    s = config["image_size"]
+    x = torch.rand(batch_size, 3, s, s)
+    y = torch.randint(0, config["num_classes"], (batch_size,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    median, _ = common.median_seconds(step, warmup, steps)
+    return {"seconds": median, "params": models.torch_parameter_count(model),
+            "jit": f"eager (torch {torch.__version__}, {torch.get_num_threads()} threads)"}
+
+
+HANDLERS = {"matmul": common.matmul_job, "keras": keras_train, "timm": timm_train}
+
+
+def plan(args):
+    """The jobs of this run: (label, job) pairs, the matmul rate first."""
+    jobs = [cli.matmul_entry(args.quick)]
+    for arch in args.models:
+        jobs += cli.implementation_jobs(
+            arch, args.implementations, args.variants,
+            {"arch": arch, "config": models.config_for(arch, args.quick),
+             "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps})
+    return jobs
+
+
+def report(args, jobs, results, notes):
+    rate, lines = cli.matmul_header(f"Training throughput (batch {args.batch_size}, float32)",
+                                    results[0])
+    rows, best = [], {}
+    for (label, _), result in zip(jobs[1:], results[1:]):
+        arch, impl = label["arch"], label["impl"]
+        config = models.config_for(arch, args.quick)
+        if "error" in result:
+            rows.append([models.display_name(arch, args.quick), impl, "-", "-", "-", "-", "-",
+                         "error: " + result["error"]])
+            continue
+        ips = args.batch_size / result["seconds"]
+        gflops = ips * TRAINING_FLOPS_FACTOR * models.forward_flops(arch, config) / 1e9
+        share = gflops / rate if rate else None
+        cli.keep_best(best, label, impl, ips)
+        default = " (default)" if label.get("default") else ""
+        rows.append([models.display_name(arch, args.quick), impl,
+                     f"{result['params']:,}", result["jit"] + default,
+                     common.fmt(ips, 2), common.fmt(result["seconds"] * 1e3, 0),
+                     common.fmt(gflops), common.fmt(share * 100 if share else None, 0, " %")])
+    lines.append(common.markdown_table(
+        ["model", "implementation", "params", "XLA (jit_compile)", "img/s", "step ms",
+         "GFLOP/s", "of matmul"], rows))
+    lines += ["", "Targets (keras_zoo at its default, against the best row of each peer):"]
+    lines += targets(best, rate, args.quick)
+    lines += [f"- note: {n}" for n in notes]
+    if args.quick:
+        lines.append("- note: " + cli.QUICK_NOTE)
+    return "\n".join(lines)
+
+
+def targets(best, rate, quick):
+    out = []
+    zoo_vit = best.get(("vit", "keras_zoo"))
+    if zoo_vit:
+        for peer, key in (("keras_hub", "vs_keras_hub"), ("timm", "vs_timm")):
+            if best.get(("vit", peer)):
+                out.append(common.target_line(f"ViT-S/16 keras_zoo / {peer}",
+                                              zoo_vit / best[("vit", peer)], TARGETS[key],
+                                              unit="x"))
+        if rate:
+            config = models.config_for("vit", quick)
+            share = zoo_vit * TRAINING_FLOPS_FACTOR * models.forward_flops("vit", config) / 1e9 / rate
+            out.append(common.target_line("ViT-S/16 keras_zoo share of matmul rate",
+                                          share * 100, TARGETS["matmul_share"] * 100, unit=" %"))
+    zoo_resnet, hub_resnet = best.get(("resnet", "keras_zoo")), best.get(("resnet", "keras_hub"))
+    if zoo_resnet and hub_resnet:
+        out.append(common.target_line("ResNet-50 keras_zoo / keras_hub", zoo_resnet / hub_resnet,
+                                      TARGETS["resnet_vs_keras_hub"], unit="x"))
+    return out or ["- no target could be evaluated (see errors above)"]
+
+
+def parse_args(argv):
+    return cli.finish_args(cli.argument_parser(__doc__, batch_size=16, warmup=3, steps=10), argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if common.worker_main(argv, HANDLERS):
+        return
+    args = parse_args(argv)
+    jobs, notes = common.skip_missing(plan(args))
+    results = common.run_plan(MODULE, jobs, isolate=not args.quick)
+    print(report(args, jobs, results, notes))
+
+
+if __name__ == "__main__":
+    main()
