@@ -32,7 +32,7 @@ keras-hub models do not scale their inputs; its image converter does (see
 ``input_scaling``), and so must the user of the converted model.
 """
 
-import json
+import collections
 import logging
 import os
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vit import ViT
-from keras_zoo.presets import PresetError, register_converter, transfer_weights
+from keras_zoo.presets import PresetError, _read_json, register_converter, transfer_weights
 
 log = logging.getLogger("keras_zoo")
 
@@ -279,14 +279,6 @@ def map_resnet(hub, zoo):
 
 # ---------------------------------------------------------------- the converters
 
-def _read_json(path):
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise PresetError(f"{path} is not valid JSON: {e}") from None
-
-
 def _classifier_task(folder, task_class, head_ok):
     """The keras-hub task config if ``folder`` holds a classifier whose head
     keras_zoo can express, else None (the backbone alone is imported)."""
@@ -338,18 +330,23 @@ def _load_keras_hub(folder, with_task):
             f"{str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def _convert(folder, overrides, load_weights, family, hub_class, arch_fn, map_fn,
-             task_class, head_ok):
+# How one keras-hub family becomes one of ours: config mapping, weight mapping,
+# and the classifier task whose head we can take over.
+_Spec = collections.namedtuple("_Spec", "family hub_class arch_fn map_fn task_class head_ok")
+
+
+def _convert(folder, overrides, load_weights, spec):
+    family = spec.family
     hub_config = _read_json(os.path.join(folder, "config.json")).get("config", {})
     try:
-        arch, training = arch_fn(hub_config)
+        arch, training = spec.arch_fn(hub_config)
     except KeyError as e:
-        raise PresetError(f"{folder!r}: keras-hub {hub_class} config lacks {e}") from None
+        raise PresetError(f"{folder!r}: keras-hub {spec.hub_class} config lacks {e}") from None
     unknown = set(overrides) - set(family.config_keys())
     if unknown:
         raise PresetError(f"{family.__name__} has no config option(s) {sorted(unknown)}; "
                           f"options are {sorted(family.config_keys())}")
-    task = _classifier_task(folder, task_class, head_ok)
+    task = _classifier_task(folder, spec.task_class, spec.head_ok)
     defaults = {**training, "num_classes": task["num_classes"] if task else None}
     if family is ViT:
         # A bare ViTBackbone returns the token sequence; a head needs the CLS token.
@@ -363,8 +360,9 @@ def _convert(folder, overrides, load_weights, family, hub_class, arch_fn, map_fn
     # architecture overrides (image_size) are applied by transfer_weights below.
     source_config = {**target_config, **arch}
     source = family(**source_config)
-    map_fn(hub, source)
-    if hub_task is not None:
+    spec.map_fn(hub, source)
+    # The hub ViT head reads the CLS token; under another pooling it would not fit.
+    if hub_task is not None and source_config.get("pooling", "token") == "token":
         _import_head(hub_task, source)
     scaling = input_scaling(folder)
     if scaling:
@@ -388,16 +386,19 @@ def _import_head(hub_task, zoo):
     m.layer(head, dense)
 
 
+_VIT = _Spec(ViT, "ViTBackbone", vit_config, map_vit, "ViTImageClassifier", _vit_head_ok)
+_RESNET = _Spec(ResNet, "ResNetBackbone", resnet_config, map_resnet, "ResNetImageClassifier",
+                _resnet_head_ok)
+
+
 def convert_vit(folder, overrides, load_weights=True):
     """keras-hub ``ViTBackbone`` (or ``ViTImageClassifier``) folder -> ``keras_zoo.ViT``."""
-    return _convert(folder, overrides, load_weights, ViT, "ViTBackbone", vit_config,
-                    map_vit, "ViTImageClassifier", _vit_head_ok)
+    return _convert(folder, overrides, load_weights, _VIT)
 
 
 def convert_resnet(folder, overrides, load_weights=True):
     """keras-hub ``ResNetBackbone`` (or ``ResNetImageClassifier``) folder -> ``keras_zoo.ResNet``."""
-    return _convert(folder, overrides, load_weights, ResNet, "ResNetBackbone",
-                    resnet_config, map_resnet, "ResNetImageClassifier", _resnet_head_ok)
+    return _convert(folder, overrides, load_weights, _RESNET)
 
 
 register_converter("ViTBackbone", convert_vit)

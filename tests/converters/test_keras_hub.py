@@ -53,48 +53,34 @@ def hub_vit(tmp_path_factory):
     return model, folder
 
 
-def _hub_resnet(block_type, tmp_path_factory, use_pre_activation=False):
-    deep_stem = block_type.endswith("_vd")  # ResNet-vd: ResNet-C stem + ResNet-D shortcut
-    model = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[32, 32, 64] if deep_stem else [64],
-        input_conv_kernel_sizes=[3, 3, 3] if deep_stem else [7],
-        stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
-        stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3),
-        use_pre_activation=use_pre_activation)
-    _perturb(model)
-    folder = str(tmp_path_factory.mktemp("hub") / f"{block_type}_{use_pre_activation}")
-    model.save_to_preset(folder)
-    return model, folder
+# variant -> (keras-hub block_type, use_pre_activation)
+RESNETS = {"v1_basic": ("basic_block", False), "v1_bottleneck": ("bottleneck_block", False),
+           "v2_basic": ("basic_block", True), "v2_bottleneck": ("bottleneck_block", True),
+           "vd_basic": ("basic_block_vd", False), "vd_bottleneck": ("bottleneck_block_vd", False)}
 
 
 @pytest.fixture(scope="module")
-def hub_resnet_basic(tmp_path_factory):
-    return _hub_resnet("basic_block", tmp_path_factory)
+def hub_resnet(tmp_path_factory):
+    """hub_resnet(variant) -> (keras-hub ResNetBackbone, its preset folder), built once."""
+    built = {}
 
+    def get(variant):
+        if variant not in built:
+            block_type, pre_activation = RESNETS[variant]
+            deep_stem = block_type.endswith("_vd")  # ResNet-vd: ResNet-C stem, ResNet-D shortcut
+            model = keras_hub.models.ResNetBackbone(
+                input_conv_filters=[32, 32, 64] if deep_stem else [64],
+                input_conv_kernel_sizes=[3, 3, 3] if deep_stem else [7],
+                stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
+                stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3),
+                use_pre_activation=pre_activation)
+            _perturb(model)
+            folder = str(tmp_path_factory.mktemp("hub") / variant)
+            model.save_to_preset(folder)
+            built[variant] = model, folder
+        return built[variant]
 
-@pytest.fixture(scope="module")
-def hub_resnet_bottleneck(tmp_path_factory):
-    return _hub_resnet("bottleneck_block", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub_resnet_vd_basic(tmp_path_factory):
-    return _hub_resnet("basic_block_vd", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub_resnet_vd_bottleneck(tmp_path_factory):
-    return _hub_resnet("bottleneck_block_vd", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub_resnet_v2_basic(tmp_path_factory):
-    return _hub_resnet("basic_block", tmp_path_factory, use_pre_activation=True)
-
-
-@pytest.fixture(scope="module")
-def hub_resnet_v2_bottleneck(tmp_path_factory):
-    return _hub_resnet("bottleneck_block", tmp_path_factory, use_pre_activation=True)
+    return get
 
 
 def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
@@ -111,16 +97,15 @@ def test_vit_backbone_gives_the_same_token_sequence(hub_vit):
     assert _max_diff(ours(x), expected) < TOL
 
 
-@pytest.mark.parametrize("fixture", [
-    "hub_resnet_basic", "hub_resnet_bottleneck", "hub_resnet_v2_basic",
-    "hub_resnet_v2_bottleneck", "hub_resnet_vd_basic", "hub_resnet_vd_bottleneck"])
-def test_resnet_backbone_gives_the_same_features(fixture, request):
-    hub, folder = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("variant", sorted(RESNETS))
+def test_resnet_backbone_gives_the_same_features(variant, hub_resnet):
+    hub, folder = hub_resnet(variant)
     ours = keras_zoo.ResNet.from_preset(folder)
     config = ours.get_zoo_config()
-    assert config["block_type"] == fixture.rsplit("_", 1)[-1]
-    assert config["preactivation"] == ("_v2_" in fixture)
-    assert (config["avg_down"], config["stem"] == "deep") == (("_vd_" in fixture),) * 2
+    version, block_type = variant.split("_")
+    assert config["block_type"] == block_type
+    assert config["preactivation"] == (version == "v2")
+    assert config["avg_down"] == (config["stem"] == "deep") == (version == "vd")
     x = _images()
     feature_map = hub(x)
     # The last feature map itself, then the pooled features our model returns.
@@ -130,7 +115,7 @@ def test_resnet_backbone_gives_the_same_features(fixture, request):
     assert _max_diff(ours(x), pooled) < TOL * max(1.0, float(np.abs(pooled).max()))
 
 
-def test_num_classes_override_puts_a_new_head_on_hub_features(hub_vit, hub_resnet_basic):
+def test_num_classes_override_puts_a_new_head_on_hub_features(hub_vit, hub_resnet):
     x = _images()
     hub, folder = hub_vit
     vit = keras_zoo.ViT.from_preset(folder, num_classes=10)
@@ -138,7 +123,7 @@ def test_num_classes_override_puts_a_new_head_on_hub_features(hub_vit, hub_resne
     cls_features = keras.Model(vit.input, vit.get_layer("cls_pool").output)(x)
     assert _max_diff(cls_features, np.asarray(hub(x))[:, 0]) < TOL
 
-    hub, folder = hub_resnet_basic
+    hub, folder = hub_resnet("v1_basic")
     resnet = keras_zoo.ResNet.from_preset(folder, num_classes=10)
     assert tuple(resnet(x).shape) == (2, 10)
     pooled = keras.Model(resnet.input, resnet.get_layer("avg_pool").output)(x)
@@ -169,8 +154,8 @@ def test_classifier_task_brings_its_head(hub_vit, tmp_path):
     assert _max_diff(ours(x), task(x)) < TOL
 
 
-def test_input_scaling_is_read_from_the_image_converter(hub_resnet_basic, tmp_path):
-    backbone, _ = hub_resnet_basic
+def test_input_scaling_is_read_from_the_image_converter(hub_resnet, tmp_path):
+    backbone, _ = hub_resnet("v1_basic")
     converter = keras_hub.layers.ResNetImageConverter(
         image_size=(32, 32), scale=1 / 127.5, offset=-1.0)
     task = keras_hub.models.ResNetImageClassifier(
@@ -205,16 +190,19 @@ def test_unsupported_keras_hub_class_is_refused(hub_vit, tmp_path):
         keras_zoo.ViT.from_preset(folder)
 
 
-@pytest.mark.parametrize("fixture,option,value", [
-    ("hub_resnet_bottleneck", "block_type", "bottleneck_block_x"),
-    ("hub_resnet_vd_bottleneck", "use_pre_activation", True),
-    ("hub_resnet_bottleneck", "input_conv_kernel_sizes", [5]),
-    ("hub_resnet_basic", "stackwise_num_strides", [1, 1]),
-    ("hub_vit", "use_class_token", False),
-    ("hub_vit", "patch_size", [8, 4]),
+@pytest.mark.parametrize("source,option,value", [
+    ("v1_bottleneck", "block_type", "bottleneck_block_x"),
+    ("vd_bottleneck", "use_pre_activation", True),
+    ("v1_bottleneck", "input_conv_kernel_sizes", [5]),
+    ("vd_bottleneck", "input_conv_filters", [16, 16, 64]),
+    ("v1_basic", "stackwise_num_strides", [1, 1]),
+    ("vit", "use_class_token", False),
+    ("vit", "patch_size", [8, 4]),
 ])
-def test_unsupported_variant_names_the_option(fixture, option, value, request, tmp_path):
-    folder = _edited_copy(request.getfixturevalue(fixture)[1], tmp_path, **{option: value})
+def test_unsupported_variant_names_the_option(source, option, value, hub_vit, hub_resnet,
+                                               tmp_path):
+    folder = hub_vit[1] if source == "vit" else hub_resnet(source)[1]
+    folder = _edited_copy(folder, tmp_path, **{option: value})
     with pytest.raises(PresetError, match=rf"{option}=.*cannot be imported"):
         keras_zoo.ZooModel.from_preset(folder)
 
