@@ -92,10 +92,12 @@ def reconstruction_error(images, logits, kind):
     Summing over pixels (rather than averaging) keeps the VAE's
     reconstruction and KL terms on the scale of the ELBO.
     """
-    images = ops.cast(images, logits.dtype)
+    # float32 even under mixed precision: a sum over ~1e3-1e5 pixels in float16
+    # loses the per-pixel differences the gradient needs.
+    logits = ops.cast(logits, "float32")
+    images = ops.cast(images, "float32")
     if kind == "bce":
-        per_pixel = ops.binary_crossentropy(images, logits, from_logits=True)
-        # keras.ops.binary_crossentropy does not reduce; it is elementwise.
+        per_pixel = ops.binary_crossentropy(images, logits, from_logits=True)  # elementwise
     else:
         per_pixel = ops.square(images - ops.sigmoid(logits))
     return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
