@@ -44,7 +44,7 @@ class Preset:
 
 _PRESETS: dict[str, Preset] = {}
 _FAMILIES: dict[str, type] = {}
-_CONVERTERS: dict[str, object] = {}  # keras-hub class name -> fn(folder, cls, overrides)
+_CONVERTERS: dict[str, object] = {}  # keras-hub class name -> fn(folder, overrides, load_weights)
 
 
 def register_family(cls):
@@ -60,7 +60,7 @@ def register_preset(name, family, config, description="", weights=None, tiny=Fal
 
 
 def register_converter(keras_hub_class, fn):
-    """``fn(folder, cls, overrides) -> model`` converts a keras-hub preset folder."""
+    """``fn(folder, overrides, load_weights) -> model`` converts a keras-hub preset folder."""
     _CONVERTERS[keras_hub_class] = fn
 
 
@@ -133,7 +133,7 @@ def _localize(folder):
     return local
 
 
-def _read_json(path):
+def read_json(path):
     if not os.path.exists(path):
         raise PresetError(f"preset folder {os.path.dirname(path)!r} has no "
                           f"{os.path.basename(path)}")
@@ -144,9 +144,18 @@ def _read_json(path):
             raise PresetError(f"{path} is not valid JSON: {e}") from None
 
 
+def check_overrides(family_cls, overrides):
+    """Raises PresetError naming any override the family's constructor lacks."""
+    unknown = set(overrides) - set(family_cls.config_keys())
+    if unknown:
+        raise PresetError(
+            f"{family_cls.__name__} has no config option(s) {sorted(unknown)}; options are "
+            f"{sorted(family_cls.config_keys())}")
+
+
 def read_preset_folder(folder):
     """Returns (config_json_dict, weights_path_or_None) after checking sha256."""
-    config = _read_json(os.path.join(folder, CONFIG_FILE))
+    config = read_json(os.path.join(folder, CONFIG_FILE))
     weights = os.path.join(folder, WEIGHTS_FILE)
     manifest_path = os.path.join(folder, MANIFEST_FILE)
     if os.path.exists(manifest_path):
@@ -209,7 +218,7 @@ def load(cls, preset, load_weights=True, **overrides):
     preset = str(preset)
     if _exists(preset):
         folder = _localize(preset)
-        raw = _read_json(os.path.join(folder, CONFIG_FILE))
+        raw = read_json(os.path.join(folder, CONFIG_FILE))
         if "class_name" in raw and "family" not in raw:
             return _load_keras_hub(folder, raw, cls, overrides, load_weights)
         data, weights = read_preset_folder(folder)
@@ -226,11 +235,7 @@ def load(cls, preset, load_weights=True, **overrides):
             f"preset {source!r} is a {family} model, not a {cls.__name__}; use "
             f"keras_zoo.{family}.from_preset({source!r}) or one of "
             f"{list_presets(cls.__name__)[:6]}")
-    unknown = set(overrides) - set(family_cls.config_keys())
-    if unknown:
-        raise PresetError(
-            f"{family} has no config option(s) {sorted(unknown)}; options are "
-            f"{sorted(family_cls.config_keys())}")
+    check_overrides(family_cls, overrides)
     target = family_cls(**{**config, **overrides})
     if load_weights and weights:
         if not overrides or all(config.get(k) == v for k, v in overrides.items()):

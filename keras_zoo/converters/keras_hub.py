@@ -40,7 +40,13 @@ import numpy as np
 
 from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vit import ViT
-from keras_zoo.presets import PresetError, _read_json, register_converter, transfer_weights
+from keras_zoo.presets import (
+    PresetError,
+    check_overrides,
+    read_json,
+    register_converter,
+    transfer_weights,
+)
 
 log = logging.getLogger("keras_zoo")
 
@@ -64,7 +70,7 @@ def input_scaling(folder):
     path = os.path.join(str(folder), IMAGE_CONVERTER_FILE)
     if not os.path.exists(path):
         return None
-    config = _read_json(path).get("config", {})
+    config = read_json(path).get("config", {})
     size = config.get("image_size")
     return {"image_size": tuple(size) if size else None,
             "scale": config.get("scale"), "offset": config.get("offset")}
@@ -285,7 +291,7 @@ def _classifier_task(folder, task_class, head_ok):
     path = os.path.join(folder, TASK_FILE)
     if not os.path.exists(path):
         return None
-    task = _read_json(path)
+    task = read_json(path)
     config = task.get("config", {})
     if task.get("class_name") != task_class:
         log.info("%s holds a keras-hub %s; importing its backbone only",
@@ -337,15 +343,12 @@ _Spec = collections.namedtuple("_Spec", "family hub_class arch_fn map_fn task_cl
 
 def _convert(folder, overrides, load_weights, spec):
     family = spec.family
-    hub_config = _read_json(os.path.join(folder, "config.json")).get("config", {})
+    hub_config = read_json(os.path.join(folder, "config.json")).get("config", {})
     try:
         arch, training = spec.arch_fn(hub_config)
     except KeyError as e:
         raise PresetError(f"{folder!r}: keras-hub {spec.hub_class} config lacks {e}") from None
-    unknown = set(overrides) - set(family.config_keys())
-    if unknown:
-        raise PresetError(f"{family.__name__} has no config option(s) {sorted(unknown)}; "
-                          f"options are {sorted(family.config_keys())}")
+    check_overrides(family, overrides)
     task = _classifier_task(folder, spec.task_class, spec.head_ok)
     defaults = {**training, "num_classes": task["num_classes"] if task else None}
     if family is ViT:
