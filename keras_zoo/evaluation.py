@@ -1,0 +1,112 @@
+"""Evaluation of frozen features: weighted k-NN and linear probe.
+
+The two protocols of self-supervised papers (DINO, Caron et al. 2021, Sec. 4.1):
+a k-nearest-neighbour classifier on L2-normalised features (k = 20, cosine
+similarity, votes weighted by exp(similarity / 0.07), as DINO's eval_knn.py),
+and a linear classifier trained on top of the frozen features. Both work for
+any model that maps images to a feature vector (a DINO teacher backbone, a ViT
+with ``num_classes=None``, an autoencoder's encoder) or for raw pixels.
+"""
+
+import keras
+import numpy as np
+
+
+def extract_features(model, images, batch_size=256):
+    """Runs ``model`` (any callable images -> (B, ...) features) in inference
+    mode over ``images`` and returns (N, D) float32 numpy features.
+
+    The last chunk is padded to a full batch so every call has one static shape
+    (one compiled program), then the padding is cut off."""
+    images = np.asarray(images)
+    if len(images) == 0:
+        raise ValueError("extract_features got no images (an empty array)")
+    batch_size = min(batch_size, len(images))
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
+        features = model(chunk, training=False) if isinstance(model, keras.Layer) \
+            else model(chunk)
+        out.append(keras.ops.convert_to_numpy(features)[:n])
+    features = np.concatenate(out).astype("float32")
+    return features.reshape(len(features), -1)
+
+
+def _check_pair(features, labels, what):
+    features, labels = np.asarray(features, "float32"), np.asarray(labels)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"{what} features must be a non-empty (N, D) array, got shape "
+                         f"{features.shape}")
+    if labels.shape != (len(features),):
+        raise ValueError(f"{what} labels must have shape ({len(features)},) to match the "
+                         f"features, got {labels.shape}")
+    return features, labels.astype("int64")
+
+
+def _l2_normalize(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_predict(train_features, train_labels, test_features, k=20, temperature=0.07,
+                num_classes=None, chunk_size=1024):
+    """Weighted k-NN: each of the k most cosine-similar training points votes for
+    its label with weight exp(similarity / temperature); returns (predictions,
+    class scores (N_test, num_classes))."""
+    train_features, train_labels = _check_pair(train_features, train_labels, "training")
+    test_features = np.asarray(test_features, "float32")
+    if test_features.ndim != 2 or test_features.shape[1] != train_features.shape[1]:
+        raise ValueError(f"test features must be (N, {train_features.shape[1]}), got "
+                         f"{test_features.shape}")
+    if not 1 <= k <= len(train_features):
+        raise ValueError(f"k={k} must be between 1 and the number of training points "
+                         f"({len(train_features)})")
+    num_classes = num_classes or int(train_labels.max()) + 1
+    train = _l2_normalize(train_features)
+    scores = []
+    for start in range(0, len(test_features), chunk_size):
+        test = _l2_normalize(test_features[start:start + chunk_size])
+        similarity = test @ train.T
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.exp(np.take_along_axis(similarity, top, axis=1) / temperature)
+        votes = np.zeros((len(test), num_classes))
+        np.add.at(votes, (np.arange(len(test))[:, None], train_labels[top]), weights)
+        scores.append(votes)
+    scores = np.concatenate(scores)
+    return scores.argmax(axis=1), scores
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20,
+                 temperature=0.07):
+    """Top-1 accuracy of ``knn_predict`` on labelled test features."""
+    test_features, test_labels = _check_pair(test_features, test_labels, "test")
+    predictions, _ = knn_predict(train_features, train_labels, test_features, k=k,
+                                 temperature=temperature,
+                                 num_classes=int(max(np.max(train_labels), test_labels.max())) + 1)
+    return float(np.mean(predictions == test_labels))
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, epochs=100,
+                 batch_size=128, learning_rate=1e-2, weight_decay=1e-4, seed=0):
+    """Trains one softmax layer on frozen features and returns test accuracy.
+
+    Features are standardised with the training set's mean and std first (the
+    paper's probes use BatchNorm-free linear layers on normalised features;
+    standardising makes one learning rate fit every feature scale)."""
+    train_features, train_labels = _check_pair(train_features, train_labels, "training")
+    test_features, test_labels = _check_pair(test_features, test_labels, "test")
+    mean = train_features.mean(axis=0)
+    std = train_features.std(axis=0) + 1e-6
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    keras.utils.set_random_seed(seed)
+    probe = keras.Sequential([keras.Input((train_features.shape[1],)),
+                              keras.layers.Dense(num_classes)])
+    probe.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], steps_per_execution=16)
+    probe.fit((train_features - mean) / std, train_labels, epochs=epochs,
+              batch_size=min(batch_size, len(train_features)), verbose=0)
+    logits = probe.predict((test_features - mean) / std, verbose=0)
+    return float(np.mean(logits.argmax(axis=1) == test_labels))

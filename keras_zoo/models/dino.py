@@ -1,0 +1,539 @@
+"""DINO: self-distillation with no labels (Caron et al. 2021, "Emerging Properties
+in Self-Supervised Vision Transformers").
+
+A student network learns to match the output distribution of a teacher
+network of the same architecture on different crops of one image. The teacher
+gets no gradient: it is an exponential moving average (EMA) of the student.
+Collapse is avoided by *centring* (subtract a running mean of the teacher's
+outputs) and *sharpening* (a low teacher softmax temperature).
+
+Training schedules need the run length: ``steps_per_epoch`` and
+``total_steps`` are config values (defaults: ImageNet at batch 1024 for 100
+epochs, the paper's default run). Set them for your run, e.g.
+``DINO.from_preset("dino_vit_small_patch16", steps_per_epoch=..., total_steps=...)``.
+"""
+
+import itertools
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from keras_zoo import presets
+from keras_zoo.data.multicrop import MultiCrop
+from keras_zoo.layers.embeddings import LearnedPositionEmbedding
+from keras_zoo.models.base import ZooModel
+from keras_zoo.presets import register_family, register_preset
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class DINOHead(layers.Layer):
+    """DINO's projection head: MLP -> L2 normalisation -> weight-normalised linear.
+
+    3-layer MLP (hidden 2048, GELU) down to a 256-d bottleneck, L2-normalised,
+    then a bias-free linear layer to ``out_dim`` = 65,536 "prototypes" whose
+    weight is weight-normalised (w = g * v / ||v||, one g per output unit).
+    ``norm_last_layer=True`` (default) fixes g at 1, which the paper finds
+    stabilises training; ``False`` lets g learn (the ViT-S/16 best recipe).
+    With the defaults and a 384-d input (ViT-S) the head has 22,286,592
+    trainable parameters.
+    """
+
+    def __init__(self, out_dim=65536, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
+                 norm_last_layer=True, **kwargs):
+        super().__init__(**kwargs)
+        if num_layers < 1:
+            raise ValueError(f"DINOHead needs num_layers >= 1, got {num_layers}")
+        self.out_dim = out_dim
+        self.hidden_dim = hidden_dim
+        self.bottleneck_dim = bottleneck_dim
+        self.num_layers = num_layers
+        self.norm_last_layer = norm_last_layer
+        init = {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.02),
+                "bias_initializer": "zeros", "dtype": self.dtype_policy}
+        widths = [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+        self.mlp = [layers.Dense(w, activation="gelu" if i < num_layers - 1 else None,
+                                 name=f"mlp_{i}", **init)
+                    for i, w in enumerate(widths)]
+
+    def build(self, input_shape):
+        shape = input_shape
+        for dense in self.mlp:
+            dense.build(shape)
+            shape = dense.compute_output_shape(shape)
+        # PyTorch's weight_norm names: direction v and magnitude g.
+        self.weight_v = self.add_weight(
+            shape=(self.bottleneck_dim, self.out_dim), name="weight_v",
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+        self.weight_g = self.add_weight(
+            shape=(self.out_dim,), name="weight_g", initializer="ones",
+            trainable=not self.norm_last_layer)
+
+    @property
+    def last_layer_weights(self):
+        """The weight-normalised layer's variables (frozen in the first epoch)."""
+        return [self.weight_v, self.weight_g]
+
+    def call(self, x):
+        for dense in self.mlp:
+            x = dense(x)
+        x = _l2_normalize(x, axis=-1)
+        v = ops.cast(self.weight_v, x.dtype)
+        w = ops.cast(self.weight_g, x.dtype) * v / ops.sqrt(
+            ops.sum(ops.square(v), axis=0, keepdims=True))
+        return ops.matmul(x, w)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_dim=self.out_dim, hidden_dim=self.hidden_dim,
+                      bottleneck_dim=self.bottleneck_dim, num_layers=self.num_layers,
+                      norm_last_layer=self.norm_last_layer)
+        return config
+
+
+def _l2_normalize(x, axis=-1, epsilon=1e-12):
+    # F.normalize's rule: divide by max(||x||, eps).
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x / ops.maximum(norm, epsilon)
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class Centering(layers.Layer):
+    """The teacher's centring: subtracts a running mean ``center`` of its outputs.
+
+    ``center <- momentum * center + (1 - momentum) * batch mean`` (momentum
+    0.9), updated by ``DINO.train_step`` after the loss; the batch mean is
+    taken over the global batch (all replicas).
+    """
+
+    def __init__(self, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+
+    def build(self, input_shape):
+        self.center = self.add_weight(shape=(1, input_shape[-1]), name="center",
+                                      initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return x - ops.cast(self.center, x.dtype)
+
+    def updated_center(self, batch_mean):
+        return self.momentum * self.center + (1.0 - self.momentum) * batch_mean
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+def dino_loss(student_logits, teacher_logits, num_views, student_temperature,
+              teacher_temperature):
+    """Cross-entropy H(teacher, student) averaged over (teacher view, student view)
+    pairs of *different* views.
+
+    student_logits: (num_views * B, K), view-major (all images of view 0, then
+    view 1, ...); the first 2 views are the global ones. teacher_logits:
+    (2 * B, K), already centred, for the 2 global views. Returns a scalar.
+    """
+    k = ops.shape(student_logits)[-1]
+    student = ops.reshape(ops.log_softmax(student_logits / student_temperature, axis=-1),
+                          (num_views, -1, k))
+    teacher = ops.reshape(ops.softmax(teacher_logits / teacher_temperature, axis=-1),
+                          (2, -1, k))
+    teacher = ops.stop_gradient(teacher)
+    batch = ops.cast(ops.shape(teacher)[1], student.dtype)
+    # cross[i, j] = mean over images of -sum_k teacher_i * log student_j
+    cross = -ops.einsum("ibk,jbk->ij", teacher, student) / batch
+    different = 1.0 - ops.eye(2, num_views, dtype=cross.dtype)
+    return ops.sum(cross * different) / ops.sum(different)
+
+
+def teacher_momentum_at(step, total_steps, base=0.996):
+    """Cosine schedule from ``base`` at step 0 to 1 at ``total_steps``."""
+    progress = ops.minimum(ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
+    return 1.0 - (1.0 - base) * (ops.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def teacher_temperature_at(step, start, final, warmup_steps):
+    """Linear warm-up from ``start`` to ``final`` over ``warmup_steps``, then ``final``."""
+    if warmup_steps <= 0:
+        return ops.convert_to_tensor(final, "float32")
+    progress = ops.minimum(ops.cast(step, "float32") / float(warmup_steps), 1.0)
+    return start + (final - start) * progress
+
+
+def resolve_backbone(backbone):
+    """A preset name or ``{"family": ..., "config": {...}}`` -> (family class,
+    config with ``num_classes=None``: DINO trains on the pooled features)."""
+    if isinstance(backbone, str):
+        entry = presets.get_preset(backbone)
+        family, config = entry.family, dict(entry.config)
+    elif isinstance(backbone, dict) and set(backbone) == {"family", "config"}:
+        family, config = backbone["family"], dict(backbone["config"])
+    else:
+        raise ValueError(
+            f"DINO backbone must be a preset name (e.g. 'vit_small_patch16_224') or "
+            f"{{'family': 'ViT', 'config': {{...}}}}, got {backbone!r}")
+    cls = presets.get_family(family)
+    if "num_classes" in cls.config_keys():
+        config["num_classes"] = None
+    unknown = set(config) - set(cls.config_keys())
+    if unknown:
+        raise ValueError(f"{family} backbone has no option(s) {sorted(unknown)}; "
+                         f"options: {sorted(cls.config_keys())}")
+    return cls, config
+
+
+def forward_at_size(backbone, images, training=False):
+    """Runs a chain-shaped backbone (ViT, ResNet) on images of another size.
+
+    The student sees local crops at a lower resolution than the global ones.
+    Convolutions and pooling do not care; a learned position embedding is
+    resampled (bilinearly: XLA compiles it, where bicubic it does not) to the
+    new patch grid, as the official code's ``interpolate_pos_encoding`` does.
+    """
+    x = images
+    for layer in backbone.layers[1:]:  # [0] is the InputLayer
+        if isinstance(layer, LearnedPositionEmbedding) and x.shape[1] != layer.embedding.shape[1]:
+            x = x + ops.cast(_resample_positions(layer, x.shape[1]), x.dtype)
+        else:
+            x = layer(x, training=training)
+    return x
+
+
+def _resample_positions(layer, num_tokens):
+    table = layer.embedding
+    prefix = layer.num_prefix_tokens
+    old = math.isqrt(table.shape[1] - prefix)
+    new = math.isqrt(num_tokens - prefix)
+    grid = ops.reshape(table[:, prefix:], (1, old, old, table.shape[2]))
+    grid = ops.image.resize(grid, (new, new), interpolation="bilinear", antialias=False)
+    return ops.concatenate([table[:, :prefix], ops.reshape(grid, (1, new * new, -1))], axis=1)
+
+
+def _is_chain(model):
+    """True when every layer reads exactly the previous layer's output."""
+    chain = model.layers
+    try:
+        return all(b.input is a.output for a, b in itertools.pairwise(chain))
+    except (AttributeError, ValueError):
+        return False
+
+
+@register_family
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class DINO(ZooModel):
+    """Student and EMA teacher of one backbone, each with a ``DINOHead``.
+
+    Calling the model on images of the global crop size returns
+    ``{"student": ..., "teacher": ...}`` head outputs (the teacher's centred);
+    ``serving_signatures()`` exports the teacher backbone, whose pooled
+    features are what DINO is for (k-NN, linear probe, fine-tuning).
+
+    Paper defaults: student temperature 0.1, teacher 0.04 (optional linear
+    warm-up from ``warmup_teacher_temperature`` over
+    ``warmup_teacher_temperature_epochs``), centre momentum 0.9, teacher
+    momentum 0.996 -> 1 (cosine over ``total_steps``), last layer frozen for
+    ``freeze_last_layer_epochs`` = 1, each weight's gradient clipped to norm
+    3.0 (``clip_grad``; 0 disables), 2 global + 8 local crops.
+
+    Args:
+        backbone: preset name or ``{"family": "ViT", "config": {...}}``; its
+            ``num_classes`` is forced to None (pooled features).
+        teacher_backbone: None (the same as ``backbone``, the only valid choice)
+            or an identical spec; a different one is an error.
+    """
+
+    def __init__(self, backbone="vit_small_patch16_224", teacher_backbone=None,
+                 out_dim=65536, hidden_dim=2048, bottleneck_dim=256, head_layers=3,
+                 norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
+                 warmup_teacher_temperature=0.04, warmup_teacher_temperature_epochs=0,
+                 center_momentum=0.9, teacher_momentum=0.996, clip_grad=3.0,
+                 freeze_last_layer_epochs=1, steps_per_epoch=1251, total_steps=125_100,
+                 num_local_crops=8, local_crop_size=96, global_crops_scale=(0.4, 1.0),
+                 local_crops_scale=(0.05, 0.4), name="dino", **kwargs):
+        family, config = resolve_backbone(backbone)
+        if teacher_backbone is not None:
+            t_family, t_config = resolve_backbone(teacher_backbone)
+            if (t_family, t_config) != (family, config):
+                diff = sorted(k for k in set(config) | set(t_config)
+                              if config.get(k) != t_config.get(k))
+                raise ValueError(
+                    f"DINO's teacher is an EMA of the student, so both must share one "
+                    f"backbone: student is {family.__name__} {config}, teacher is "
+                    f"{t_family.__name__} {t_config} (they differ in "
+                    f"{diff or 'family'}). Leave teacher_backbone=None.")
+        for what, value in (("steps_per_epoch", steps_per_epoch),
+                            ("total_steps", total_steps)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"DINO {what} must be a positive integer, got {value!r}")
+        student_backbone = family(**config, name="student_backbone")
+        teacher_backbone_model = family(**config, name="teacher_backbone")
+        image_size = student_backbone.inputs[0].shape[1]
+        if local_crop_size > image_size:
+            raise ValueError(
+                f"local_crop_size={local_crop_size} is larger than the backbone's "
+                f"image size {image_size}; local crops must be smaller than global ones")
+        if num_local_crops and local_crop_size != image_size and not _is_chain(student_backbone):
+            raise ValueError(
+                f"{family.__name__} is not a chain of layers, so DINO cannot run it on "
+                f"{local_crop_size}px local crops; set local_crop_size={image_size}")
+        MultiCrop(image_size, local_crop_size, num_local_crops, global_crops_scale,
+                  local_crops_scale)  # validates the crop settings now, not mid-pipeline
+        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
+                "num_layers": head_layers, "norm_last_layer": norm_last_layer}
+        student_head = DINOHead(**head, name="student_head")
+        teacher_head = DINOHead(**head, name="teacher_head")
+        images = keras.Input(student_backbone.inputs[0].shape[1:], name="images")
+        outputs = {
+            "student": student_head(student_backbone(images)),
+            "teacher": Centering(center_momentum, name="centering")(
+                teacher_head(teacher_backbone_model(images))),
+        }
+        super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
+        self._freeze_teacher()
+        self._dino_built = True
+        # Both networks start from the same weights (the official code loads
+        # the student's state dict into the teacher).
+        for t, s in zip(self.teacher_weights, self.student_weights):
+            t.assign(s)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    # ---- the pieces, by name (attributes would be tracked twice by Keras)
+
+    @property
+    def student_backbone(self):
+        return self.get_layer("student_backbone")
+
+    @property
+    def teacher_backbone(self):
+        return self.get_layer("teacher_backbone")
+
+    @property
+    def student_head(self):
+        return self.get_layer("student_head")
+
+    @property
+    def teacher_head(self):
+        return self.get_layer("teacher_head")
+
+    @property
+    def centering(self):
+        return self.get_layer("centering")
+
+    def _freeze_teacher(self):
+        # The teacher learns only through the EMA; trainable=False keeps it out
+        # of trainable_weights (the optimizer, parameter counts).
+        self.teacher_backbone.trainable = False
+        self.teacher_head.trainable = False
+
+    @property
+    def trainable(self):
+        return keras.Model.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        keras.Model.trainable.fset(self, value)
+        if value and getattr(self, "_dino_built", False):
+            self._freeze_teacher()
+
+    @property
+    def student_weights(self):
+        return self.student_backbone.weights + self.student_head.weights
+
+    @property
+    def teacher_weights(self):
+        return self.teacher_backbone.weights + self.teacher_head.weights
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    # ---- hooks of the generic trainer and exporter
+
+    def compile_defaults(self):
+        # metrics=None, not []: an empty CompileMetrics is "unbuilt", and under
+        # a distribution strategy Keras then builds it by calling the model on
+        # the training batch, which here is a dict of views, not images.
+        return {"loss": None, "metrics": None}
+
+    def multicrop(self, seed=None):
+        """The ``MultiCrop`` this model's config describes."""
+        c = self.get_zoo_config()
+        return MultiCrop(self.inputs[0].shape[1], c["local_crop_size"], c["num_local_crops"],
+                         c["global_crops_scale"], c["local_crops_scale"], seed=seed)
+
+    def train_input_transform(self):
+        """Batches ``(images, labels)`` -> ``({"global_crops", "local_crops"}, labels)``."""
+        return self.multicrop()
+
+    def serving_signatures(self):
+        return {"backbone": self.teacher_backbone}
+
+    def fit(self, x=None, *args, **kwargs):
+        if isinstance(x, tf.data.Dataset) and (
+                int(x.cardinality()) == 0 or not any(True for _ in x.take(1))):
+            raise ValueError("the dataset given to DINO.fit is empty: it yields no "
+                             "batch (fewer images than one batch with drop_remainder?)")
+        return super().fit(x, *args, **kwargs)
+
+    # ---- training
+
+    def _views(self, x):
+        if not isinstance(x, dict) or "global_crops" not in x:
+            got = {k: tuple(v.shape) for k, v in x.items()} if isinstance(x, dict) \
+                else getattr(x, "shape", type(x).__name__)
+            raise ValueError(
+                f"DINO trains on multi-crop views {{'global_crops': (B, 2, H, W, C), "
+                f"'local_crops': (B, N, h, w, C)}}, got {got}. Map the dataset with "
+                f"model.train_input_transform() (experiments.train does this).")
+
+        def view_major(crops):  # (B, V, H, W, C) -> (V * B, H, W, C)
+            crops = ops.transpose(crops, (1, 0, 2, 3, 4))
+            return ops.reshape(crops, (-1,) + tuple(crops.shape[2:]))
+
+        global_views = view_major(x["global_crops"])
+        local = x.get("local_crops")
+        local_views = view_major(local) if local is not None else None
+        num_views = x["global_crops"].shape[1] + (local.shape[1] if local is not None else 0)
+        if x["global_crops"].shape[1] != 2:
+            raise ValueError(f"DINO expects 2 global crops, got {x['global_crops'].shape[1]}")
+        return global_views, local_views, num_views
+
+    def _student(self, global_views, local_views, training):
+        out = [self.student_head(self.student_backbone(global_views, training=training),
+                                 training=training)]
+        if local_views is not None:
+            features = forward_at_size(self.student_backbone, local_views, training)
+            out.append(self.student_head(features, training=training))
+        return ops.concatenate(out, axis=0)
+
+    def _teacher(self, global_views):
+        return ops.stop_gradient(self.teacher_head(
+            self.teacher_backbone(global_views, training=False), training=False))
+
+    def _temperature(self, step):
+        c = self.get_zoo_config()
+        return teacher_temperature_at(
+            step, c["warmup_teacher_temperature"], c["teacher_temperature"],
+            c["warmup_teacher_temperature_epochs"] * c["steps_per_epoch"])
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        c = self.get_zoo_config()
+        global_views, local_views, num_views = self._views(x)
+        # A snapshot: the schedules use the step this update belongs to, not
+        # the counter the optimizer increments below.
+        step = _snapshot(self.optimizer.iterations)
+        teacher = self._teacher(global_views)
+        replica = tf.distribute.get_replica_context()
+        num_replicas = replica.num_replicas_in_sync
+        student_vars = self.student_backbone.trainable_weights + \
+            self.student_head.trainable_weights
+        with tf.GradientTape() as tape:
+            student = self._student(global_views, local_views, training=True)
+            loss = dino_loss(student, self.centering(teacher), num_views,
+                             c["student_temperature"], self._temperature(step))
+            scaled = loss / num_replicas
+        grads = tape.gradient(scaled, student_vars)
+        # The official code clips each weight's gradient after DDP has averaged
+        # it, so clip the global gradient: sum over replicas first, clip, then
+        # hand the optimizer 1/R of it (its own all-reduce sums it back).
+        grads = replica.all_reduce("sum", grads)
+        if c["clip_grad"]:
+            grads = [_clip_like_dino(g, c["clip_grad"]) for g in grads]
+        frozen = ops.cast(step < c["freeze_last_layer_epochs"] * c["steps_per_epoch"],
+                          "float32")
+        last = {id(v) for v in self.student_head.last_layer_weights}
+        grads = [g * (1.0 - frozen) if id(v) in last else g for g, v in zip(grads, student_vars)]
+        grads = [g / num_replicas for g in grads]
+        last_vars = [v for v in student_vars if id(v) in last]
+        before = [_snapshot(v) for v in last_vars]
+        self.optimizer.apply(grads, student_vars)
+        # A zero gradient still lets AdamW's weight decay move the weight;
+        # the paper's frozen last layer does not move at all.
+        _assign_all(last_vars, [frozen * b + (1.0 - frozen) * v
+                                for b, v in zip(before, last_vars)])
+        momentum = teacher_momentum_at(step, c["total_steps"], c["teacher_momentum"])
+        _assign_all(self.teacher_weights,
+                    [momentum * t + (1.0 - momentum) * s
+                     for t, s in zip(self.teacher_weights, self.student_weights)])
+        batch_mean = replica.all_reduce("mean", ops.mean(teacher, axis=0, keepdims=True))
+        _assign_all([self.centering.center], [self.centering.updated_center(batch_mean)])
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result(), "teacher_momentum": momentum,
+                "teacher_temperature": self._temperature(step)}
+
+    def test_step(self, data):
+        """The DINO loss on multi-crop views without updating anything; on
+        plain images, the student's cross-entropy to the teacher on the same
+        view (how far the student is from its teacher)."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        c = self.get_zoo_config()
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        if isinstance(x, dict):
+            global_views, local_views, num_views = self._views(x)
+            student = self._student(global_views, local_views, training=False)
+            loss = dino_loss(student, self.centering(self._teacher(global_views)),
+                             num_views, c["student_temperature"], self._temperature(step))
+        else:
+            student = self._student(x, None, training=False)
+            teacher = ops.softmax(self.centering(self._teacher(x)) / self._temperature(step))
+            loss = -ops.mean(ops.sum(teacher * ops.log_softmax(
+                student / c["student_temperature"]), axis=-1))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+
+def _snapshot(variable):
+    # ops.convert_to_tensor hands a Keras variable back unread; identity reads
+    # it here, before the updates that follow in program order.
+    return tf.identity(getattr(variable, "value", variable))
+
+
+def _clip_like_dino(grad, max_norm):
+    # utils.clip_gradients: scale by max_norm / (norm + 1e-6) when that is < 1.
+    norm = ops.sqrt(ops.sum(ops.square(grad)))
+    return grad * ops.minimum(max_norm / (norm + 1e-6), 1.0)
+
+
+def _assign_all(variables, values):
+    """variable.assign(value) for each pair, also under a distribution strategy.
+
+    Mirrored variables must be written from the cross-replica context, with
+    each device's copy taking that device's value (all replicas computed the
+    same one, so the copies stay identical)."""
+    def update(strategy, tf_vars, values):
+        for var, value in zip(tf_vars, values):
+            strategy.extended.update(var, lambda v, x: v.assign(ops.cast(x, v.dtype)),
+                                     args=(value,), group=False)
+
+    tf_vars = [getattr(v, "value", v) for v in variables]
+    replica = tf.distribute.get_replica_context()
+    if replica is None:  # already cross-replica (eager call outside strategy.run)
+        update(tf.distribute.get_strategy(), tf_vars, values)
+    else:
+        replica.merge_call(update, args=(tf_vars, values))
+
+
+register_preset(
+    "dino_vit_small_patch16", "DINO",
+    {"backbone": {"family": "ViT", "config": {
+        "image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_dim": 384,
+        "num_layers": 12, "num_heads": 6, "mlp_dim": 1536, "num_classes": None}}},
+    "DINO ViT-S/16: 224 px global / 96 px local crops, head 2048-2048-256 -> 65,536")
+register_preset(
+    "dino_vit_tiny_digits", "DINO",
+    {"backbone": {"family": "ViT", "config": {
+        "image_size": 32, "patch_size": 8, "num_channels": 1, "hidden_dim": 64,
+        "num_layers": 2, "num_heads": 4, "mlp_dim": 128, "num_classes": None}},
+     "out_dim": 1024, "hidden_dim": 256, "bottleneck_dim": 64, "num_local_crops": 4,
+     "local_crop_size": 16, "global_crops_scale": [0.4, 1.0],
+     "local_crops_scale": [0.1, 0.4], "steps_per_epoch": 44, "total_steps": 44 * 30},
+    "DINO on a 2-block ViT for 32x32x1 digits (16 px local crops, 1,024 prototypes)",
+    tiny=True)
