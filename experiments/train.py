@@ -454,6 +454,15 @@ def _train(c, strategy, chief, started):
                          f"multiple of --steps_per_execution={spe}")
     rounds = math.ceil(total / interval)
 
+    jit = c["jit_compile"]
+    if jit and (strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.TPUStrategy)):
+        # Keras 3 wraps the whole cross-replica step in one XLA cluster, which cannot
+        # reach variables on other devices (keras-team/keras#19005); TPUStrategy
+        # compiles every step with XLA by itself.
+        jit = False
+        _say(f"note: jit_compile off for {type(strategy).__name__} with "
+             f"{strategy.num_replicas_in_sync} replicas (Keras cannot XLA-compile a "
+             "cross-device step; TPUs compile with XLA regardless)")
     with strategy.scope():
         optimizer, warmup = make_optimizer(c, total, model)
         compile_args = dict(model.compile_defaults())
@@ -462,12 +471,12 @@ def _train(c, strategy, chief, started):
             # (training) they are the same metrics, and the weight-0 padding of the
             # last test batch then does not count.
             compile_args["weighted_metrics"] = compile_args.pop("metrics")
-        model.compile(optimizer=optimizer, **compile_args, jit_compile=c["jit_compile"],
+        model.compile(optimizer=optimizer, **compile_args, jit_compile=jit,
                       steps_per_execution=spe)
     params = model.count_params()
     _say(f"model: {c['preset']} ({type(model).__name__}, {params:,} parameters, input "
          f"{tuple(model.inputs[0].shape[1:])}), {c['mixed_precision']}, "
-         f"jit_compile={c['jit_compile']}")
+         f"jit_compile={jit}")
     transform = model.train_input_transform()
     if c["dry_run"]:
         return _dry_run(c, model, strategy, ds, info, height, channels, transform, total,
@@ -513,6 +522,7 @@ def _train(c, strategy, chief, started):
     train_started = time.perf_counter()
     if start_step < total:
         stream = train_stream(ds, info, c, height, channels, transform, start_step, total)
+        _keras_multi_worker_fixes(model, strategy, stream.element_spec)
         model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
                   steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks, shuffle=False,
                   verbose=1 if chief and sys.stdout.isatty() else 0)
@@ -555,6 +565,45 @@ def _train(c, strategy, chief, started):
     return results
 
 
+def _keras_multi_worker_fixes(model, strategy, element_spec):
+    """Two Keras 3.15 defects make ``fit`` fail under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585, tensorflow/tensorflow#72388); both are patched here,
+    for this strategy only:
+
+    * before ``fit`` Keras builds the metrics from a fetched batch that it
+      ``strategy.reduce``-s, which fails for a nest of per-replica values;
+      only shapes and dtypes are needed, so the model builds from the
+      dataset's element spec;
+    * the step's logs are reduced with ``reduce("MEAN", v, axis=0)``, which
+      fails for scalars; scalars are reduced with ``axis=None``.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=element_spec)
+
+    model._maybe_symbolic_build = build
+    original = getattr(keras_tf_trainer.reduce_per_replica, "__wrapped__",
+                       keras_tf_trainer.reduce_per_replica)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and \
+                isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=0 if v.shape.rank else None)
+                if isinstance(v, tf.distribute.DistributedValues) or tf.is_tensor(v) else v,
+                values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.__wrapped__ = original
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def parse_spec_kind(spec):
     from keras_zoo.data import parse_spec
 
@@ -586,7 +635,9 @@ def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, p
             marks.append(time.perf_counter())
 
     t0 = time.perf_counter()
-    model.fit(stream, epochs=1, steps_per_epoch=total, callbacks=[_Timer()], verbose=0)
+    _keras_multi_worker_fixes(model, strategy, stream.element_spec)
+    history = model.fit(stream, epochs=1, steps_per_epoch=total, callbacks=[_Timer()],
+                        verbose=0, shuffle=False)
     first = marks[0] - t0
     spe = c["steps_per_execution"]
     step = (marks[-1] - marks[0]) / spe if len(marks) > 1 else first
@@ -598,6 +649,7 @@ def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, p
     return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
             "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
             "first_step_seconds": first, "step_seconds": step,
+            "logs": {k: float(v[-1]) for k, v in history.history.items()},
             "wall_seconds": time.perf_counter() - started, "model": model}
 
 
