@@ -141,12 +141,14 @@ def trained():  # ~20-45 s: XLA compiles the whole step on CPU
     return model, record
 
 
+@pytest.mark.slow
 def test_train_step_compiles_with_xla(trained):
     model, record = trained
     assert model.jit_compile is True
     assert all(np.isfinite(log["loss"]) for log in record["logs"])
 
 
+@pytest.mark.slow
 def test_teacher_is_exactly_the_ema_of_the_student(trained):
     _, record = trained
     for step in range(3):
@@ -157,6 +159,7 @@ def test_teacher_is_exactly_the_ema_of_the_student(trained):
         assert record["logs"][step]["teacher_momentum"] == pytest.approx(m, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_teacher_receives_no_gradient(trained):
     model, _ = trained
     teacher = {id(v) for v in model.teacher_weights}
@@ -172,6 +175,7 @@ def test_teacher_receives_no_gradient(trained):
     assert len(model.trainable_weights) == trainable
 
 
+@pytest.mark.slow
 def test_centre_is_the_running_mean_of_teacher_outputs(trained):
     _, record = trained
     for step in range(3):
@@ -180,6 +184,7 @@ def test_centre_is_the_running_mean_of_teacher_outputs(trained):
         np.testing.assert_allclose(record["center"][step + 1], expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_last_layer_is_frozen_during_the_first_epoch(trained):
     model, record = trained
     index = [i for i, v in enumerate(model.student_weights) if v.name == "weight_v"]
@@ -192,6 +197,7 @@ def test_last_layer_is_frozen_during_the_first_epoch(trained):
     assert not np.allclose(student[1][0], student[0][0])         # the rest learns at once
 
 
+@pytest.mark.slow
 def test_fit_on_multicrop_pipeline_and_serving_backbone():
     model = DINO(**TINY)
     model.compile(optimizer="adamw", jit_compile=False, **model.compile_defaults())
