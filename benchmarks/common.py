@@ -97,7 +97,17 @@ def worker_main(argv, handlers):
 
 
 def installed(module):
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` (dotted names too) can be imported, without importing
+    it: a parent package such as keras_zoo would pull in TensorFlow."""
+    top, _, rest = module.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not rest:
+        return spec is not None
+    for location in spec.submodule_search_locations or []:
+        path = os.path.join(location, *rest.split("."))
+        if os.path.exists(path + ".py") or os.path.isdir(path):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- timing
