@@ -95,7 +95,7 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=deny_ops, denylisted_nodes=deny_nodes, fully_quantize=int8_io)
     debugger = _run(lambda: tf.lite.experimental.QuantizationDebugger(
-        converter=converter("int8"), debug_dataset=_representative_fn(representative),
+        converter=converter("int8"), debug_dataset=_representative_fn(representative, True),
         debug_options=options))
     if debug_report:
         debugger.run()
@@ -104,7 +104,10 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
     return _run(debugger.get_nondebug_quantized_model)
 
 
-def _representative_fn(representative):
+def _representative_fn(representative, as_list=False):
+    """Calibration samples as the converter wants them: ``(key, {name: x})``
+    per signature, ``{name: x}`` for one signature; the debugger wants a list
+    in input order (one signature)."""
     keys = sorted(representative)
 
     def gen():
@@ -112,7 +115,10 @@ def _representative_fn(representative):
             inputs = representative[key]
             for i in range(len(next(iter(inputs.values())))):
                 sample = {name: a[i] for name, a in inputs.items()}
-                yield (key, sample) if len(keys) > 1 else sample
+                if as_list:
+                    yield list(sample.values())
+                else:
+                    yield (key, sample) if len(keys) > 1 else sample
     return gen
 
 
@@ -125,11 +131,14 @@ def _run(fn):
             raise
         text = str(e)
         lines = [ln.strip() for ln in text.splitlines() if "error:" in ln] or text.splitlines()[:3]
-        flex = sorted(set(re.findall(r"tf\.(\w+)", text)))
-        hint = (f" TensorFlow ops without a TFLite builtin: {', '.join(flex)}; "
-                "pass --allow_flex to embed them (the ai_edge_litert interpreter "
-                "cannot run flex ops)." if "flex" in text.lower() or "Select TF" in text
-                else "")
+        ops = ", ".join(sorted(set(re.findall(r"'tf\.(\w+)' op", text)))) or "see above"
+        hint = ""
+        if "ERROR_NEEDS_FLEX_OPS" in text:
+            hint = (f" TensorFlow ops without a TFLite builtin: {ops}; --allow_flex embeds "
+                    "them as flex ops, which the ai_edge_litert interpreter cannot run.")
+        elif "ERROR_NEEDS_CUSTOM_OPS" in text:
+            hint = (f" TensorFlow ops with neither a TFLite builtin nor a flex kernel: {ops};"
+                    " change the model to avoid them.")
         raise ExportError(f"TFLite conversion failed ({type(e).__name__}): "
                           f"{' | '.join(lines[:3])[:800]}.{hint}") from e
 

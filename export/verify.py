@@ -30,12 +30,12 @@ def parity(exported, reference):
 
 
 def classification(exported, reference, labels=None, num_classes=None):
-    """Top-1 agreement (and accuracies when ``labels`` fit) for a (N, K) output."""
+    """Top-1 agreement (and accuracies when ``labels`` fit) for a (N, num_classes) output."""
     if len(reference) != 1:
         return {}
     name = next(iter(reference))
     ref, got = np.asarray(reference[name]), np.asarray(exported[name])
-    if ref.ndim != 2 or (num_classes and ref.shape[1] != num_classes):
+    if ref.ndim != 2 or not num_classes or ref.shape[1] != num_classes:
         return {}
     out = {"top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1)))}
     if labels is not None and int(labels.max()) < ref.shape[1]:

@@ -1,0 +1,251 @@
+"""Edge export: every tiny registry preset through SavedModel and TFLite, verified."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_zoo
+from export import export_model, load_model, tflite, verify_export
+from export.tflite import ExportError
+
+TINY = keras_zoo.list_presets(tiny=True)  # families added later join automatically
+
+# Bounds on max |exported - Keras| / max(1, max |Keras|), over 64 inputs.
+# float16 and dynamic int8 are measured in the report (README); these bounds
+# leave ~5x headroom over the worst preset measured.
+BOUNDS = {"none": 1e-4, "float16": 1e-2, "dynamic_int8": 0.1}
+
+
+def _leftovers(folder):
+    return [n for n in os.listdir(folder) if n.startswith(".")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", TINY)
+def test_every_preset_exports_and_matches_keras(preset, tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset(preset))
+    saved = export_model(model, str(tmp_path / "sm"), format="saved_model")
+    for key, report in verify_export(model, saved, num_samples=16).items():
+        assert report["relative_diff"] <= 1e-5, (key, report)
+    for quantization, bound in BOUNDS.items():
+        result = export_model(model, str(tmp_path / f"{quantization}.tflite"),
+                              quantization=quantization)
+        assert result["ops"]["flex"] == [] and result["ops"]["custom"] == []
+        for key, report in verify_export(model, result, num_samples=16).items():
+            assert report["relative_diff"] <= bound, (quantization, key, report)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["lenet5", "resnet_tiny_digits", "vit_tiny_digits"])
+def test_full_int8_keeps_top1_agreement_on_digits(preset, trained_preset, tmp_path):
+    model = load_model(preset=trained_preset(preset))
+    result = export_model(model, str(tmp_path / "int8.tflite"), quantization="int8",
+                          representative_data="digits:train", calibration_samples=100)
+    assert result["ops"]["flex"] == [] and result["ops"]["custom"] == []
+    report = verify_export(model, result, "digits:test", num_samples=360)["serving_default"]
+    assert report["num_samples"] == 360
+    assert report["top1_agreement"] >= 0.98, report
+    assert report["exported_accuracy"] >= report["keras_accuracy"] - 0.03, report
+
+
+@pytest.mark.slow
+def test_int8_file_is_under_30_percent_of_float32_at_1m_params(tmp_path, randomise):
+    # Per output channel an int8 file also stores a float scale and an int64
+    # zero point (12 bytes): at fan-in 128 that alone is ~9 % of the weights,
+    # so a 1M-parameter model of width 192 measures ~28 %, not 25 %.
+    model = keras_zoo.ViT(image_size=32, patch_size=8, num_channels=1, hidden_dim=192,
+                          num_layers=3, num_heads=4, mlp_dim=768, num_classes=10)
+    assert model.count_params() >= 1_000_000
+    randomise(model)
+    f32 = export_model(model, str(tmp_path / "f32.tflite"))
+    i8 = export_model(model, str(tmp_path / "i8.tflite"), quantization="int8",
+                      representative_data="synthetic:8", calibration_samples=8)
+    assert i8["size_bytes"] <= 0.30 * f32["size_bytes"], (i8["size_bytes"], f32["size_bytes"])
+    # The float islands are the weightless ops named in INT8_FLOAT_OPS, no matmul weights.
+    interpreter = tflite_interpreter(tmp_path / "i8.tflite")
+    float_weights = [t for t in interpreter.get_tensor_details()
+                     if t["dtype"] == np.float32 and len(t["shape"]) == 2
+                     and min(t["shape"]) >= 64 and "MatMul" in t["name"]]
+    assert float_weights == []
+
+
+def tflite_interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path))
+
+
+def test_saved_model_has_named_signature_inputs_and_outputs(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("lenet5"))
+    export_model(model, str(tmp_path / "sm"), format="saved_model")
+    fn = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    _, inputs = fn.structured_input_signature
+    assert list(inputs) == ["images"] and inputs["images"].shape.as_list() == [None, 32, 32, 1]
+    assert list(fn.structured_outputs) == ["head"]
+
+
+def test_tflite_batch_is_static_and_settable(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("mlp_small"))
+    result = export_model(model, str(tmp_path / "b4.tflite"), batch_size=4)
+    runner = tflite_interpreter(tmp_path / "b4.tflite").get_signature_runner()
+    assert list(runner.get_input_details()["images"]["shape"]) == [4, 32, 32, 1]
+    assert verify_export(model, result, num_samples=8)["serving_default"]["num_samples"] == 8
+
+
+def test_int8_io_gives_integer_tensors_and_still_agrees(trained_preset, tmp_path):
+    model = load_model(preset=trained_preset("lenet5"))
+    result = export_model(model, str(tmp_path / "io.tflite"), quantization="int8",
+                          representative_data="digits:train", calibration_samples=64,
+                          int8_io=True)
+    runner = tflite_interpreter(tmp_path / "io.tflite").get_signature_runner()
+    assert runner.get_input_details()["images"]["dtype"] == np.int8
+    assert runner.get_output_details()["head"]["dtype"] == np.int8
+    report = verify_export(model, result, num_samples=128)["serving_default"]
+    assert report["top1_agreement"] >= 0.95, report
+
+
+def test_selective_quantization_keeps_named_ops_float(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("vit_tiny_digits"))
+    common = dict(quantization="int8", representative_data="digits:train",
+                  calibration_samples=8)
+    export_model(model, str(tmp_path / "sel.tflite"), **common)
+    export_model(model, str(tmp_path / "all.tflite"), float_ops=(), float_scopes=(), **common)
+
+    def types(path, op, scope=""):
+        interpreter = tflite_interpreter(path)
+        interpreter.allocate_tensors()
+        ii = interpreter._interpreter
+        details = {t["index"]: (t["dtype"], t["name"]) for t in interpreter.get_tensor_details()}
+        return {details[t][0] for j in range(ii.NumNodes()) if ii.NodeName(j) == op
+                for t in ii.NodeOutputs(j) if scope in details[t][1]}
+    assert types(tmp_path / "sel.tflite", "SOFTMAX") == {np.float32}
+    # The blocks' LayerNorm statistics (ViT's final norm is Keras' own layer).
+    assert types(tmp_path / "sel.tflite", "RSQRT", "/inverse_stddev/") == {np.float32}
+    assert types(tmp_path / "sel.tflite", "FULLY_CONNECTED") == {np.int8}
+    assert types(tmp_path / "all.tflite", "SOFTMAX") == {np.int8}
+
+
+def test_benchmark_reports_latency_ops_and_delegation(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("resnet_tiny_digits"))
+    export_model(model, str(tmp_path / "r.tflite"))
+    from export import benchmark
+
+    b = benchmark(str(tmp_path / "r.tflite"), runs=20, warmup=3)
+    assert 0 < b["latency_us_median"] <= b["latency_us_p90"]
+    assert b["size_bytes"] == os.path.getsize(tmp_path / "r.tflite")
+    assert "CONV_2D" in b["ops"]["builtin"] and b["ops"]["flex"] == []
+    # A plain conv net is one XNNPACK partition in float32.
+    assert b["fully_delegated"] and b["undelegated_ops"] == []
+
+
+def test_keras_int8_saved_model(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("mlp_small"))
+    result = export_model(model, str(tmp_path / "k8"), format="saved_model",
+                          quantization="int8")
+    report = verify_export(model, result, num_samples=16)["serving_default"]
+    assert report["relative_diff"] <= 1e-5  # against the Keras-quantized model
+    assert result["size_bytes"] < export_model(
+        model, str(tmp_path / "f32"), format="saved_model")["size_bytes"] * 0.5
+
+
+def test_debug_quantization_writes_per_layer_errors(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("lenet5"))
+    csv = tmp_path / "debug.csv"
+    export_model(model, str(tmp_path / "d.tflite"), quantization="int8",
+                 representative_data="digits:train", calibration_samples=8,
+                 debug_quantization=str(csv))
+    header, *rows = csv.read_text().strip().splitlines()
+    assert "mean_squared_error" in header.split(",") and len(rows) >= 5  # 2 convs, 3 denses
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unknown_signature_is_a_clear_error(tmp_path):
+    model = keras_zoo.from_preset("mlp_small")
+    with pytest.raises(ExportError, match=r"unknown signature 'decoder'.*serving_default"):
+        export_model(model, str(tmp_path / "x.tflite"), signature="decoder")
+    assert os.listdir(tmp_path) == []
+
+
+def test_representative_data_of_wrong_shape_is_a_clear_error(tmp_path):
+    model = keras_zoo.from_preset("mlp_small")
+    wrong = np.zeros((10, 28, 28, 1), "float32")
+    with pytest.raises(ExportError, match=r"\(10, 28, 28, 1\).*\(num_samples, 32, 32, 1\)"):
+        export_model(model, str(tmp_path / "x.tflite"), quantization="int8",
+                     representative_data=wrong)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    model = keras_zoo.from_preset("mlp_small")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(model, str(tmp_path / "file" / "x.tflite"))
+    with pytest.raises(ExportError, match="not a SavedModel"):
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "keep.txt").write_text("x")
+        export_model(model, str(tmp_path / "data"), format="saved_model")
+    assert (tmp_path / "data" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(format="saved_model", quantization="float16"), "TFLite mode"),
+    (dict(quantization="int8"), "needs --representative_data"),
+    (dict(quantization="float16", int8_io=True), "int8_io needs quantization='int8'"),
+    (dict(quantization="int4"), "unknown quantization 'int4'"),
+    (dict(format="onnx"), "unknown format 'onnx'"),
+])
+def test_modes_a_model_cannot_take_are_clear_errors(kwargs, message, tmp_path):
+    model = keras_zoo.from_preset("mlp_small")
+    with pytest.raises(ExportError, match=message):
+        export_model(model, str(tmp_path / "x.tflite"), **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_conversion_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    model = keras_zoo.from_preset("mlp_small")
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous good file")
+
+    def broken(*args, **kwargs):
+        raise ExportError("converter died half way")
+    monkeypatch.setattr(tflite, "convert", broken)
+    with pytest.raises(ExportError, match="half way"):
+        export_model(model, str(target))
+    assert target.read_bytes() == b"previous good file"
+    assert _leftovers(tmp_path) == []
+
+
+def test_ops_without_builtins_fail_unless_flex_is_allowed(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="keras_zoo_tests")
+    class CumulativeProduct(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.cumprod(x, axis=-1)  # no TFLite builtin; a flex kernel exists
+
+    inputs = keras.Input((8,), name="values")
+    model = keras.Model(inputs, CumulativeProduct(name="cumprod")(inputs))
+    with pytest.raises(ExportError, match="allow_flex"):
+        export_model(model, str(tmp_path / "x.tflite"))
+    assert os.listdir(tmp_path) == []
+    result = export_model(model, str(tmp_path / "flex.tflite"), allow_flex=True)
+    assert result["ops"]["flex"], result["ops"]
+
+
+def test_model_dir_uses_best_then_last(tmp_path, randomise):
+    model = keras_zoo.from_preset("mlp_small")
+    run = tmp_path / "run"
+    with pytest.raises(ExportError, match="holds no trained model"):
+        load_model(model_dir=str(run))
+    randomise(model).save_to_preset(str(run / "last"))
+    assert load_model(model_dir=str(run)).get_zoo_config() == model.get_zoo_config()
+    best = keras_zoo.from_preset("mlp_small", hidden_units=[32])
+    best.save_to_preset(str(run / "best"))
+    assert load_model(model_dir=str(run)).get_zoo_config()["hidden_units"] == [32]
+    with pytest.raises(ExportError, match="exactly one"):
+        load_model(preset="mlp_small", model_dir=str(run))
