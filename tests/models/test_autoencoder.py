@@ -42,17 +42,18 @@ def test_reconstruction_term_is_summed_pixel_cross_entropy(variant):
 
 def test_conv_train_step_compiles_with_xla_and_learns_digits(digits):
     x, y = digits
-    model = keras_zoo.Autoencoder.from_preset("conv_autoencoder_digits")
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), jit_compile=True,
+    model = keras_zoo.Autoencoder(variant="conv", conv_filters=[8, 16], hidden_units=[],
+                                  latent_dim=16)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True,
                   **model.compile_defaults())
-    x, y = x[:512], y[:512]
+    x, y = x[:256], y[:256]
     before = model.evaluate_dataset(x[:256])["reconstruction"]
     # Labels ride along as the trainer feeds them and must be ignored.
-    history = model.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     assert model.jit_compile is True
     assert set(history.history) == {"loss", "reconstruction"}
     after = model.evaluate_dataset(x[:256])["reconstruction"]
-    assert after < 0.9 * before, (before, after)
+    assert after < 0.8 * before, (before, after)
 
 
 def test_sparse_mean_activation_approaches_target(digits):

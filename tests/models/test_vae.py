@@ -76,13 +76,13 @@ def test_train_step_compiles_with_xla_and_improves_the_test_elbo():
     model.compile(optimizer=keras.optimizers.Adam(2e-3), jit_compile=True,
                   **model.compile_defaults())
     before = model.evaluate_dataset(x_test)["elbo"]
-    history = model.fit(x[:768], y[:768], batch_size=64, epochs=4, verbose=0).history
+    history = model.fit(x[:512], y[:512], batch_size=64, epochs=4, verbose=0).history
     assert model.jit_compile is True
     assert set(history) == {"loss", "reconstruction", "kl", "elbo"}
     np.testing.assert_allclose(history["loss"], np.add(history["reconstruction"],
                                                        history["kl"]), rtol=1e-4)
     after = model.evaluate_dataset(x_test)
-    assert after["elbo"] > before + 50, (before, after["elbo"])
+    assert after["elbo"] > before + 150, (before, after["elbo"])
     assert after["kl"] > 0
     logs = model.evaluate(x_test[:320], batch_size=64, verbose=0, return_dict=True)
     assert set(logs) == {"loss", "reconstruction", "kl", "elbo"}
