@@ -315,6 +315,7 @@ def eval_stream(ds, info, batch, image_size, channels, weighted):
 # ---------------------------------------------------------------- model
 
 def make_optimizer(c, total_steps, model):
+    """(optimizer, learning-rate schedule): linear warmup to the peak, cosine decay."""
     import keras
 
     warmup = c["warmup_steps"] if c["warmup_steps"] is not None else total_steps // 20
@@ -341,7 +342,7 @@ def make_optimizer(c, total_steps, model):
         # Decaying biases and norm scales only hurts (timm, DeiT, big_vision agree).
         optimizer.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
-    return optimizer, warmup
+    return optimizer, schedule
 
 
 def build_model(c, num_classes):
@@ -464,7 +465,8 @@ def _train(c, strategy, chief, started):
              f"{strategy.num_replicas_in_sync} replicas (Keras cannot XLA-compile a "
              "cross-device step; TPUs compile with XLA regardless)")
     with strategy.scope():
-        optimizer, warmup = make_optimizer(c, total, model)
+        optimizer, schedule = make_optimizer(c, total, model)
+        warmup = schedule.warmup_steps
         compile_args = dict(model.compile_defaults())
         if compile_args.get("loss") is not None and compile_args.get("metrics"):
             # Keras applies sample weights to ``weighted_metrics`` only; without weights

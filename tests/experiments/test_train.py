@@ -1,0 +1,214 @@
+"""experiments/train.py: the generic trainer, its flags, outputs, faults and errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras_zoo
+from experiments import train as trainer
+from keras_zoo.data import load_arrays
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _cli(*flags):
+    return [sys.executable, "-m", "experiments.train", *flags]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", keras_zoo.list_presets(tiny=True))
+def test_every_tiny_preset_trains_a_jit_compiled_step(preset):
+    """What a TPU needs: the family's train step (its own or Keras') under XLA,
+    through the generic trainer's dry run (fake data of the real shapes)."""
+    result = trainer.train({"preset": preset, "dry_run": True, "global_batch_size": 8,
+                            "jit_compile": True})
+    model = result["model"]
+    assert model.jit_compile is True
+    assert result["logs"], "the step reported no loss or metric"
+    assert all(np.isfinite(v) for v in result["logs"].values()), result["logs"]
+    assert result["parameters"] == model.count_params() > 0
+    assert result["per_replica_batch_size"] == 8
+
+
+def test_digits_run_writes_presets_logs_metrics_and_curves(tmp_path):
+    model_dir = tmp_path / "run"
+    config = {"preset": "lenet5", "dataset": "digits", "epochs": 2, "global_batch_size": 64,
+              "learning_rate": 3e-3, "model_dir": str(model_dir)}
+    result = trainer.train(config)
+    assert result["steps"] == 2 * (1437 // 64) and result["start_step"] == 0
+    # test accuracy counts each of the 360 test images once (padded last batch)
+    x, y, _ = load_arrays("digits:test", "test", 32, 1)
+    last = keras_zoo.from_preset(str(model_dir / "last"))
+    expected = float(np.mean(np.argmax(last.predict(x, verbose=0), -1) == y))
+    assert result["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert round(expected * 360) == pytest.approx(expected * 360, abs=1e-6)
+    best = keras_zoo.from_preset(str(model_dir / "best"))
+    assert json.loads((model_dir / "best" / "score.json").read_text())["monitor"] == "val_accuracy"
+    assert best.count_params() == last.count_params()
+    history = json.loads((model_dir / "metrics.json").read_text())["history"]
+    assert history["epoch"] == [1, 2] and len(history["val_accuracy"]) == 2
+    assert len((model_dir / "metrics.csv").read_text().strip().splitlines()) == 3
+    assert (model_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((model_dir / "logs").rglob("events.out.tfevents.*"))
+    # the same command again: the newest checkpoint is the end, nothing is retrained
+    again = trainer.train(config)
+    assert again["start_step"] == again["steps"] == result["steps"]
+    np.testing.assert_array_equal(again["model"].get_weights()[0], last.get_weights()[0])
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path):
+    path = tmp_path / "cfg.py"
+    path.write_text('CONFIG = {"preset": "vit_tiny_digits", "epochs": 60, '
+                    '"learning_rate": 1e-3, "model_overrides": {"num_layers": 1}}\n')
+    argv = ["train", f"--config={path}", "--train_steps=5", "--learning_rate=0.01",
+            "--model_dir=/tmp/unused"]
+    trainer.FLAGS(argv)
+    try:
+        config = trainer.config_from_flags()
+    finally:
+        trainer.FLAGS.unparse_flags()
+    assert config["preset"] == "vit_tiny_digits"
+    assert config["learning_rate"] == 0.01
+    assert config["train_steps"] == 5 and config["epochs"] is None
+    assert trainer.resolve(config)["model_overrides"] == {"num_layers": 1}
+
+
+def test_model_overrides_parse_both_forms():
+    assert trainer.parse_overrides('{"num_classes": 3, "pooling": "gap"}') == \
+        {"num_classes": 3, "pooling": "gap"}
+    assert trainer.parse_overrides("num_classes=3,dropout=0.1,pooling=gap") == \
+        {"num_classes": 3, "dropout": 0.1, "pooling": "gap"}
+    with pytest.raises(trainer.TrainError, match="not key=value"):
+        trainer.parse_overrides("num_classes")
+
+
+def test_warmup_then_cosine_schedule():
+    model = keras_zoo.from_preset("mlp_small")
+    config = trainer.resolve({"preset": "mlp_small", "train_steps": 100, "warmup_steps": 10,
+                              "learning_rate": 1e-2, "model_dir": "unused"})
+    optimizer, schedule = trainer.make_optimizer(config, 100, model)
+    rates = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
+    assert schedule.warmup_steps == 10
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-3)
+    assert rates[2] == pytest.approx(1e-2)
+    assert rates[3] == pytest.approx(5e-3, rel=1e-3)  # cosine half-way
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_adamw_decays_kernels_but_not_biases():
+    import keras
+
+    model = keras_zoo.from_preset("mlp_small")
+    config = trainer.resolve({"preset": "mlp_small", "train_steps": 10, "warmup_steps": 0,
+                              "learning_rate": 0.1, "weight_decay": 0.5, "model_dir": "x"})
+    optimizer, _ = trainer.make_optimizer(config, 10, model)
+    for v in model.trainable_variables:  # non-zero biases, so decay would show
+        v.assign(keras.ops.ones_like(v))
+    # zero gradients: Adam's step is 0, only decoupled weight decay moves a weight
+    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    for v in model.trainable_variables:
+        value = float(keras.ops.max(v))
+        if len(v.shape) > 1:
+            assert value == pytest.approx(1 - 0.1 * 0.5), v.path
+        else:
+            assert value == 1.0, v.path
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
+    model_dir = tmp_path / "killed"
+    config = {"preset": "lenet5", "dataset": "digits", "train_steps": 60, "eval_every": 4,
+              "global_batch_size": 32, "learning_rate": 3e-3, "eval_dataset": "none"}
+    flags = [f"--{k}={v}" for k, v in config.items()] + [f"--model_dir={model_dir}"]
+    ckpts = model_dir / "checkpoints"
+    proc = subprocess.Popen(_cli(*flags), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(ckpts.glob("ckpt-*.weights.h5")):
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    saved = max(int(p.name[5:14]) for p in ckpts.glob("ckpt-*.weights.h5"))
+    assert saved < 60, "killed too late to test anything"
+    assert not (model_dir / "last").exists()
+
+    resumed = subprocess.run(_cli(*flags), env=_env(), cwd=REPO, capture_output=True,
+                             text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # restarts at the newest checkpoint: loses only the steps after it
+    assert f"resuming from step {saved} " in resumed.stdout
+
+    reference = trainer.train({**config, "model_dir": str(tmp_path / "uninterrupted")})
+    final = keras_zoo.from_preset(str(model_dir / "last"))
+    for a, b in zip(final.get_weights(), reference["model"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _one_error_line(proc):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    errors = [x for x in lines if x.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_bad_flags_exit_with_one_clear_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    ok = ["--preset=lenet5", "--epochs=1", f"--model_dir={tmp_path / 'run'}"]
+    cases = {
+        "unknown preset 'lenet_5'.*Closest: lenet5": ["--preset=lenet_5", "--epochs=1",
+                                                      f"--model_dir={tmp_path / 'r'}"],
+        "unknown dataset 'digitz'.*Did you mean digits": ok + ["--dataset=digitz"],
+        "33 is not divisible by the 2 replicas": ok + [
+            "--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=33"],
+        "model_dir .*a_file/run.* is not writable": [
+            "--preset=lenet5", "--epochs=1", f"--model_dir={a_file}/run"],
+        "--epochs=1 and --train_steps=5 are mutually exclusive": ok + ["--train_steps=5"],
+        "--strategy=tpu: no TPU answers at grpc://127.0.0.1:1 ": ok + [
+            "--strategy=tpu", "--tpu=grpc://127.0.0.1:1"],
+        "--strategy=tpu: could not reach or initialise TPU 'local'": ok + [
+            "--strategy=tpu", "--tpu=local"],
+    }
+    procs = {pattern: subprocess.Popen(_cli(*flags), env=_env(), cwd=REPO, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for pattern, flags in cases.items()}
+    try:
+        results = {}
+        for pattern, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            results[pattern] = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                           stdout, stderr)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    import re
+
+    for pattern, proc in results.items():
+        line = _one_error_line(proc)
+        assert re.search(pattern, line), (pattern, line)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
