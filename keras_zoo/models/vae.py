@@ -100,7 +100,7 @@ _DIGITS = {"image_size": 32, "num_channels": 1}
 register_preset("vae_digits", "VAE", dict(_DIGITS, hidden_units=[256], latent_dim=16),
                 "dense VAE 1024-256-(16+16) for 32x32x1 digits", tiny=True)
 register_preset("vae_digits_2d", "VAE", dict(_DIGITS, hidden_units=[256], latent_dim=2),
-                "dense VAE with a 2-D latent space (for latent-grid plots), 32x32x1", tiny=True)
+                "dense VAE with a 2-D latent space (for latent-grid plots), 32x32x1")
 register_preset("conv_vae_digits", "VAE",
                 dict(_DIGITS, variant="conv", conv_filters=[16, 32], hidden_units=[64],
                      latent_dim=16),
