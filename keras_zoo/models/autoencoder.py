@@ -247,7 +247,8 @@ class Autoencoder(Codec):
     (image_size, image_size, num_channels) in [0, 1]; the model's output is
     the reconstruction; ``encoder``/``decoder`` are sub-models. Loss: summed
     per-pixel binary cross-entropy (default) or squared error, averaged over
-    images; labels in the batches are ignored.
+    images, plus ``weight_decay / 2`` times the summed squared kernels (0 by
+    default); labels in the batches are ignored.
     """
 
     TERMS = ("loss", "reconstruction")
