@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,40 +176,53 @@ def _one_error_line(proc):
 
 @pytest.mark.slow
 def test_bad_flags_exit_with_one_clear_line(tmp_path):
-    a_file = tmp_path / "a_file"
-    a_file.write_text("")
-    ok = ["--preset=lenet5", "--epochs=1", f"--model_dir={tmp_path / 'run'}"]
+    """Real processes: exit status 2, no traceback, the last stderr line says what is wrong."""
+    ok = ["--epochs=1", f"--model_dir={tmp_path / 'run'}"]
     cases = {
-        "unknown preset 'lenet_5'.*Closest: lenet5": ["--preset=lenet_5", "--epochs=1",
-                                                      f"--model_dir={tmp_path / 'r'}"],
-        "unknown dataset 'digitz'.*Did you mean digits": ok + ["--dataset=digitz"],
-        "33 is not divisible by the 2 replicas": ok + [
-            "--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=33"],
-        "model_dir .*a_file/run.* is not writable": [
-            "--preset=lenet5", "--epochs=1", f"--model_dir={a_file}/run"],
-        "--epochs=1 and --train_steps=5 are mutually exclusive": ok + ["--train_steps=5"],
-        "--strategy=tpu: no TPU answers at grpc://127.0.0.1:1 ": ok + [
-            "--strategy=tpu", "--tpu=grpc://127.0.0.1:1"],
-        "--strategy=tpu: could not reach or initialise TPU 'local'": ok + [
-            "--strategy=tpu", "--tpu=local"],
+        "unknown preset 'lenet_5'.*Closest: lenet5": ["--preset=lenet_5"] + ok,
+        "33 is not divisible by the 2 replicas": ["--preset=lenet5", "--strategy=mirrored",
+                                                  "--num_cpu_devices=2",
+                                                  "--global_batch_size=33"] + ok,
+        "--strategy=tpu: could not reach or initialise TPU 'local'": [
+            "--preset=lenet5", "--strategy=tpu", "--tpu=local"] + ok,
     }
     procs = {pattern: subprocess.Popen(_cli(*flags), env=_env(), cwd=REPO, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for pattern, flags in cases.items()}
     try:
-        results = {}
         for pattern, proc in procs.items():
-            stdout, stderr = proc.communicate(timeout=120)
-            results[pattern] = subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                           stdout, stderr)
+            stdout, stderr = proc.communicate(timeout=180)
+            line = _one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                               stdout, stderr))
+            assert re.search(pattern, line), (pattern, line)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    import re
 
-    for pattern, proc in results.items():
-        line = _one_error_line(proc)
-        assert re.search(pattern, line), (pattern, line)
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--dataset=digitz"], "unknown dataset 'digitz'.*Did you mean digits"),
+    (["--train_steps=5"], "--epochs=1 and --train_steps=5 are mutually exclusive"),
+    (["--model_dir={a_file}/run"], "model_dir .*a_file/run.* is not writable"),
+    (["--strategy=tpu", "--tpu=grpc://127.0.0.1:1"],
+     "--strategy=tpu: no TPU answers at grpc://127.0.0.1:1 "),
+    (["--global_batch_size=4000"], "has 1437 examples, fewer than one global batch of 4000"),
+])
+def test_bad_flag_values_in_process(tmp_path, capsys, flags, pattern):
+    """The same main() in this process (cheaper than one process per case)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    argv = ["train", "--preset=lenet5", "--epochs=1", f"--model_dir={tmp_path / 'run'}"]
+    argv += [f.format(a_file=a_file) for f in flags]
+    rest = trainer.FLAGS(argv)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            trainer.main(rest)
+    finally:
+        trainer.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert re.search(pattern, err[0]), err[0]
