@@ -1,6 +1,7 @@
 """Variational autoencoder (Kingma & Welling 2014, "Auto-Encoding Variational Bayes")."""
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from keras_zoo.models.autoencoder import (
@@ -19,6 +20,19 @@ def kl_to_standard_normal(z_mean, z_log_var):
     z_mean = ops.cast(z_mean, "float32")
     z_log_var = ops.cast(z_log_var, "float32")
     return 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+
+
+def _standard_normal(shape, seed_generator):
+    """keras.random.normal, except that every tf.distribute replica draws its own
+    eps: replicas share the generator's state, so keras.random alone would give
+    example i of each replica's batch the same noise."""
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return keras.random.normal(shape, seed=seed_generator)
+    replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int64)
+    seed = tf.cast(seed_generator.next(), tf.int64) + tf.stack(
+        [replica_id * 7919, tf.constant(0, tf.int64)])
+    return tf.random.stateless_normal(shape, seed=seed)
 
 
 @register_family
@@ -71,7 +85,7 @@ class VAE(Codec):
 
     def reparameterize(self, z_mean, z_log_var):
         """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I)."""
-        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        eps = _standard_normal(ops.shape(z_mean), self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * eps
 
     def loss_terms(self, x, training):

@@ -1,5 +1,6 @@
 """Autoencoder (dense, conv) and SparseAutoencoder: objective, training, round trips, errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -139,13 +140,16 @@ def test_bad_configs_and_inputs_are_clear_errors():
 
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
-    import os, sys
+    import json, os
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import numpy as np, tensorflow as tf
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, keras_zoo
+
+    x = np.random.default_rng(0).random((8, 32, 32, 1)).astype("float32")
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
     def one_step(strategy):
         with strategy.scope():
@@ -154,24 +158,40 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
             model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False,
                           **model.compile_defaults())
             start = model.get_weights()
-        x = np.random.default_rng(0).random((8, 32, 32, 1)).astype("float32")
         logs = model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
         return [w - s for w, s in zip(model.get_weights(), start)], logs["loss"][0]
 
     d1, l1 = one_step(tf.distribute.get_strategy())
-    d2, l2 = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    err = max(float(np.max(np.abs(a - b))) for a, b in zip(d1, d2))
-    step = max(float(np.max(np.abs(a))) for a in d1)
-    print("update", step, "difference", err, "loss", l1, l2)
-    sys.exit(0 if err < 1e-3 * step and abs(l1 - l2) < 1e-5 * l1 else 1)
+    d2, l2 = one_step(mirrored)
+    with mirrored.scope():
+        vae = keras_zoo.VAE(hidden_units=[16], latent_dim=4, seed=0)
+        vae.compile(optimizer="adam", jit_compile=False, **vae.compile_defaults())
+    vae_logs = vae.fit(x, batch_size=8, epochs=2, verbose=0).history
+    eps = mirrored.experimental_local_results(tf.function(lambda: mirrored.run(
+        lambda: vae.reparameterize(tf.zeros((2, 4)), tf.zeros((2, 4)))))())
+    print(json.dumps({
+        "update": max(float(np.max(np.abs(a))) for a in d1),
+        "difference": max(float(np.max(np.abs(a - b))) for a, b in zip(d1, d2)),
+        "losses": [float(l1), float(l2)],
+        "vae_logs": {k: [float(v) for v in vs] for k, vs in vae_logs.items()},
+        "same_eps": bool(np.allclose(np.asarray(eps[0]), np.asarray(eps[1]))),
+    }))
 """)
 
 
 @pytest.mark.slow
-def test_mirrored_two_replicas_take_the_single_device_step():
-    """The per-replica loss scaling: two replicas of 4 images update the weights
-    exactly as one device on the same 8 images (and report the same loss)."""
+def test_mirrored_two_replicas_match_one_device_and_draw_their_own_noise():
+    """Under MirroredStrategy over 2 logical CPUs: two replicas of 4 images
+    update the weights exactly as one device on the same 8 images (the
+    per-replica loss scaling) and report the same loss; the VAE trains and
+    each replica draws its own eps."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], check=False,
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["difference"] < 1e-3 * out["update"], out
+    np.testing.assert_allclose(*out["losses"], rtol=1e-5)
+    assert set(out["vae_logs"]) == {"loss", "reconstruction", "kl", "elbo"}
+    assert np.all(np.isfinite(out["vae_logs"]["loss"])), out["vae_logs"]
+    assert not out["same_eps"]
