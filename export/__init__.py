@@ -10,9 +10,9 @@ dynamic-range int8, full int8), verified against Keras and benchmarked.
 CLI: ``python -m export.export --help``; report: ``python -m export.report``.
 """
 
-from export.export import export_model, keras_int8, load_model, verify_export
+from export.export import export_model, export_tflite, keras_int8, load_model, verify_export
 from export.tflite import QUANTIZATIONS, ExportError
 from export.verify import benchmark
 
-__all__ = ["QUANTIZATIONS", "ExportError", "benchmark", "export_model", "keras_int8",
-           "load_model", "verify_export"]
+__all__ = ["QUANTIZATIONS", "ExportError", "benchmark", "export_model", "export_tflite",
+           "keras_int8", "load_model", "verify_export"]

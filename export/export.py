@@ -110,14 +110,14 @@ def keras_functions(specs):
     return fns
 
 
-def write_saved_model(model, path, specs):
+def write_saved_model(path, specs):
     """Keras ExportArchive: one endpoint per signature, named inputs/outputs."""
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
-    tracked = []
-    for fn_model, _, _ in [(model, None, None)] + list(specs.values()):
+    tracked = []  # only what the signatures use (not, e.g., DINO's teacher)
+    for fn_model, _, _ in specs.values():
         if not any(fn_model is t for t in tracked):
             archive.track(fn_model)
             tracked.append(fn_model)
@@ -131,7 +131,7 @@ def write_saved_model(model, path, specs):
 
 # ---------------------------------------------------------------- data
 
-def _is_image(shape, dtype):
+def is_image(shape, dtype):
     return (len(shape) == 4 and shape[1] == shape[2] and shape[1] is not None
             and shape[3] in (1, 3) and dtype.startswith("float"))
 
@@ -158,7 +158,7 @@ def sample_inputs(inputs, data, n, split, seed=0):
     rng = np.random.default_rng(seed)
     arrays, labels = {}, None
     for name, shape, dtype in inputs:
-        if _is_image(shape, dtype):
+        if is_image(shape, dtype):
             x, y, _ = datasets.load_arrays(data, split, shape[1], shape[3])
             arrays[name], labels = x[:n], y[:n]
         elif data.startswith("synthetic"):
@@ -226,73 +226,99 @@ def export_model(model, output, format="tflite", quantization="none", signature=
     """
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    if quantization not in QUANTIZATIONS:
-        raise ExportError(f"unknown quantization {quantization!r}; expected one of "
-                          f"{', '.join(QUANTIZATIONS)}")
-    if format == "saved_model" and quantization not in ("none", "int8"):
+    if format == "tflite":
+        return export_tflite(
+            model, {quantization: output}, signature, batch_size, representative_data,
+            calibration_samples, int8_io, allow_flex, float_ops, float_scopes,
+            debug_quantization)[quantization]
+    if quantization not in ("none", "int8"):
         raise ExportError(
             f"quantization={quantization!r} is a TFLite mode; a SavedModel takes 'none' or "
             "'int8' (Keras Model.quantize). Use --format=tflite for float16/dynamic_int8")
-    if format == "saved_model" and (int8_io or debug_quantization):
+    if int8_io or debug_quantization:
         raise ExportError("--int8_io and --debug_quantization apply to --format=tflite only")
     _check_writable(output)
-    if format == "tflite":
-        batch_size = batch_size or 1
-    specs = signature_specs(model, batch_size, signature)
-    if format == "saved_model" and quantization == "int8":
+    if quantization == "int8":
         model = keras_int8(model)
-        specs = signature_specs(model, batch_size, signature)
-
-    parent = os.path.dirname(os.path.abspath(output))
-    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp_")
+    specs = signature_specs(model, batch_size, signature)
+    work = _work_dir(output)
     try:
-        if format == "saved_model":
-            tmp = os.path.join(work, "saved_model")
-            write_saved_model(model, tmp, specs)
-            info = {}
-        else:
-            tmp = os.path.join(work, "model.tflite")
-            content, info = _tflite_bytes(
-                model, specs, work, quantization, representative_data, calibration_samples,
-                int8_io, allow_flex, float_ops, float_scopes, debug_quantization,
-                signature)
-            with open(tmp, "wb") as f:
-                f.write(content)
+        tmp = os.path.join(work, "saved_model")
+        write_saved_model(tmp, specs)
         _replace(tmp, output)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    size = _size(output)
+    return _describe(output, "saved_model", quantization, specs, batch_size)
+
+
+def export_tflite(model, outputs, signature=None, batch_size=1, representative_data=None,
+                  calibration_samples=200, int8_io=False, allow_flex=False,
+                  float_ops=tflite.INT8_FLOAT_OPS, float_scopes=tflite.INT8_FLOAT_SCOPES,
+                  debug_quantization=None):
+    """Several TFLite files from one traced SavedModel: ``outputs`` maps a
+    quantization to a path. Returns ``{quantization: description}``."""
+    for quantization, output in outputs.items():
+        if quantization not in QUANTIZATIONS:
+            raise ExportError(f"unknown quantization {quantization!r}; expected one of "
+                              f"{', '.join(QUANTIZATIONS)}")
+        _check_writable(output)
+    batch_size = batch_size or 1
+    specs = signature_specs(model, batch_size, signature)
+    representative = None
+    if "int8" in outputs:
+        representative = _representative(specs, representative_data, calibration_samples)
+    work = _work_dir(next(iter(outputs.values())))
+    results = {}
+    try:
+        saved = os.path.join(work, "static_saved_model")
+        write_saved_model(saved, specs)
+        for quantization, output in outputs.items():
+            content = tflite.convert(
+                saved, quantization, representative, int8_io=int8_io, allow_flex=allow_flex,
+                signature_keys=sorted(specs), float_ops=float_ops, float_scopes=float_scopes,
+                debug_report=debug_quantization if quantization == "int8" else None)
+            ops = tflite.model_ops(content)
+            if ops["flex"] and not allow_flex:
+                raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the "
+                                  "LiteRT interpreter cannot run; pass --allow_flex to keep them")
+            tmp = os.path.join(_work_dir(output), "model.tflite")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(content)
+                _replace(tmp, output)
+            finally:
+                shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
+            results[quantization] = {**_describe(output, "tflite", quantization, specs,
+                                                 batch_size), "ops": ops}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _work_dir(output):
+    """A temporary folder next to ``output`` (same file system: rename is atomic)."""
+    return tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(output)),
+                            prefix=f".{os.path.basename(output)}.tmp_")
+
+
+def _describe(output, format, quantization, specs, batch_size):
     return {"path": output, "format": format, "quantization": quantization,
             "signatures": {k: {"inputs": [list(map(str, (n, s, d))) for n, s, d in v[1]],
                                "outputs": v[2]} for k, v in specs.items()},
-            "batch_size": batch_size, "size_bytes": size, **info}
+            "batch_size": batch_size, "size_bytes": _size(output)}
 
 
-def _tflite_bytes(model, specs, work, quantization, representative_data, calibration_samples,
-                  int8_io, allow_flex, float_ops, float_scopes, debug_quantization, signature):
-    representative = None
-    if quantization == "int8":
-        if representative_data is None:
-            raise ExportError("quantization='int8' needs --representative_data (a dataset "
-                              "spec such as digits:train, or an array) to calibrate")
-        if calibration_samples < 1:
-            raise ExportError(f"calibration_samples must be >= 1, got {calibration_samples}")
-        representative = {}
-        for key, (_, inputs, _) in specs.items():
-            arrays, _ = sample_inputs(inputs, representative_data, calibration_samples,
-                                      "train")
-            representative[key] = _static_rows(arrays, inputs[0][1][0])
-    saved = os.path.join(work, "static_saved_model")
-    write_saved_model(model, saved, specs)
-    content = tflite.convert(saved, quantization, representative, int8_io=int8_io,
-                             allow_flex=allow_flex, signature_keys=sorted(specs),
-                             float_ops=float_ops, float_scopes=float_scopes,
-                             debug_report=debug_quantization)
-    ops = tflite.model_ops(content)
-    if ops["flex"] and not allow_flex:
-        raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the LiteRT "
-                          "interpreter cannot run; pass --allow_flex to keep them anyway")
-    return content, {"ops": ops}
+def _representative(specs, representative_data, calibration_samples):
+    if representative_data is None:
+        raise ExportError("quantization='int8' needs --representative_data (a dataset "
+                          "spec such as digits:train, or an array) to calibrate")
+    if calibration_samples < 1:
+        raise ExportError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    representative = {}
+    for key, (_, inputs, _) in specs.items():
+        arrays, _ = sample_inputs(inputs, representative_data, calibration_samples, "train")
+        representative[key] = _static_rows(arrays, inputs[0][1][0])
+    return representative
 
 
 def _size(path):
@@ -328,7 +354,7 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
                    if hasattr(model, "get_zoo_config") else None)
     for key, (_, inputs, _) in specs.items():
         batch = inputs[0][1][0]
-        data = verify_data if all(_is_image(s, d) for _, s, d in inputs) else "synthetic"
+        data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
         arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
         reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)

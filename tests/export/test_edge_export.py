@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_zoo
-from export import export_model, load_model, tflite, verify_export
+from export import export_model, export_tflite, load_model, tflite, verify_export
 from export.tflite import ExportError
 
 TINY = keras_zoo.list_presets(tiny=True)  # families added later join automatically
@@ -29,12 +29,11 @@ def test_every_preset_exports_and_matches_keras(preset, tmp_path, randomise):
     saved = export_model(model, str(tmp_path / "sm"), format="saved_model")
     for key, report in verify_export(model, saved, num_samples=16).items():
         assert report["relative_diff"] <= 1e-5, (key, report)
-    for quantization, bound in BOUNDS.items():
-        result = export_model(model, str(tmp_path / f"{quantization}.tflite"),
-                              quantization=quantization)
+    files = export_tflite(model, {q: str(tmp_path / f"{q}.tflite") for q in BOUNDS})
+    for quantization, result in files.items():
         assert result["ops"]["flex"] == [] and result["ops"]["custom"] == []
         for key, report in verify_export(model, result, num_samples=16).items():
-            assert report["relative_diff"] <= bound, (quantization, key, report)
+            assert report["relative_diff"] <= BOUNDS[quantization], (quantization, key, report)
     assert _leftovers(tmp_path) == []
 
 
@@ -109,8 +108,8 @@ def test_int8_io_gives_integer_tensors_and_still_agrees(trained_preset, tmp_path
 
 def test_selective_quantization_keeps_named_ops_float(tmp_path, randomise):
     model = randomise(keras_zoo.from_preset("vit_tiny_digits"))
-    common = dict(quantization="int8", representative_data="digits:train",
-                  calibration_samples=8)
+    common = {"quantization": "int8", "representative_data": "digits:train",
+              "calibration_samples": 8}
     export_model(model, str(tmp_path / "sel.tflite"), **common)
     export_model(model, str(tmp_path / "all.tflite"), float_ops=(), float_scopes=(), **common)
 
@@ -193,11 +192,11 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(format="saved_model", quantization="float16"), "TFLite mode"),
-    (dict(quantization="int8"), "needs --representative_data"),
-    (dict(quantization="float16", int8_io=True), "int8_io needs quantization='int8'"),
-    (dict(quantization="int4"), "unknown quantization 'int4'"),
-    (dict(format="onnx"), "unknown format 'onnx'"),
+    ({"format": "saved_model", "quantization": "float16"}, "TFLite mode"),
+    ({"quantization": "int8"}, "needs --representative_data"),
+    ({"quantization": "float16", "int8_io": True}, "int8_io needs quantization='int8'"),
+    ({"quantization": "int4"}, "unknown quantization 'int4'"),
+    ({"format": "onnx"}, "unknown format 'onnx'"),
 ])
 def test_modes_a_model_cannot_take_are_clear_errors(kwargs, message, tmp_path):
     model = keras_zoo.from_preset("mlp_small")
