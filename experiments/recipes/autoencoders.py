@@ -97,12 +97,17 @@ def classifier_accuracy(encoder, x, y, x_test, y_test):
 
 # ---------------------------------------------------------------- pictures
 
-def _grid(images, rows, cols, path, titles=None, scale=0.8):
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _grid(images, rows, cols, path, titles=None, scale=0.8):
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(scale * cols + (1.2 if titles else 0),
                                                    scale * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -125,11 +130,7 @@ def latent_grid(vae2d, path, n=15):
 
 
 def latent_scatter(vae2d, x_test, y_test, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     mu = np.asarray(vae2d.code(x_test))
     fig, ax = plt.subplots(figsize=(5, 4.5))
     points = ax.scatter(mu[:, 0], mu[:, 1], c=y_test, cmap="tab10", s=8)
