@@ -98,10 +98,14 @@ class MAE(ZooModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Masked-patch MSE. Keras' own train_step/test_step call this, so
         loss scaling (mixed precision), the loss tracker and ``jit_compile``
-        come from Keras; labels ``y`` are ignored."""
+        come from Keras; labels ``y`` are ignored. A ``sample_weight`` of 0
+        (padding in a static-shape batch) removes that image's patches."""
         images = x[0] if isinstance(x, (tuple, list)) else x
+        mask = ops.cast(y_pred["mask"], "float32")
+        if sample_weight is not None:
+            mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
         loss = masked_patch_loss(patchify(images, self.patch_size), y_pred["reconstruction"],
-                                 y_pred["mask"], self.norm_pix_loss)
+                                 mask, self.norm_pix_loss)
         return _scale_for_replicas(loss)
 
     def compile_defaults(self):

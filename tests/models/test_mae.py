@@ -124,6 +124,16 @@ def test_loss_ignores_visible_patches(norm_pix):
         np.testing.assert_allclose(base, expected, rtol=1e-6)
 
 
+def test_sample_weight_zero_removes_an_image_from_the_loss():
+    model = keras_zoo.MAE.from_preset(TINY)
+    x = np.random.default_rng(8).random((3, 32, 32, 1)).astype("float32")
+    out = model(x)
+    weighted = float(model.compute_loss(x, None, out, np.array([1, 1, 0], "float32")))
+    first_two = float(model.compute_loss(x[:2], None, {k: v[:2] for k, v in out.items()}))
+    np.testing.assert_allclose(weighted, first_two, rtol=1e-6)
+    assert abs(float(model.compute_loss(x, None, out)) - first_two) > 1e-6
+
+
 def test_norm_pix_loss_normalises_each_target_patch():
     target, pred, mask = _loss_inputs(1)
     mean = target.mean(-1, keepdims=True)
