@@ -21,7 +21,8 @@ MODES = ("none", "float16", "dynamic_int8", "int8")
 TARGET_RATIO = 0.6
 
 
-def measure(preset, work, epochs, runs, warmup, num_threads, calibration_samples):
+def measure(preset, work, epochs, runs, warmup, num_threads, calibration_samples,
+            verify_samples=360):
     import keras_zoo
     from export import export, report, verify
 
@@ -30,17 +31,15 @@ def measure(preset, work, epochs, runs, warmup, num_threads, calibration_samples
     report.train_classifier(model, default_epochs if epochs is None else epochs,
                             learning_rate)
     row = {"preset": preset}
-    for quantization in MODES:
-        path = os.path.join(work, f"{preset}_{quantization}.tflite")
-        result = export.export_model(model, path, quantization=quantization,
-                                     representative_data="digits:train",
-                                     calibration_samples=calibration_samples)
-        b = verify.benchmark(path, num_threads=num_threads, runs=runs, warmup=warmup)
-        row[quantization] = b
-        if quantization == "int8":
-            check = export.verify_export(model, result, "digits:test", num_samples=360)
-            row["int8_agreement"] = check["serving_default"]["top1_agreement"]
-            row["keras_accuracy"] = check["serving_default"].get("keras_accuracy")
+    files = export.export_tflite(
+        model, {q: os.path.join(work, f"{preset}_{q}.tflite") for q in MODES},
+        representative_data="digits:train", calibration_samples=calibration_samples)
+    for quantization, result in files.items():
+        row[quantization] = verify.benchmark(result["path"], num_threads=num_threads,
+                                             runs=runs, warmup=warmup)
+    check = export.verify_export(model, files["int8"], "digits:test", num_samples=verify_samples)
+    row["int8_agreement"] = check["serving_default"]["top1_agreement"]
+    row["keras_accuracy"] = check["serving_default"].get("keras_accuracy")
     return row
 
 
@@ -74,14 +73,17 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--num_threads", type=int, default=1)
     p.add_argument("--calibration_samples", type=int, default=200)
+    p.add_argument("--verify_samples", type=int, default=360, help="digits:test images")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.runs, args.warmup, args.calibration_samples = 0, 20, 3, 16
+        args.verify_samples = 32
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     work = tempfile.mkdtemp(prefix="export_latency_")
     try:
         rows = [measure(m, work, args.epochs, args.runs, args.warmup, args.num_threads,
-                        args.calibration_samples) for m in args.models.split(",")]
+                        args.calibration_samples, args.verify_samples)
+                for m in args.models.split(",")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"LiteRT, {args.num_threads} thread(s), batch 1, median of {args.runs} runs "

@@ -45,9 +45,14 @@ def classification(exported, reference, labels=None, num_classes=None):
 
 
 def keras_outputs(fn, inputs, batch_size):
-    """Runs a Keras serving function over ``inputs`` (N rows) in static batches."""
+    """Runs a Keras serving function over the rows of ``inputs`` that fill whole
+    static batches, 128 rows per call (Keras takes any batch; one call per
+    row would dominate the verification time)."""
+    n = len(next(iter(inputs.values())))
+    usable = n - n % (batch_size or 1)
+    step = max(1, min(128, usable))
     return _batched(lambda chunk: {k: np.asarray(v) for k, v in fn(**chunk).items()},
-                    inputs, batch_size)
+                    {k: a[:usable] for k, a in inputs.items()}, step, keep_tail=True)
 
 
 def saved_model_outputs(path, signature, inputs, batch_size=None):
@@ -92,10 +97,10 @@ def _runner(interpreter, signature, path):
     return interpreter.get_signature_runner(signature)
 
 
-def _batched(fn, inputs, batch_size):
+def _batched(fn, inputs, batch_size, keep_tail=False):
     n = len(next(iter(inputs.values())))
     step = batch_size or n
-    usable = n - n % step
+    usable = n if keep_tail else n - n % step
     if usable == 0:
         raise tflite.ExportError(f"need at least one full batch of {step} inputs, got {n}")
     parts = [fn({k: a[i:i + step] for k, a in inputs.items()}) for i in range(0, usable, step)]
