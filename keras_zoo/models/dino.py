@@ -140,6 +140,10 @@ def dino_loss(student_logits, teacher_logits, num_views, student_temperature,
     view 1, ...); the first 2 views are the global ones. teacher_logits:
     (2 * B, K), already centred, for the 2 global views. Returns a scalar.
     """
+    # float32 even under a bfloat16 policy: a softmax over 65,536 prototypes
+    # at temperature 0.04 needs the mantissa.
+    student_logits = ops.cast(student_logits, "float32")
+    teacher_logits = ops.cast(teacher_logits, "float32")
     k = ops.shape(student_logits)[-1]
     student = ops.reshape(ops.log_softmax(student_logits / student_temperature, axis=-1),
                           (num_views, -1, k))
@@ -241,6 +245,9 @@ class DINO(ZooModel):
     momentum 0.996 -> 1 (cosine over ``total_steps``), last layer frozen for
     ``freeze_last_layer_epochs`` = 1, each weight's gradient clipped to norm
     3.0 (``clip_grad``; 0 disables), 2 global + 8 local crops.
+    ``augmentation``: None (the paper's photometric recipe) or a dict of
+    ``MultiCrop`` arguments (flip/jitter/grayscale/blur/solarization
+    probabilities) that replace it.
 
     Args:
         backbone: preset name or ``{"family": "ViT", "config": {...}}``; its
@@ -256,7 +263,7 @@ class DINO(ZooModel):
                  center_momentum=0.9, teacher_momentum=0.996, clip_grad=3.0,
                  freeze_last_layer_epochs=1, steps_per_epoch=1251, total_steps=125_100,
                  num_local_crops=8, local_crop_size=96, global_crops_scale=(0.4, 1.0),
-                 local_crops_scale=(0.05, 0.4), name="dino", **kwargs):
+                 local_crops_scale=(0.05, 0.4), augmentation=None, name="dino", **kwargs):
         family, config = resolve_backbone(backbone)
         if teacher_backbone is not None:
             t_family, t_config = resolve_backbone(teacher_backbone)
@@ -283,8 +290,12 @@ class DINO(ZooModel):
             raise ValueError(
                 f"{family.__name__} is not a chain of layers, so DINO cannot run it on "
                 f"{local_crop_size}px local crops; set local_crop_size={image_size}")
-        MultiCrop(image_size, local_crop_size, num_local_crops, global_crops_scale,
-                  local_crops_scale)  # validates the crop settings now, not mid-pipeline
+        try:  # validates the crop settings now, not mid-pipeline
+            MultiCrop(image_size, local_crop_size, num_local_crops, global_crops_scale,
+                      local_crops_scale, **(augmentation or {}))
+        except TypeError as e:
+            raise ValueError(f"DINO augmentation={augmentation!r}: {e}; its keys are "
+                             f"MultiCrop's photometric arguments") from None
         head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
                 "num_layers": head_layers, "norm_last_layer": norm_last_layer}
         student_head = DINOHead(**head, name="student_head")
@@ -292,7 +303,8 @@ class DINO(ZooModel):
         images = keras.Input(student_backbone.inputs[0].shape[1:], name="images")
         outputs = {
             "student": student_head(student_backbone(images)),
-            "teacher": Centering(center_momentum, name="centering")(
+            # float32 under any policy: the centre is a running mean of small updates.
+            "teacher": Centering(center_momentum, name="centering", dtype="float32")(
                 teacher_head(teacher_backbone_model(images))),
         }
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
@@ -366,7 +378,8 @@ class DINO(ZooModel):
         """The ``MultiCrop`` this model's config describes."""
         c = self.get_zoo_config()
         return MultiCrop(self.inputs[0].shape[1], c["local_crop_size"], c["num_local_crops"],
-                         c["global_crops_scale"], c["local_crops_scale"], seed=seed)
+                         c["global_crops_scale"], c["local_crops_scale"], seed=seed,
+                         **(c["augmentation"] or {}))
 
     def train_input_transform(self):
         """Batches ``(images, labels)`` -> ``({"global_crops", "local_crops"}, labels)``."""
@@ -414,8 +427,8 @@ class DINO(ZooModel):
         return ops.concatenate(out, axis=0)
 
     def _teacher(self, global_views):
-        return ops.stop_gradient(self.teacher_head(
-            self.teacher_backbone(global_views, training=False), training=False))
+        return ops.stop_gradient(ops.cast(self.teacher_head(
+            self.teacher_backbone(global_views, training=False), training=False), "float32"))
 
     def _temperature(self, step):
         c = self.get_zoo_config()
