@@ -73,7 +73,7 @@ def implementation_jobs(arch, implementations, variants, job_args):
             jobs.append(({"impl": impl, "arch": arch},
                          {"kind": "timm", "group": "torch", "args": dict(job_args)}))
             continue
-        settings = [models.DEFAULT_JIT[impl]]
+        settings = [models.DEFAULT_JIT[impl][arch]]
         if variants == "all":
             settings += [v for v in (True, False) if v != settings[0]]
         for jit in settings:

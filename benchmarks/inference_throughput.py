@@ -32,7 +32,7 @@ def keras_infer(impl, arch, config, batch_size, warmup, steps, jit_compile, seed
     out = {"params": models.keras_parameter_count(model), "jit": str(model.jit_compile)}
     for key, batch in (("latency", 1), ("batch", batch_size)):
         x = keras.ops.convert_to_tensor(rng.random((batch, s, s, 3), dtype="float32"))
-        out[key], _ = common.median_seconds(lambda x=x: model.predict_on_batch(x), warmup, steps)
+        out[key] = common.median_seconds(lambda x=x: model.predict_on_batch(x), warmup, steps)[0]
     return out
 
 
@@ -47,7 +47,7 @@ def timm_infer(arch, config, batch_size, warmup, steps, seed=0):
     with torch.inference_mode():
         for key, batch in (("latency", 1), ("batch", batch_size)):
             x = torch.rand(batch, 3, s, s)
-            out[key], _ = common.median_seconds(lambda x=x: model(x), warmup, steps)
+            out[key] = common.median_seconds(lambda x=x: model(x), warmup, steps)[0]
     return out
 
 

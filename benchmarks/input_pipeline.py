@@ -53,7 +53,7 @@ def pipeline_job(spec, image_size, channels, batch_size, warmup, steps, multicro
         for _ in range(chunk):
             next(iterator)
 
-    median, _ = common.median_seconds(take, warmup, steps)
+    median = common.median_seconds(take, warmup, steps)[0]
     return {"images_per_second": chunk * batch_size / median}
 
 

@@ -33,8 +33,8 @@ def keras_train(impl, arch, config, batch_size, warmup, steps, jit_compile, seed
     rng = np.random.default_rng(seed)
     x = keras.ops.convert_to_tensor(rng.random((batch_size, s, s, 3), dtype="float32"))
     y = keras.ops.convert_to_tensor(rng.integers(0, config["num_classes"], batch_size))
-    median, _ = common.median_seconds(lambda: model.train_on_batch(x, y), warmup, steps)
-    return {"seconds": median, "params": models.keras_parameter_count(model),
+    median, _, cpu = common.median_seconds(lambda: model.train_on_batch(x, y), warmup, steps)
+    return {"seconds": median, "cpu_seconds": cpu, "params": models.keras_parameter_count(model),
             "jit": str(model.jit_compile)}
 
 
@@ -54,8 +54,8 @@ def timm_train(arch, config, batch_size, warmup, steps, seed=0):
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    median, _ = common.median_seconds(step, warmup, steps)
-    return {"seconds": median, "params": models.torch_parameter_count(model),
+    median, _, cpu = common.median_seconds(step, warmup, steps)
+    return {"seconds": median, "cpu_seconds": cpu, "params": models.torch_parameter_count(model),
             "jit": f"eager (torch {torch.__version__}, {torch.get_num_threads()} threads)"}
 
 
@@ -82,21 +82,29 @@ def report(args, jobs, results, notes):
         config = models.config_for(arch, args.quick)
         if "error" in result:
             rows.append([models.display_name(arch, args.quick), impl, "-", "-", "-", "-", "-",
-                         "error: " + result["error"]])
+                         "-", "-", "error: " + result["error"]])
             continue
         ips = args.batch_size / result["seconds"]
-        gflops = ips * TRAINING_FLOPS_FACTOR * models.forward_flops(arch, config) / 1e9
+        step_flops = args.batch_size * TRAINING_FLOPS_FACTOR * models.forward_flops(arch, config)
+        gflops = step_flops / result["seconds"] / 1e9
         share = gflops / rate if rate else None
+        cpu_rate = results[0].get("gflops_per_cpu_second")
+        cpu_share = step_flops / result["cpu_seconds"] / 1e9 / cpu_rate if cpu_rate else None
         cli.keep_best(best, label, impl, ips)
         default = " (default)" if label.get("default") else ""
         rows.append([models.display_name(arch, args.quick), impl,
                      f"{result['params']:,}", result["jit"] + default,
                      common.fmt(ips, 2), common.fmt(result["seconds"] * 1e3, 0),
-                     common.fmt(gflops), common.fmt(share * 100 if share else None, 0, " %")])
+                     common.fmt(result["cpu_seconds"], 2), common.fmt(gflops),
+                     common.fmt(share * 100 if share else None, 0, " %"),
+                     common.fmt(cpu_share * 100 if cpu_share else None, 0, " %")])
     lines.append(common.markdown_table(
         ["model", "implementation", "params", "XLA (jit_compile)", "img/s", "step ms",
-         "GFLOP/s", "of matmul"], rows))
-    lines += ["", "Targets (keras_zoo at its default, against the best row of each peer):"]
+         "CPU s/step", "GFLOP/s", "of matmul", "of matmul by CPU time"], rows))
+    lines += ["", ("*of matmul*: achieved GFLOP/s (3x analytic forward FLOPs) over the matmul "
+              "rate, both by wall clock; *by CPU time*: FLOPs per CPU-second (all threads) over "
+              "the matmul's, which other processes on a shared machine do not distort."), "",
+              "Targets (keras_zoo at its default, against the best row of each peer):"]
     lines += targets(best, rate, args.quick)
     lines += [f"- note: {n}" for n in notes]
     if args.quick:
