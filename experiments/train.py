@@ -23,9 +23,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
-from keras_zoo import distribute  # noqa: E402
+from keras_zoo import distribute
 
 FLAGS = flags.FLAGS
 
@@ -212,7 +212,7 @@ def check_writable(model_dir):
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("ok")
         tf.io.gfile.remove(probe)
-    except Exception as e:  # PermissionError, NotFoundError, PermissionDeniedError, ...
+    except Exception as e:  # noqa: BLE001  (OSError, NotFoundError, PermissionDeniedError...)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrainError(f"--model_dir {model_dir!r} is not writable: {reason}") from None
 
@@ -327,7 +327,7 @@ def make_optimizer(c, total_steps, model):
         alpha=c["min_learning_rate"] / lr,
         warmup_target=lr if warmup else None,
         warmup_steps=warmup)
-    common = dict(learning_rate=schedule, global_clipnorm=c["clipnorm"])
+    common = {"learning_rate": schedule, "global_clipnorm": c["clipnorm"]}
     wd = c["weight_decay"]
     name = c["optimizer"]
     if name == "adamw":
@@ -456,7 +456,8 @@ def _train(c, strategy, chief, started):
     rounds = math.ceil(total / interval)
 
     jit = c["jit_compile"]
-    if jit and (strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.TPUStrategy)):
+    if jit and (strategy.num_replicas_in_sync > 1
+                or isinstance(strategy, tf.distribute.TPUStrategy)):
         # Keras 3 wraps the whole cross-replica step in one XLA cluster, which cannot
         # reach variables on other devices (keras-team/keras#19005); TPUStrategy
         # compiles every step with XLA by itself.
@@ -493,9 +494,9 @@ def _train(c, strategy, chief, started):
         with strategy.scope():
             start_step = restore_checkpoint(model, found[1])
         _say(f"resuming from step {start_step} ({found[1]})")
-    _say(f"schedule: {total} steps ({rounds} x {interval}, "
-         f"{'%d epochs of %d steps' % (c['epochs'], pass_len) if c['epochs'] else 'train_steps'}"
-         f"), {c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, cosine; "
+    length = f"{c['epochs']} epochs of {pass_len} steps" if c["epochs"] else "train_steps"
+    _say(f"schedule: {total} steps ({rounds} x {interval}, {length}), "
+         f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, cosine; "
          f"model_dir {model_dir}")
 
     eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
@@ -526,7 +527,8 @@ def _train(c, strategy, chief, started):
         stream = train_stream(ds, info, c, height, channels, transform, start_step, total)
         _keras_multi_worker_fixes(model, strategy, stream.element_spec)
         model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
-                  steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks, shuffle=False,
+                  steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks,
+                  shuffle=False,
                   verbose=1 if chief and sys.stdout.isatty() else 0)
     else:
         _say(f"already trained to step {start_step}: nothing to do but evaluate")

@@ -167,7 +167,7 @@ def _tpu_strategy(tpu):
         if tpu != "local":
             tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except Exception as e:  # URLError, NotFoundError, ValueError, ... all mean "no TPU"
+    except Exception as e:  # noqa: BLE001  (URLError, NotFoundError, ValueError: "no TPU")
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise DistributeError(
             f"--strategy=tpu: could not reach or initialise TPU {tpu!r}: "

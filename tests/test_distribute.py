@@ -75,7 +75,8 @@ def test_tpu_at_dead_address_fails_fast_not_hangs():
     # A bare grpc connect to a closed port blocks forever; the probe must not.
     port = _free_port()
     start = time.perf_counter()
-    with pytest.raises(distribute.DistributeError, match=f"no TPU answers at grpc://127.0.0.1:{port}"):
+    with pytest.raises(distribute.DistributeError,
+                       match=f"no TPU answers at grpc://127.0.0.1:{port}"):
         distribute.get_strategy("tpu", tpu=f"grpc://127.0.0.1:{port}")
     assert time.perf_counter() - start < distribute.TPU_CONNECT_TIMEOUT + 5
 
@@ -132,8 +133,8 @@ _MIRRORED = textwrap.dedent("""
 @pytest.mark.slow
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
     """Same global batch, same seed: 2 replicas x 16 and 1 x 32 end at the same weights."""
-    out = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], env=_env(),
-                         capture_output=True, text=True, timeout=240, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], check=False,
+                         env=_env(), capture_output=True, text=True, timeout=240, cwd=REPO)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     assert line, out.stdout[-2000:] + out.stderr[-3000:]
     numbers, late = line[0].split("|")

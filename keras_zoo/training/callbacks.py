@@ -92,10 +92,13 @@ class StepCheckpoint(keras.callbacks.Callback):
         if tmp_dir:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         self.last_saved_step = step
-        old = sorted(int(m.group(1)) for n in tf.io.gfile.listdir(self.directory)
-                     if (m := _CKPT.match(n)))
+        names = tf.io.gfile.listdir(self.directory)
+        old = sorted(int(m.group(1)) for n in names if (m := _CKPT.match(n)))
         for s in old[:-self.keep]:
             tf.io.gfile.remove(_join(self.directory, f"ckpt-{s:09d}.weights.h5"))
+        for n in names:  # half-written files of a run that was killed mid-save
+            if n.startswith("tmp-") and n.endswith(".weights.h5"):
+                tf.io.gfile.remove(_join(self.directory, n))
 
 
 class BestPreset(keras.callbacks.Callback):

@@ -1,0 +1,1 @@
+"""Experiment configs: plain dicts whose keys are experiments/train.py flag names."""
