@@ -10,9 +10,22 @@ dynamic-range int8, full int8), verified against Keras and benchmarked.
 CLI: ``python -m export.export --help``; report: ``python -m export.report``.
 """
 
-from export.export import export_model, export_tflite, keras_int8, load_model, verify_export
-from export.tflite import QUANTIZATIONS, ExportError
-from export.verify import benchmark
+import importlib
+
+_API = {
+    "export_model": "export.export", "export_tflite": "export.export",
+    "keras_int8": "export.export", "load_model": "export.export",
+    "verify_export": "export.export", "benchmark": "export.verify",
+    "QUANTIZATIONS": "export.tflite", "ExportError": "export.tflite",
+}
+
+
+def __getattr__(name):
+    # Lazy, so that `python -m export.export` does not import export.export twice.
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")
+
 
 __all__ = ["QUANTIZATIONS", "ExportError", "benchmark", "export_model", "export_tflite",
            "keras_int8", "load_model", "verify_export"]

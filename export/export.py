@@ -409,6 +409,9 @@ def _define_flags():
 
 def main(argv):
     del argv
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
     model = load_model(FLAGS.preset, FLAGS.model_dir)
     output = FLAGS.output or (f"{model.name}_{FLAGS.quantization}.tflite"

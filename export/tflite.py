@@ -21,6 +21,7 @@ Measured in this repo (TF 2.21, LiteRT 2.3), and why the code looks as it does:
 
 import os
 import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -125,7 +126,11 @@ def _representative_fn(representative, as_list=False):
 def _run(fn):
     """Calls a converter step; turns its MLIR trace into one readable error."""
     try:
-        return fn()
+        with warnings.catch_warnings():
+            # The debugger builds tf.lite.Interpreter internally; its deprecation
+            # notice is not the user's to act on (we run files with ai_edge_litert).
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return fn()
     except Exception as e:  # ConverterError, RuntimeError, ValueError from MLIR
         if isinstance(e, ExportError):
             raise

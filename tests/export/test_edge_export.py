@@ -248,3 +248,33 @@ def test_model_dir_uses_best_then_last(tmp_path, randomise):
     assert load_model(model_dir=str(run)).get_zoo_config()["hidden_units"] == [32]
     with pytest.raises(ExportError, match="exactly one"):
         load_model(preset="mlp_small", model_dir=str(run))
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "export.export", *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+@pytest.mark.slow
+def test_cli_exports_a_training_run_verifies_and_benchmarks(trained_preset, tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(trained_preset("lenet5"), tmp_path / "run" / "best")
+    out = tmp_path / "m.tflite"
+    done = _cli(f"--model_dir={tmp_path / 'run'}", f"--output={out}", "--verify",
+                "--verify_samples=64", "--benchmark", "--benchmark_runs=10")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["verify"]["serving_default"]["top1_agreement"] == 1.0
+    assert result["verify"]["serving_default"]["exported_accuracy"] >= 0.9
+    assert result["benchmark"]["serving_default"]["fully_delegated"]
+    failed = _cli("--preset=lenet5", "--signature=decoder", f"--output={tmp_path / 'x.tflite'}")
+    assert failed.returncode == 2
+    assert "export error: unknown signature 'decoder'" in failed.stderr
+    assert not (tmp_path / "x.tflite").exists()
