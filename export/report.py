@@ -2,6 +2,7 @@
 
     python -m export.report                      # -> export/results/report.{md,png,json}
     python -m export.report --train_epochs=10 --presets=lenet5,vit_tiny_digits
+    python -m export.report --from_json=export/results/report.json   # redraw only
 
 Modes: SavedModel, and TFLite float32 / float16 / dynamic int8 / full int8
 (static batch 1). Per file: size (and ratio to TFLite float32), LiteRT
@@ -179,6 +180,35 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
+def summary(rows):
+    """One line per preset: sizes, latencies, parity of each TFLite mode."""
+    by = {(r["preset"], r["format"], r["quantization"]): r for r in rows}
+    header = ("| preset | params | weights | f32 KB | int8 / f32 size | latency us f32 / f16 / "
+              "dyn / int8 | rel. diff f16 / dyn / int8 | int8 top-1 agree | int8 on XNNPACK |")
+    lines = [header, "|---|---:|---|---:|---:|---|---|---:|---|"]
+    for preset in sorted({r["preset"] for r in rows}):
+        t = {q: by.get((preset, "tflite", q), {}) for q in ("none", "float16", "dynamic_int8",
+                                                             "int8")}
+        first = by[(preset, "saved_model", "none")]
+        if any("size_bytes" not in v for v in t.values()):
+            failed = [q for q, v in t.items() if "size_bytes" not in v]
+            lines.append(f"| {preset} | {first['params']:,} | {first['weights']} | "
+                         f"failed: {', '.join(failed)} ||||||")
+            continue
+        i8 = t["int8"]
+        agree = "" if i8.get("top1_agreement") is None else f"{100 * i8['top1_agreement']:.1f} %"
+        xnn = "whole graph" if i8["fully_delegated"] else \
+            "not: " + ", ".join(sorted(set(i8["undelegated_ops"])))
+        lines.append(
+            f"| {preset} | {first['params']:,} | {first['weights']} | "
+            f"{t['none']['size_bytes'] / 1024:.0f} | {i8['size_ratio']:.2f} | "
+            + " / ".join(f"{v['latency_us']:.0f}" for v in t.values()) + " | "
+            + " / ".join(f"{t[q]['relative_diff']:.0e}" for q in ("float16", "dynamic_int8",
+                                                                  "int8"))
+            + f" | {agree} | {xnn} |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(rows, path):
     import matplotlib
 
@@ -216,17 +246,21 @@ def chart(rows, path):
 
 def main(argv):
     del argv
-    from absl import flags
+    from absl import flags, logging
 
     import keras_zoo
 
+    logging.set_verbosity(logging.WARNING)
     FLAGS = flags.FLAGS
     presets = FLAGS.presets or keras_zoo.list_presets(tiny=True)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="keras_zoo_report_")
     rows = []
+    if FLAGS.from_json:
+        with open(FLAGS.from_json) as f:
+            rows = json.load(f)
+    work = tempfile.mkdtemp(prefix="keras_zoo_report_")
     try:
-        for preset in presets:
+        for preset in presets if not FLAGS.from_json else []:
             print(f"{preset} ...", flush=True)
             rows += measure(preset, work, FLAGS.train_epochs, FLAGS.runs)
     finally:
@@ -235,9 +269,9 @@ def main(argv):
     with open(base + ".json", "w") as f:
         json.dump(rows, f, indent=1, default=str)
     with open(base + ".md", "w") as f:
-        f.write(markdown(rows))
+        f.write(summary(rows) + "\n" + markdown(rows))
     chart(rows, base + ".png")
-    print(markdown(rows))
+    print(summary(rows))
     print(f"wrote {base}.md, {base}.png, {base}.json")
 
 
@@ -250,6 +284,7 @@ def run():
                          "weights)")
     flags.DEFINE_integer("runs", 100, "timed LiteRT runs per file")
     flags.DEFINE_string("output_dir", RESULTS_DIR, "where report.md/.png/.json go")
+    flags.DEFINE_string("from_json", None, "rewrite the table/chart from a saved report.json")
     app.run(main)
 
 
