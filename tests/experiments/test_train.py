@@ -44,6 +44,24 @@ def test_every_tiny_preset_trains_a_jit_compiled_step(preset):
     assert result["per_replica_batch_size"] == 8
 
 
+@pytest.mark.parametrize("precision, policy, optimizer", [
+    ("bfloat16", "mixed_bfloat16", "AdamW"),
+    ("mixed_float16", "mixed_float16", "LossScaleOptimizer"),  # float16 needs loss scaling
+])
+def test_mixed_precision_policies(precision, policy, optimizer):
+    import keras
+
+    before = keras.config.dtype_policy().name
+    result = trainer.train({"preset": "mlp_small", "dry_run": True, "global_batch_size": 8,
+                            "mixed_precision": precision})
+    model = result["model"]
+    assert model.dtype_policy.name == policy
+    assert type(model.optimizer).__name__ == optimizer
+    assert model.outputs[0].dtype == "float32"  # logits stay float32 for a stable loss
+    assert np.isfinite(result["logs"]["loss"])
+    assert keras.config.dtype_policy().name == before  # the global policy is restored
+
+
 def test_digits_run_writes_presets_logs_metrics_and_curves(tmp_path):
     model_dir = tmp_path / "run"
     config = {"preset": "lenet5", "dataset": "digits", "epochs": 2, "global_batch_size": 64,
