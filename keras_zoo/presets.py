@@ -181,6 +181,15 @@ def _atomic_json(path, obj):
     os.replace(tmp, path)
 
 
+def _save_model_weights(model, path):
+    """The model's weights only: a compiled model's ``save_weights`` also writes
+    the optimizer's slots (3x the file for Adam), which a preset never needs."""
+    from keras.src.saving import saving_lib  # objects_to_skip is not on the public API
+
+    optimizer = getattr(model, "optimizer", None)
+    saving_lib.save_weights_only(model, path, objects_to_skip=[optimizer] if optimizer else None)
+
+
 def save_to_preset(model, directory, description=""):
     """Writes config.json, model.weights.h5 and manifest.json (sha256) to ``directory``
     (local or gs://). Local writes go through a temporary folder and a rename per
@@ -196,7 +205,7 @@ def save_to_preset(model, directory, description=""):
     }
     _atomic_json(os.path.join(local, CONFIG_FILE), config)
     tmp_weights = os.path.join(local, "tmp_" + WEIGHTS_FILE)
-    model.save_weights(tmp_weights)
+    _save_model_weights(model, tmp_weights)
     os.replace(tmp_weights, os.path.join(local, WEIGHTS_FILE))
     manifest = {"sha256": {n: sha256_of(os.path.join(local, n))
                            for n in (CONFIG_FILE, WEIGHTS_FILE)}}
