@@ -16,7 +16,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
 flags.DEFINE_list("configs", ["experiments/configs/digits_vit.py",
                               "experiments/configs/digits_lenet.py"],
@@ -57,8 +57,8 @@ def demo(config_paths, work_dir, calibration_samples=200):
 
 
 def _table(rows):
-    lines = ["| model | params | train s | Keras acc | TFLite f32 acc | TFLite int8 acc "
-             "| int8 top-1 agreement | f32 KB | int8 KB |",
+    lines = [("| model | params | train s | Keras acc | TFLite f32 acc | TFLite int8 acc "
+             "| int8 top-1 agreement | f32 KB | int8 KB |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         f32, i8 = r["none"], r["int8"]
