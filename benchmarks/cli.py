@@ -99,3 +99,17 @@ def keep_best(best, label, impl, value):
         return
     key = (label["arch"], impl)
     best[key] = max(best.get(key, 0.0), value)
+
+
+def each_result(jobs, results, quick, rows, columns):
+    """Yields (label, model name, forward FLOPs per image, result) for every model
+    job that succeeded; a failed one becomes a row of ``columns`` cells ending
+    in its error, appended to ``rows``. The matmul job (first) is skipped."""
+    for (label, _), result in zip(jobs[1:], results[1:]):
+        arch = label["arch"]
+        name = models.display_name(arch, quick)
+        if "error" in result:
+            rows.append([name, label["impl"]] + ["-"] * (columns - 3)
+                        + ["error: " + result["error"]])
+            continue
+        yield label, name, models.forward_flops(arch, models.config_for(arch, quick)), result

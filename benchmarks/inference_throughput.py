@@ -111,13 +111,8 @@ def report(args, jobs, results, notes):
         f"Inference throughput (batch 1 latency, batch {args.batch_size} throughput, float32)",
         results[0])
     rows, best = [], {}
-    for (label, _), result in zip(jobs[1:], results[1:]):
-        arch, impl = label["arch"], label["impl"]
-        name = models.display_name(arch, args.quick)
-        if "error" in result:
-            rows.append([name, impl, "-", "-", "-", "-", "-", "-", "error: " + result["error"]])
-            continue
-        flops = models.forward_flops(arch, models.config_for(arch, args.quick))
+    for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 9):
+        impl = label["impl"]
         ips = args.batch_size / result["batch"] if result["batch"] else None
         gflops = ips * flops / 1e9 if ips else flops / result["latency"] / 1e9
         share = gflops / rate if rate else None

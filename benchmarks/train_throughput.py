@@ -77,23 +77,17 @@ def report(args, jobs, results, notes):
     rate, lines = cli.matmul_header(f"Training throughput (batch {args.batch_size}, float32)",
                                     results[0])
     rows, best = [], {}
-    for (label, _), result in zip(jobs[1:], results[1:]):
-        arch, impl = label["arch"], label["impl"]
-        config = models.config_for(arch, args.quick)
-        if "error" in result:
-            rows.append([models.display_name(arch, args.quick), impl, "-", "-", "-", "-", "-",
-                         "-", "-", "error: " + result["error"]])
-            continue
+    for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 10):
+        impl = label["impl"]
         ips = args.batch_size / result["seconds"]
-        step_flops = args.batch_size * TRAINING_FLOPS_FACTOR * models.forward_flops(arch, config)
+        step_flops = args.batch_size * TRAINING_FLOPS_FACTOR * flops
         gflops = step_flops / result["seconds"] / 1e9
         share = gflops / rate if rate else None
         cpu_rate = results[0].get("gflops_per_cpu_second")
         cpu_share = step_flops / result["cpu_seconds"] / 1e9 / cpu_rate if cpu_rate else None
         cli.keep_best(best, label, impl, ips)
         default = " (default)" if label.get("default") else ""
-        rows.append([models.display_name(arch, args.quick), impl,
-                     f"{result['params']:,}", result["jit"] + default,
+        rows.append([name, impl, f"{result['params']:,}", result["jit"] + default,
                      common.fmt(ips, 2), common.fmt(result["seconds"] * 1e3, 0),
                      common.fmt(result["cpu_seconds"], 2), common.fmt(gflops),
                      common.fmt(share * 100 if share else None, 0, " %"),
