@@ -94,6 +94,7 @@ def test_tflite_batch_is_static_and_settable(tmp_path, randomise):
     assert verify_export(model, result, num_samples=8)["serving_default"]["num_samples"] == 8
 
 
+@pytest.mark.slow
 def test_int8_io_gives_integer_tensors_and_still_agrees(trained_preset, tmp_path):
     model = load_model(preset=trained_preset("lenet5"))
     result = export_model(model, str(tmp_path / "io.tflite"), quantization="int8",
@@ -106,6 +107,7 @@ def test_int8_io_gives_integer_tensors_and_still_agrees(trained_preset, tmp_path
     assert report["top1_agreement"] >= 0.95, report
 
 
+@pytest.mark.slow
 def test_selective_quantization_keeps_named_ops_float(tmp_path, randomise):
     model = randomise(keras_zoo.from_preset("vit_tiny_digits"))
     common = {"quantization": "int8", "representative_data": "digits:train",
