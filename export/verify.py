@@ -109,13 +109,15 @@ def _batched(fn, inputs, batch_size, keep_tail=False):
 
 def benchmark(path, signature="serving_default", num_threads=1, runs=100, warmup=10, seed=0):
     """LiteRT latency of one signature (median and p90, microseconds), file
-    size, ops, and whether XNNPACK runs the whole graph."""
+    size, ops, and whether XNNPACK runs the whole graph (single-signature
+    files; None otherwise)."""
     interpreter = _interpreter(path, num_threads=num_threads)
     rng = np.random.default_rng(seed)
 
     def value(d):
         return tflite.quantize_input(rng.random(tuple(d["shape"]), dtype=np.float32), d)
-    if len(interpreter.get_signature_list()) <= 1:
+    single = len(interpreter.get_signature_list()) <= 1
+    if single:
         _runner(interpreter, signature, path)  # checks the name
         # One subgraph: time invoke() alone, without the Python dict plumbing
         # of the signature runner (tens of microseconds on a ~100 us model).
@@ -135,7 +137,9 @@ def benchmark(path, signature="serving_default", num_threads=1, runs=100, warmup
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    partitions, undelegated = tflite.delegation(interpreter)
+    # The interpreter's node view covers subgraph 0 only: delegation is
+    # inspected for single-signature files (export with --signature).
+    partitions, undelegated = tflite.delegation(interpreter) if single else (None, None)
     with open(path, "rb") as f:
         content = f.read()
     return {
@@ -146,5 +150,5 @@ def benchmark(path, signature="serving_default", num_threads=1, runs=100, warmup
         "ops": tflite.model_ops(content),
         "xnnpack_partitions": partitions,
         "undelegated_ops": undelegated,
-        "fully_delegated": partitions == 1 and not undelegated,
+        "fully_delegated": (partitions == 1 and not undelegated) if single else None,
     }
