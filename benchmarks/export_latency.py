@@ -23,9 +23,12 @@ TARGET_RATIO = 0.6
 
 def measure(preset, work, epochs, runs, warmup, num_threads, calibration_samples,
             verify_samples=360):
+    import keras
+
     import keras_zoo
     from export import export, report, verify
 
+    keras.utils.set_random_seed(0)  # the same initial weights every run
     model = keras_zoo.from_preset(preset)
     default_epochs, learning_rate = report.DIGIT_RECIPES[preset]
     report.train_classifier(model, default_epochs if epochs is None else epochs,

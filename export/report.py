@@ -80,9 +80,12 @@ def train_classifier(model, epochs, learning_rate=2e-3, batch_size=32, seed=0):
 def measure(preset, work, train_epochs=0, runs=100, calibration_samples=100,
             verify_samples=128):
     """One row per mode for ``preset``."""
+    import keras
+
     import keras_zoo
     from export import export, verify
 
+    keras.utils.set_random_seed(0)  # the same initial weights every run
     model = keras_zoo.from_preset(preset)
     trained = train_classifier(model, train_epochs)
     if not trained:
