@@ -64,8 +64,8 @@ def matmul_entry(quick):
 
 
 def implementation_jobs(arch, implementations, variants, job_args):
-    """(label, job) per implementation of ``arch``: Keras ones at their library's
-    default ``jit_compile`` (and, with ``variants="all"``, the other settings),
+    """(label, job) per implementation of ``arch``: Keras ones at ``compile()``'s
+    default ``jit_compile`` (and, with ``variants="all"``, also with XLA),
     timm in the torch group."""
     jobs = []
     for impl in implementations:
@@ -73,9 +73,7 @@ def implementation_jobs(arch, implementations, variants, job_args):
             jobs.append(({"impl": impl, "arch": arch},
                          {"kind": "timm", "group": "torch", "args": dict(job_args)}))
             continue
-        settings = [models.DEFAULT_JIT[impl][arch]]
-        if variants == "all":
-            settings += [v for v in (True, False) if v != settings[0]]
+        settings = [models.DEFAULT_JIT] + ([True] if variants == "all" else [])
         for jit in settings:
             jobs.append(({"impl": impl, "arch": arch, "default": jit == settings[0]},
                          {"kind": "keras", "group": "keras",
@@ -93,10 +91,8 @@ def matmul_header(title, matmul):
 
 
 def keep_best(best, label, impl, value):
-    """Best value per (arch, impl): keras_zoo counts at its default only, a peer
-    at its best setting, so comparisons never flatter keras_zoo."""
-    if impl == "keras_zoo" and not label.get("default", True):
-        return
+    """Best value per (arch, impl): every library at its best setting (with or
+    without XLA), so a comparison shows what each can do here."""
     key = (label["arch"], impl)
     best[key] = max(best.get(key, 0.0), value)
 

@@ -126,7 +126,7 @@ def report(args, jobs, results, notes):
         ["model", "implementation", "params", "runtime", "batch-1 ms", "batch-1 img/s",
          f"batch-{args.batch_size} img/s", "GFLOP/s", "of matmul"], rows))
     lines += ["", "GFLOP/s and share: at the large batch (batch 1 for TFLite).",
-              ("Comparisons (keras_zoo at its default, against the best row of each peer; "
+              ("Comparisons (each library at its best row, with or without XLA; "
               "the issue sets no inference target):")]
     for arch in args.models:
         zoo = best.get((arch, "keras_zoo"))

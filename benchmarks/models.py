@@ -27,14 +27,9 @@ QUICK_CONFIGS = {
 DISPLAY = {"vit": "ViT-S/16", "resnet": "ResNet-50"}
 ARCHITECTURES = tuple(CONFIGS)
 IMPLEMENTATIONS = ("keras_zoo", "keras_hub", "timm")
-# The jit_compile each library's models are compared at. keras-hub: what
-# ``compile()`` gives without options ("auto", which Keras resolves to False
-# on a CPU-only machine). keras_zoo: the setting that is faster on this CPU,
-# measured (train_throughput --variants all): XLA fuses the ViT's norms,
-# GELUs and softmaxes (~20 % less CPU time per step), while XLA:CPU's
-# convolutions are ~1.6x slower than TensorFlow's oneDNN kernels for ResNet-50.
-DEFAULT_JIT = {"keras_zoo": {"vit": True, "resnet": False},
-               "keras_hub": {"vit": "auto", "resnet": "auto"}}
+# What ``compile()`` gives without options: "auto", which Keras resolves to
+# False (no XLA) on a CPU-only machine. ``--variants all`` adds XLA (True).
+DEFAULT_JIT = "auto"
 
 
 def config_for(arch, quick):

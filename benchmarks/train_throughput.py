@@ -76,10 +76,11 @@ def plan(args):
 def report(args, jobs, results, notes):
     rate, lines = cli.matmul_header(f"Training throughput (batch {args.batch_size}, float32)",
                                     results[0])
-    rows, best = [], {}
+    rows, best, by_jit = [], {}, {}
     for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 10):
         impl = label["impl"]
         ips = args.batch_size / result["seconds"]
+        by_jit[(name, impl, result["jit"] == "True")] = ips
         step_flops = args.batch_size * TRAINING_FLOPS_FACTOR * flops
         gflops = step_flops / result["seconds"] / 1e9
         share = gflops / rate if rate else None
@@ -98,8 +99,12 @@ def report(args, jobs, results, notes):
     lines += ["", ("*of matmul*: achieved GFLOP/s (3x analytic forward FLOPs) over the matmul "
               "rate, both by wall clock; *by CPU time*: FLOPs per CPU-second (all threads) over "
               "the matmul's, which other processes on a shared machine do not distort."), "",
-              "Targets (keras_zoo at its default, against the best row of each peer):"]
+              "Targets (each library at its best row, with or without XLA):"]
     lines += targets(best, rate, args.quick)
+    for (name, impl, jit), ips in by_jit.items():
+        if jit and (name, impl, False) in by_jit:
+            lines.append(f"- {name} {impl} with XLA / without: "
+                         f"{ips / by_jit[(name, impl, False)]:.2f}x")
     lines += [f"- note: {n}" for n in notes]
     if args.quick:
         lines.append("- note: " + cli.QUICK_NOTE)
