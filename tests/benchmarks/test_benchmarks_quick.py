@@ -12,9 +12,12 @@ import sys
 
 import pytest
 
-from benchmarks import common, models
+# benchmarks/ is a folder of scripts beside the package, not installed with it.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
-REPO = common.REPO_ROOT
+from benchmarks import common, models
 
 
 def _run_script(module, *flags):
