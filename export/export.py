@@ -445,9 +445,12 @@ def run():
     _FLAGS = _define_flags()
 
     def guarded(argv):
+        from keras_zoo.data.datasets import DatasetError
+        from keras_zoo.presets import PresetError
+
         try:
             main(argv)
-        except ExportError as e:
+        except (ExportError, PresetError, DatasetError) as e:
             print(f"export error: {e}", file=sys.stderr)
             sys.exit(2)
     app.run(guarded)
