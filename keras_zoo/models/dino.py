@@ -545,14 +545,16 @@ register_preset(
     {"backbone": {"family": "ViT", "config": {
         "image_size": 32, "patch_size": 8, "num_channels": 1, "hidden_dim": 64,
         "num_layers": 2, "num_heads": 4, "mlp_dim": 128, "num_classes": None}},
-     "out_dim": 1024, "hidden_dim": 256, "bottleneck_dim": 64, "num_local_crops": 2,
+     "out_dim": 1024, "hidden_dim": 256, "bottleneck_dim": 64, "num_local_crops": 0,
      "local_crop_size": 24, "global_crops_scale": [0.6, 1.0],
-     "local_crops_scale": [0.3, 0.6], "steps_per_epoch": 22, "total_steps": 22 * 50,
+     "local_crops_scale": [0.3, 0.6], "steps_per_epoch": 22, "total_steps": 22 * 150,
      # 8x8 digits upsampled to 32 px survive little of ImageNet's recipe: with
      # 16 px local crops (2x2 patches), flips, blur and solarization the head
-     # collapses to a uniform output on this data. Milder crops, no flip (a
-     # mirrored digit is another symbol), brightness/contrast jitter only.
+     # collapses to a uniform output on this data. Milder global crops, no flip
+     # (a mirrored digit is another symbol), brightness/contrast jitter only,
+     # and no local crops: measured over 150 epochs, 2 local crops of 24 px
+     # cost 5 points of k-NN accuracy here (num_local_crops=2 turns them on).
      "augmentation": {"flip_probability": 0.0, "blur_probability": [0.0, 0.0, 0.0],
                       "solarization_probability": 0.0}},
-    "DINO on a 2-block ViT for 32x32x1 digits (24 px local crops, 1,024 prototypes)",
+    "DINO on a 2-block ViT for 32x32x1 digits (2 global crops, 1,024 prototypes)",
     tiny=True)
