@@ -22,7 +22,7 @@ from keras import layers, ops
 
 from keras_zoo import presets
 from keras_zoo.data.multicrop import MultiCrop
-from keras_zoo.layers.embeddings import LearnedPositionEmbedding
+from keras_zoo.layers.embeddings import LearnedPositionEmbedding, PatchEmbedding
 from keras_zoo.models.base import ZooModel
 from keras_zoo.presets import register_family, register_preset
 
@@ -202,19 +202,23 @@ def forward_at_size(backbone, images, training=False):
     new patch grid, as the official code's ``interpolate_pos_encoding`` does.
     """
     x = images
+    grid = None  # patches per side, from the image size: a dynamic batch hides it in x
     for layer in backbone.layers[1:]:  # [0] is the InputLayer
-        if isinstance(layer, LearnedPositionEmbedding) and x.shape[1] != layer.embedding.shape[1]:
-            x = x + ops.cast(_resample_positions(layer, x.shape[1]), x.dtype)
+        if isinstance(layer, PatchEmbedding):
+            grid = images.shape[1] // layer.patch_size
+        if isinstance(layer, LearnedPositionEmbedding) and grid is not None and \
+                grid * grid + layer.num_prefix_tokens != layer.embedding.shape[1]:
+            x = x + ops.cast(_resample_positions(layer, grid), x.dtype)
         else:
             x = layer(x, training=training)
     return x
 
 
-def _resample_positions(layer, num_tokens):
+def _resample_positions(layer, new):
+    """The (1, P + g*g, D) table of ``layer`` on a ``new`` x ``new`` patch grid."""
     table = layer.embedding
     prefix = layer.num_prefix_tokens
     old = math.isqrt(table.shape[1] - prefix)
-    new = math.isqrt(num_tokens - prefix)
     grid = ops.reshape(table[:, prefix:], (1, old, old, table.shape[2]))
     grid = ops.image.resize(grid, (new, new), interpolation="bilinear", antialias=False)
     return ops.concatenate([table[:, :prefix], ops.reshape(grid, (1, new * new, -1))], axis=1)
@@ -406,16 +410,29 @@ class DINO(ZooModel):
                 f"'local_crops': (B, N, h, w, C)}}, got {got}. Map the dataset with "
                 f"model.train_input_transform() (experiments.train does this).")
 
-        def view_major(crops):  # (B, V, H, W, C) -> (V * B, H, W, C)
-            crops = ops.transpose(crops, (1, 0, 2, 3, 4))
-            return ops.reshape(crops, (-1,) + tuple(crops.shape[2:]))
+        c = self.get_zoo_config()
+        size, channels = self.inputs[0].shape[1], self.inputs[0].shape[3]
+        local = x.get("local_crops") if c["num_local_crops"] else None
+        expected = {"global_crops": (2, size), "local_crops": (c["num_local_crops"],
+                                                               c["local_crop_size"])}
 
-        global_views = view_major(x["global_crops"])
-        local = x.get("local_crops")
-        local_views = view_major(local) if local is not None else None
-        num_views = x["global_crops"].shape[1] + (local.shape[1] if local is not None else 0)
-        if x["global_crops"].shape[1] != 2:
-            raise ValueError(f"DINO expects 2 global crops, got {x['global_crops'].shape[1]}")
+        def view_major(key):  # (B, V, H, W, C) -> (V * B, H, W, C)
+            views, side = expected[key]
+            want = (None, views, side, side, channels)
+            got = tuple(x[key].shape)
+            if len(got) != 5 or any(None not in (g, w) and g != w for g, w in zip(got, want)):
+                raise ValueError(
+                    f"DINO {key} must have shape (B, {views}, {side}, {side}, {channels}) "
+                    f"for this config, got {got}")
+            crops = ops.transpose(x[key], (1, 0, 2, 3, 4))
+            # Sizes from the config, not the tensor: a retraced step (reduce_retracing,
+            # steps_per_execution loops) may have lost the static dims, and the
+            # position-table resampling needs them.
+            return ops.reshape(crops, (-1, side, side, channels))
+
+        global_views = view_major("global_crops")
+        local_views = view_major("local_crops") if local is not None else None
+        num_views = 2 + (c["num_local_crops"] if local is not None else 0)
         return global_views, local_views, num_views
 
     def _student(self, global_views, local_views, training):

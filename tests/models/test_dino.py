@@ -227,6 +227,24 @@ def test_local_crops_run_through_the_backbone_at_their_own_size():
     assert dino_lib.forward_at_size(resnet.student_backbone, small).shape == (2, 128)
 
 
+def test_views_keep_static_shapes_when_the_batch_lost_them():
+    # A retraced step (reduce_retracing, steps_per_execution loops) can see
+    # views of unknown size; the student still needs the local patch grid.
+    model = DINO(**TINY)
+    spec = {"global_crops": tf.TensorSpec((None, None, None, None, 1)),
+            "local_crops": tf.TensorSpec((None, None, None, None, 1))}
+
+    @tf.function(input_signature=[spec])
+    def student(views):
+        global_views, local_views, num_views = model._views(views)
+        assert tuple(local_views.shape[1:]) == (16, 16, 1) and num_views == 4
+        return model._student(global_views, local_views, training=False)
+
+    assert tuple(student(_views()).shape) == (4 * 4, 32)
+    with pytest.raises(ValueError, match=r"local_crops must have shape \(B, 2, 16, 16, 1\)"):
+        model._views({**_views(), "local_crops": np.zeros((4, 2, 24, 24, 1), "float32")})
+
+
 def test_keras_file_round_trip_keeps_teacher_and_centre(tmp_path):
     model = DINO(**TINY)
     model.centering.center.assign(np.full((1, 32), 0.25, "float32"))
