@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from keras_zoo.layers.embeddings import ClassToken, LearnedPositionEmbedding, PatchEmbedding
+from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
 from keras_zoo.presets import register_family, register_preset
@@ -44,7 +45,7 @@ class ViT(ZooModel):
                 num_heads, mlp_dim, dropout=dropout, attention_dropout=attention_dropout,
                 norm_first=True, layer_norm_epsilon=layer_norm_epsilon,
                 name=f"encoder_block_{i}")(x)
-        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, name="encoder_norm")(x)
+        x = LayerNormalization(epsilon=layer_norm_epsilon, name="encoder_norm")(x)
         if pooling == "token":
             x = _TakeToken(name="cls_pool")(x)
         elif pooling == "gap":
@@ -60,7 +61,9 @@ class _TakeToken(layers.Layer):
     """(B, T, D) -> (B, D): the CLS token."""
 
     def call(self, x):
-        return x[:, 0]
+        # A [:, :1] slice + reshape lowers to SLICE + RESHAPE in TFLite, which
+        # XNNPACK delegates; x[:, 0] becomes a STRIDED_SLICE it does not.
+        return keras.ops.reshape(x[:, :1], (-1, x.shape[-1]))
 
     def compute_output_shape(self, s):
         return (s[0], s[2])
