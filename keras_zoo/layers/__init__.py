@@ -11,11 +11,13 @@ from keras_zoo.layers.embeddings import (
     sinusoidal_1d,
 )
 from keras_zoo.layers.feedforward import FeedForward
+from keras_zoo.layers.masking import InsertMaskTokens, RandomPatchMasking
+from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 
 __all__ = [
-    "BasicBlock", "BottleneckBlock", "ClassToken", "FeedForward",
-    "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
-    "SinusoidalPositionEmbedding", "TransformerEncoderBlock", "causal_mask",
+    "BasicBlock", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
+    "LayerNormalization", "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
+    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TransformerEncoderBlock", "causal_mask",
     "sincos_2d", "sinusoidal_1d",
 ]
