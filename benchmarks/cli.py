@@ -26,6 +26,10 @@ def argument_parser(doc, batch_size, warmup, steps, model_choice=True):
     p.add_argument("--warmup", type=int, default=warmup,
                    help="untimed steps first (XLA compilation, allocator growth)")
     p.add_argument("--steps", type=int, default=steps, help="timed steps; the median is reported")
+    if model_choice:
+        p.add_argument("--rounds", type=int, default=1,
+                       help="run every process this many times, round-robin, and keep each "
+                            "one's fastest round (shared, noisy machines)")
     return p
 
 
@@ -40,7 +44,9 @@ def finish_args(parser, argv):
         args.batch_size, args.warmup, args.steps = 2, 1, 2
         if hasattr(args, "variants"):
             args.variants = "default"
-    for name in ("batch_size", "steps"):
+    if args.quick and hasattr(args, "rounds"):
+        args.rounds = 1
+    for name in ("batch_size", "steps", "rounds")[:3 if hasattr(args, "rounds") else 2]:
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if args.warmup < 0:

@@ -157,7 +157,8 @@ def main(argv=None):
     args = parse_args(argv)
     jobs, notes = common.skip_missing(plan(args))
     jobs, tflite_notes = skip_tflite(jobs)
-    results = common.run_plan(MODULE, jobs, isolate=not args.quick)
+    results = common.run_plan(MODULE, jobs, isolate=not args.quick, rounds=args.rounds,
+                              key="latency")
     print(report(args, jobs, results, notes + tflite_notes))
 
 

@@ -74,8 +74,9 @@ def plan(args):
 
 
 def report(args, jobs, results, notes):
-    rate, lines = cli.matmul_header(f"Training throughput (batch {args.batch_size}, float32)",
-                                    results[0])
+    rounds = f", fastest of {args.rounds} rounds" if args.rounds > 1 else ""
+    rate, lines = cli.matmul_header(
+        f"Training throughput (batch {args.batch_size}, float32{rounds})", results[0])
     rows, best, by_jit = [], {}, {}
     for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 10):
         impl = label["impl"]
@@ -142,7 +143,7 @@ def main(argv=None):
         return
     args = parse_args(argv)
     jobs, notes = common.skip_missing(plan(args))
-    results = common.run_plan(MODULE, jobs, isolate=not args.quick)
+    results = common.run_plan(MODULE, jobs, isolate=not args.quick, rounds=args.rounds)
     print(report(args, jobs, results, notes))
 
 
