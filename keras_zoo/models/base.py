@@ -92,7 +92,10 @@ class ZooModel(keras.Model):
         """Loss and metrics ``experiments.train`` compiles with. Classifiers:
         sparse categorical cross-entropy on logits + accuracy. A family with
         its own objective (VAE, MAE, DINO) overrides ``train_step`` and
-        returns ``{"loss": None, "metrics": []}`` here."""
+        returns ``{"loss": None, "metrics": None}`` here. (``None``, not ``[]``:
+        under a distribution strategy Keras builds an empty metrics list by
+        calling the model on the training batch, which fails for a model whose
+        training input is not its serving input, e.g. DINO's multi-crop views.)"""
         return {
             "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
