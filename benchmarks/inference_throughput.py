@@ -115,7 +115,8 @@ def report(args, jobs, results, notes):
         impl = label["impl"]
         ips = args.batch_size / result["batch"] if result["batch"] else None
         gflops = ips * flops / 1e9 if ips else flops / result["latency"] / 1e9
-        share = gflops / rate if rate else None
+        # int8 arithmetic (VNNI) is not float32: no share of the float32 matmul rate.
+        share = gflops / rate if rate and "int8" not in result["jit"] else None
         cli.keep_best(best, label, impl, ips or 0.0)
         default = " (default)" if label.get("default") else ""
         rows.append([name, impl, f"{result['params']:,}", result["jit"] + default,
