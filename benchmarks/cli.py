@@ -115,3 +115,8 @@ def each_result(jobs, results, quick, rows, columns):
                         + ["error: " + result["error"]])
             continue
         yield label, name, models.forward_flops(arch, models.config_for(arch, quick)), result
+
+
+def footer(notes, quick):
+    """The closing note lines of a table."""
+    return [f"- note: {n}" for n in notes] + (["- note: " + QUICK_NOTE] if quick else [])

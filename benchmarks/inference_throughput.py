@@ -135,9 +135,7 @@ def report(args, jobs, results, notes):
             if zoo and best.get((arch, peer)):
                 lines.append(f"- {models.display_name(arch, args.quick)} batch-"
                              f"{args.batch_size} keras_zoo / {peer}: {zoo / best[(arch, peer)]:.2f}x")
-    lines += [f"- note: {n}" for n in notes]
-    if args.quick:
-        lines.append("- note: " + cli.QUICK_NOTE)
+    lines += cli.footer(notes, args.quick)
     return "\n".join(lines)
 
 

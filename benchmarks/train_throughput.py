@@ -106,9 +106,7 @@ def report(args, jobs, results, notes):
         if jit and (name, impl, False) in by_jit:
             lines.append(f"- {name} {impl} with XLA / without: "
                          f"{ips / by_jit[(name, impl, False)]:.2f}x")
-    lines += [f"- note: {n}" for n in notes]
-    if args.quick:
-        lines.append("- note: " + cli.QUICK_NOTE)
+    lines += cli.footer(notes, args.quick)
     return "\n".join(lines)
 
 

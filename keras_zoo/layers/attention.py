@@ -41,7 +41,7 @@ class MultiHeadAttention(layers.Layer):
             )
         self.head_dim = dim // self.num_heads
         self.is_cross_attention = value_shape is not None
-        dense = lambda units, name: layers.Dense(  # noqa: E731
+        dense = lambda units, name: layers.Dense(
             units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name
         )
         if self.is_cross_attention:
