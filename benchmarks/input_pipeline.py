@@ -70,10 +70,11 @@ def fit_job(preset, overrides, data, batch_size, warmup, steps, steps_per_execut
     import tensorflow as tf
 
     import keras_zoo
+    from keras_zoo.training import AdamW
 
     keras.utils.set_random_seed(0)
     model = keras_zoo.from_preset(preset, load_weights=False, **overrides)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), **model.compile_defaults(),
+    model.compile(optimizer=AdamW(1e-4), **model.compile_defaults(),
                   jit_compile=True, steps_per_execution=steps_per_execution)
     image_size, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
     rng = np.random.default_rng(0)

@@ -2,9 +2,14 @@
 
 One training step = forward + backward + AdamW update on a fixed batch of
 random images (the input pipeline is measured separately by
-``benchmarks.input_pipeline``). Reports images/s (median over steps after
-warm-up), achieved GFLOP/s (3x the analytic forward FLOPs) and its share of
-this machine's float32 matmul rate, measured in the same run.
+``benchmarks.input_pipeline``). Each library trains with the AdamW its users
+get: keras_zoo's (``keras_zoo.training.AdamW``, what ``keras-zoo-train``
+uses: Keras' arithmetic in TF's fused kernel), ``keras.optimizers.AdamW`` for
+keras-hub (it has none of its own), ``torch.optim.AdamW`` for timm.
+
+Reports images/s (median over steps after warm-up), achieved GFLOP/s (3x
+the analytic forward FLOPs) and its share of this machine's float32 matmul
+rate, measured in the same run.
 
     python -m benchmarks.train_throughput                 # ViT-S/16 + ResNet-50, batch 16
     python -m benchmarks.train_throughput --models vit --steps 5
@@ -26,7 +31,11 @@ def keras_train(impl, arch, config, batch_size, warmup, steps, jit_compile, seed
 
     keras.utils.set_random_seed(seed)
     model = models.build_keras(impl, arch, config)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+    if impl == "keras_zoo":
+        from keras_zoo.training import AdamW
+    else:
+        AdamW = keras.optimizers.AdamW
+    model.compile(optimizer=AdamW(1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
     s = config["image_size"]

@@ -318,6 +318,8 @@ def make_optimizer(c, total_steps, model):
     """(optimizer, learning-rate schedule): linear warmup to the peak, cosine decay."""
     import keras
 
+    from keras_zoo.training import optimizers
+
     warmup = c["warmup_steps"] if c["warmup_steps"] is not None else total_steps // 20
     warmup = min(warmup, max(total_steps - 1, 0))
     lr = c["learning_rate"]
@@ -330,10 +332,11 @@ def make_optimizer(c, total_steps, model):
     common = {"learning_rate": schedule, "global_clipnorm": c["clipnorm"]}
     wd = c["weight_decay"]
     name = c["optimizer"]
+    # Adam(W): keras_zoo's, Keras' arithmetic in TF's fused kernel (one pass per variable).
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(weight_decay=wd, **common)
+        optimizer = optimizers.AdamW(weight_decay=wd, **common)
     elif name == "adam":
-        optimizer = keras.optimizers.Adam(**common)
+        optimizer = optimizers.Adam(**common)
     elif name == "sgd":
         optimizer = keras.optimizers.SGD(momentum=0.9, weight_decay=wd or None, **common)
     else:

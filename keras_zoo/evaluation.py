@@ -11,6 +11,8 @@ with ``num_classes=None``, an autoencoder's encoder) or for raw pixels.
 import keras
 import numpy as np
 
+from keras_zoo.training import optimizers
+
 
 def extract_features(model, images, batch_size=256):
     """Runs ``model`` (any callable images -> (B, ...) features) in inference
@@ -103,7 +105,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels, epoch
     keras.utils.set_random_seed(seed)
     probe = keras.Sequential([keras.Input((train_features.shape[1],)),
                               keras.layers.Dense(num_classes)])
-    probe.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+    probe.compile(optimizer=optimizers.AdamW(learning_rate, weight_decay=weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], steps_per_execution=16)
     probe.fit((train_features - mean) / std, train_labels, epochs=epochs,

@@ -37,6 +37,7 @@ from absl import app, flags
 
 import keras_zoo
 from keras_zoo.data import datasets
+from keras_zoo.training import optimizers
 
 flags.DEFINE_string("output_dir", "/tmp/autoencoders_digits", "Where PNGs, presets and "
                     "results.json go.")
@@ -52,7 +53,7 @@ FLAGS = flags.FLAGS
 
 
 def _optimizer(steps):
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+    return optimizers.Adam(keras.optimizers.schedules.CosineDecay(
         FLAGS.learning_rate, steps))
 
 

@@ -28,6 +28,7 @@ from absl import app, flags
 import keras_zoo
 from keras_zoo import evaluation
 from keras_zoo.data import datasets
+from keras_zoo.training import optimizers
 
 flags.DEFINE_string("output_dir", "/tmp/dino_digits", "Where results.json and the "
                     "backbone preset go.")
@@ -81,7 +82,7 @@ def main(argv):
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, total_steps, warmup_target=FLAGS.learning_rate,
         warmup_steps=max(1, min(FLAGS.warmup_epochs * steps_per_epoch, total_steps - 1)))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay),
+    model.compile(optimizer=optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay),
                   jit_compile=FLAGS.jit_compile, **model.compile_defaults())
     no_labels = np.zeros(len(x_train), "int32")  # DINO never sees the digits' labels
     ds = (tf.data.Dataset.from_tensor_slices((x_train, no_labels))

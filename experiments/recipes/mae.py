@@ -25,6 +25,7 @@ from absl import app, flags
 
 import keras_zoo
 from keras_zoo.data import datasets
+from keras_zoo.training import optimizers
 from keras_zoo.models.mae import masked_patch_loss, patchify
 
 flags.DEFINE_string("output_dir", "/tmp/mae_digits", "Where the PNG and results.json go.")
@@ -45,7 +46,7 @@ def _optimizer(steps):
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps, warmup_target=FLAGS.learning_rate, warmup_steps=max(1, steps // 20))
     # beta_2 = 0.95 as in MAE's pretraining recipe.
-    return keras.optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay, beta_2=0.95)
+    return optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay, beta_2=0.95)
 
 
 def masked_loss(model, images):

@@ -1,5 +1,6 @@
 """Reusable blocks, one concept per file."""
 
+from keras_zoo.layers.activations import gelu
 from keras_zoo.layers.attention import MultiHeadAttention, causal_mask
 from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
 from keras_zoo.layers.embeddings import (
@@ -12,12 +13,12 @@ from keras_zoo.layers.embeddings import (
 )
 from keras_zoo.layers.feedforward import FeedForward
 from keras_zoo.layers.masking import InsertMaskTokens, RandomPatchMasking
-from keras_zoo.layers.normalization import LayerNormalization
+from keras_zoo.layers.normalization import BatchNormalization, LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 
 __all__ = [
-    "BasicBlock", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
+    "BasicBlock", "BatchNormalization", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
     "LayerNormalization", "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
     "RandomPatchMasking", "SinusoidalPositionEmbedding", "TransformerEncoderBlock", "causal_mask",
-    "sincos_2d", "sinusoidal_1d",
+    "gelu", "sincos_2d", "sinusoidal_1d",
 ]

@@ -3,6 +3,8 @@
 import keras
 from keras import layers
 
+from keras_zoo.layers.normalization import BatchNormalization
+
 
 def _conv(filters, kernel, stride, name, dtype):
     # No bias: BatchNorm's beta follows every conv, as in the paper and torchvision.
@@ -21,7 +23,7 @@ def _pad(kernel, stride, name, dtype):
 
 
 def _bn(name, dtype, zero_init=False, epsilon=1e-5, momentum=0.9):
-    return layers.BatchNormalization(
+    return BatchNormalization(
         epsilon=epsilon, momentum=momentum, dtype=dtype, name=name,
         gamma_initializer="zeros" if zero_init else "ones")
 

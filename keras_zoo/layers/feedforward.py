@@ -3,6 +3,8 @@
 import keras
 from keras import layers
 
+from keras_zoo.layers import activations
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class FeedForward(layers.Layer):
@@ -23,14 +25,16 @@ class FeedForward(layers.Layer):
 
     def build(self, input_shape):
         out_dim = self.output_dim or input_shape[-1]
-        self.fc1 = layers.Dense(self.hidden_dim, activation=self.activation,
-                                dtype=self.dtype_policy, name="fc1")
+        # The activation is applied here rather than inside fc1 so that "gelu"
+        # gets keras_zoo's exact GELU with its faster hand-written gradient.
+        self.fc1 = layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="fc1")
+        self._activation = activations.get(self.activation)
         self.fc1.build(input_shape)
         self.fc2 = layers.Dense(out_dim, dtype=self.dtype_policy, name="fc2")
         self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
 
     def call(self, x, training=None):
-        x = self._dropout(self.fc1(x), training=training)
+        x = self._dropout(self._activation(self.fc1(x)), training=training)
         return self._dropout(self.fc2(x), training=training)
 
     def compute_output_shape(self, input_shape):

@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
+from keras_zoo.layers.normalization import BatchNormalization
 from keras_zoo.models.base import ZooModel
 from keras_zoo.presets import register_family, register_preset
 
@@ -55,7 +56,7 @@ class ResNet(ZooModel):
             x = layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
         if not preactivation and stem != "deep":  # ResNetV2 normalises in each block
-            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
+            x = BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
             x = layers.ReLU(name="stem_relu")(x)
         if stem in ("imagenet", "deep"):
             if preactivation:
@@ -74,7 +75,7 @@ class ResNet(ZooModel):
                           always_project=avg_down and b == 0,
                           name=f"stage{s + 1}_block{b + 1}")(x)
         if preactivation:
-            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="post_bn")(x)
+            x = BatchNormalization(epsilon=1e-5, momentum=0.9, name="post_bn")(x)
             x = layers.ReLU(name="post_relu")(x)
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if num_classes:
@@ -92,7 +93,7 @@ def _deep_stem(x, width, preactivation):
                           padding="valid" if i == 1 else "same", use_bias=False,
                           kernel_initializer="he_normal", name=f"stem_conv{i}")(x)
         if i < len(widths) or not preactivation:
-            x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"stem_bn{i}")(x)
+            x = BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"stem_bn{i}")(x)
             x = layers.ReLU(name=f"stem_relu{i}")(x)
     return x
 

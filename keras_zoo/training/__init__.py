@@ -1,5 +1,6 @@
 """Pieces the generic trainer (experiments/train.py) is made of: step checkpoints
-that survive SIGKILL, best/last presets, readable progress, training curves."""
+that survive SIGKILL, best/last presets, readable progress, training curves,
+Adam/AdamW with a fused update."""
 
 from keras_zoo.training.callbacks import (
     BestPreset,
@@ -10,6 +11,7 @@ from keras_zoo.training.callbacks import (
     restore_checkpoint,
 )
 from keras_zoo.training.curves import read_metrics_csv, write_curves
+from keras_zoo.training.optimizers import Adam, AdamW
 
-__all__ = ["BestPreset", "EpochSummary", "StepCheckpoint", "StopAtStep",
+__all__ = ["Adam", "AdamW", "BestPreset", "EpochSummary", "StepCheckpoint", "StopAtStep",
            "latest_checkpoint", "read_metrics_csv", "restore_checkpoint", "write_curves"]
