@@ -71,7 +71,10 @@ flags.DEFINE_float("weight_decay", 0.05, "Weight decay (adamw, sgd, lamb); biase
 flags.DEFINE_float("clipnorm", None, "Clip gradients to this global norm.")
 flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
                   "bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU.")
-flags.DEFINE_boolean("jit_compile", True, "Compile train/eval steps with XLA (TPUs need it).")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "Compile train/eval steps with XLA. auto: on TPU and GPU (and for --dry_run, "
+                  "which checks what a TPU will compile), off on CPU-only machines, where "
+                  "TensorFlow's oneDNN kernels train faster than XLA:CPU.", case_sensitive=False)
 flags.DEFINE_integer("steps_per_execution", 1, "Steps per compiled call (TPU: 50-200 hides "
                      "host overhead); --eval_every must be a multiple of it.")
 flags.DEFINE_integer("shuffle_buffer", 10_000, "Shuffle buffer (capped at ~1 GB of images).")
@@ -191,6 +194,7 @@ def resolve(config):
         raise TrainError(f"--warmup_steps must be >= 0, got {c['warmup_steps']}")
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
+    c["jit_compile"] = _jit_setting(c["jit_compile"])
     for key, choices in (("strategy", distribute.STRATEGIES),
                          ("optimizer", OPTIMIZERS),
                          ("mixed_precision", PRECISIONS)):
@@ -200,6 +204,47 @@ def resolve(config):
         raise TrainError("--model_dir is required (checkpoints, presets, logs go there; "
                          "the same model_dir resumes the run)")
     return c
+
+
+def _jit_setting(value):
+    """--jit_compile as True, False or "auto" (from a flag string or a config bool)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "true", "false", "1", "0"):
+        return "auto" if text == "auto" else text in ("true", "1")
+    raise TrainError(f"--jit_compile={value!r}: expected auto, true or false")
+
+
+def resolve_jit(setting, strategy, dry_run):
+    """(jit_compile for Keras, why) from the --jit_compile setting and the strategy.
+
+    "auto" is XLA where it is faster or required: TPUs (XLA is their only
+    compiler) and GPUs; not on CPU-only machines, where ViT-S/16 and
+    ResNet-50 train 10-30 % slower under XLA:CPU than on TensorFlow's oneDNN
+    kernels and the digits presets ~20 % slower (README, Benchmarks). A dry
+    run says "auto" = XLA: it checks what the TPU will compile.
+    """
+    import tensorflow as tf
+
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    if setting == "auto":
+        if on_tpu or dry_run:
+            setting, why = True, "auto: TPU" if on_tpu else "auto: dry run checks the XLA step"
+        elif tf.config.list_logical_devices("GPU"):
+            setting, why = True, "auto: GPU"
+        else:
+            setting, why = False, "auto: CPU, where oneDNN kernels beat XLA:CPU"
+    else:
+        why = "--jit_compile"
+    if setting and (strategy.num_replicas_in_sync > 1 or on_tpu):
+        # Keras 3 wraps the whole cross-replica step in one XLA cluster, which cannot
+        # reach variables on other devices (keras-team/keras#19005); TPUStrategy
+        # compiles every step with XLA by itself.
+        _say(f"note: jit_compile off for {type(strategy).__name__} with "
+             f"{strategy.num_replicas_in_sync} replicas (Keras cannot XLA-compile a "
+             "cross-device step; TPUs compile with XLA regardless)")
+        return False, ("TPUStrategy compiles every step with XLA itself" if on_tpu
+                       else "multi-replica step")
+    return setting, why
 
 
 def check_writable(model_dir):
@@ -458,16 +503,7 @@ def _train(c, strategy, chief, started):
                          f"multiple of --steps_per_execution={spe}")
     rounds = math.ceil(total / interval)
 
-    jit = c["jit_compile"]
-    if jit and (strategy.num_replicas_in_sync > 1
-                or isinstance(strategy, tf.distribute.TPUStrategy)):
-        # Keras 3 wraps the whole cross-replica step in one XLA cluster, which cannot
-        # reach variables on other devices (keras-team/keras#19005); TPUStrategy
-        # compiles every step with XLA by itself.
-        jit = False
-        _say(f"note: jit_compile off for {type(strategy).__name__} with "
-             f"{strategy.num_replicas_in_sync} replicas (Keras cannot XLA-compile a "
-             "cross-device step; TPUs compile with XLA regardless)")
+    jit, jit_reason = resolve_jit(c["jit_compile"], strategy, c["dry_run"])
     with strategy.scope():
         optimizer, schedule = make_optimizer(c, total, model)
         warmup = schedule.warmup_steps
@@ -482,7 +518,7 @@ def _train(c, strategy, chief, started):
     params = model.count_params()
     _say(f"model: {c['preset']} ({type(model).__name__}, {params:,} parameters, input "
          f"{tuple(model.inputs[0].shape[1:])}), {c['mixed_precision']}, "
-         f"jit_compile={jit}")
+         f"jit_compile={jit} ({jit_reason})")
     transform = model.train_input_transform()
     if c["dry_run"]:
         return _dry_run(c, model, strategy, ds, info, height, channels, transform, total,

@@ -146,6 +146,24 @@ def test_adamw_decays_kernels_but_not_biases():
             assert value == 1.0, v.path
 
 
+def test_jit_compile_auto_is_off_on_cpu_and_on_for_dry_runs():
+    """auto: no XLA on a CPU-only machine (oneDNN kernels are faster there), XLA
+    for a dry run (it checks what a TPU compiles); explicit settings win; the
+    config-file forms (bools) and flag forms (strings) both resolve."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert trainer.resolve_jit("auto", strategy, dry_run=False)[0] is False
+    assert trainer.resolve_jit("auto", strategy, dry_run=True)[0] is True
+    assert trainer.resolve_jit(True, strategy, dry_run=False)[0] is True
+    base = {"preset": "lenet5", "epochs": 1, "model_dir": "x"}
+    assert trainer.resolve(base)["jit_compile"] == "auto"
+    for given, expected in ((True, True), ("false", False), ("TRUE", True), (False, False)):
+        assert trainer.resolve({**base, "jit_compile": given})["jit_compile"] is expected
+    with pytest.raises(trainer.TrainError, match="--jit_compile='sometimes': expected auto"):
+        trainer.resolve({**base, "jit_compile": "sometimes"})
+
+
 @pytest.mark.slow
 def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path):
     model_dir = tmp_path / "killed"
