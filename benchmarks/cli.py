@@ -69,6 +69,12 @@ def matmul_entry(quick):
             {"kind": "matmul", "group": "keras", "args": {"size": 512 if quick else 2048}})
 
 
+def torch_matmul_entry(quick):
+    """The same matmul through torch (run in the torch group, only if timm runs)."""
+    return ({"kind": "torch_matmul"},
+            {"kind": "torch_matmul", "group": "torch", "args": {"size": 512 if quick else 2048}})
+
+
 def implementation_jobs(arch, implementations, variants, job_args):
     """(label, job) per implementation of ``arch``: Keras ones at ``compile()``'s
     default ``jit_compile`` (and, with ``variants="all"``, also with XLA),
@@ -106,8 +112,10 @@ def keep_best(best, label, impl, value):
 def each_result(jobs, results, quick, rows, columns):
     """Yields (label, model name, forward FLOPs per image, result) for every model
     job that succeeded; a failed one becomes a row of ``columns`` cells ending
-    in its error, appended to ``rows``. The matmul job (first) is skipped."""
-    for (label, _), result in zip(jobs[1:], results[1:]):
+    in its error, appended to ``rows``. The matmul jobs are skipped."""
+    for (label, _), result in zip(jobs, results):
+        if "arch" not in label:
+            continue
         arch = label["arch"]
         name = models.display_name(arch, quick)
         if "error" in result:

@@ -161,6 +161,19 @@ def matmul_job(size=2048, warmup=2, steps=10):
             "gflops_per_cpu_second": flops / cpu / 1e9, "size": size}
 
 
+def torch_matmul_job(size=2048, warmup=2, steps=10):
+    """The same product through torch (what timm's layers call), so each
+    framework's model can be set against its own matmul rate."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    median, times, cpu = median_seconds(lambda: (a @ b).sum().item(), warmup, steps)
+    flops = 2.0 * size**3
+    return {"seconds": median, "gflops_median": flops / median / 1e9, "gflops_peak": flops / min(times) / 1e9,
+            "gflops_per_cpu_second": flops / cpu / 1e9, "size": size,
+            "threads": torch.get_num_threads()}
+
+
 # ---------------------------------------------------------------- FLOPs
 
 

@@ -68,12 +68,15 @@ def timm_train(arch, config, batch_size, warmup, steps, seed=0):
             "jit": f"eager (torch {torch.__version__}, {torch.get_num_threads()} threads)"}
 
 
-HANDLERS = {"matmul": common.matmul_job, "keras": keras_train, "timm": timm_train}
+HANDLERS = {"matmul": common.matmul_job, "torch_matmul": common.torch_matmul_job,
+            "keras": keras_train, "timm": timm_train}
 
 
 def plan(args):
     """The jobs of this run: (label, job) pairs, the matmul rate first."""
     jobs = [cli.matmul_entry(args.quick)]
+    if "timm" in args.implementations:
+        jobs.append(cli.torch_matmul_entry(args.quick))
     for arch in args.models:
         jobs += cli.implementation_jobs(
             arch, args.implementations, args.variants,
@@ -86,8 +89,13 @@ def report(args, jobs, results, notes):
     rounds = f", fastest of {args.rounds} rounds" if args.rounds > 1 else ""
     rate, lines = cli.matmul_header(
         f"Training throughput (batch {args.batch_size}, float32{rounds})", results[0])
+    torch_rate = next((r.get("gflops_median") for (label, _), r in zip(jobs, results)
+                       if label.get("kind") == "torch_matmul"), None)
+    if torch_rate:
+        lines.insert(-1, f"float32 matmul (same product, torch, same run): "
+                         f"{common.fmt(torch_rate)} GFLOP/s median")
     rows, best, by_jit = [], {}, {}
-    for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 10):
+    for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 11):
         impl = label["impl"]
         ips = args.batch_size / result["seconds"]
         by_jit[(name, impl, result["jit"] == "True")] = ips
@@ -96,19 +104,25 @@ def report(args, jobs, results, notes):
         share = gflops / rate if rate else None
         cpu_rate = results[0].get("gflops_per_cpu_second")
         cpu_share = step_flops / result["cpu_seconds"] / 1e9 / cpu_rate if cpu_rate else None
+        own_rate = torch_rate if impl == "timm" else rate
+        own_share = gflops / own_rate if own_rate else None
         cli.keep_best(best, label, impl, ips)
         default = " (default)" if label.get("default") else ""
         rows.append([name, impl, f"{result['params']:,}", result["jit"] + default,
                      common.fmt(ips, 2), common.fmt(result["seconds"] * 1e3, 0),
                      common.fmt(result["cpu_seconds"], 2), common.fmt(gflops),
                      common.fmt(share * 100 if share else None, 0, " %"),
-                     common.fmt(cpu_share * 100 if cpu_share else None, 0, " %")])
+                     common.fmt(cpu_share * 100 if cpu_share else None, 0, " %"),
+                     common.fmt(own_share * 100 if own_share else None, 0, " %")])
     lines.append(common.markdown_table(
         ["model", "implementation", "params", "XLA (jit_compile)", "img/s", "step ms",
-         "CPU s/step", "GFLOP/s", "of matmul", "of matmul by CPU time"], rows))
-    lines += ["", ("*of matmul*: achieved GFLOP/s (3x analytic forward FLOPs) over the matmul "
-              "rate, both by wall clock; *by CPU time*: FLOPs per CPU-second (all threads) over "
-              "the matmul's, which other processes on a shared machine do not distort."), "",
+         "CPU s/step", "GFLOP/s", "of matmul", "of matmul by CPU time",
+         "of own framework's matmul"], rows))
+    lines += ["", ("*of matmul*: achieved GFLOP/s (3x analytic forward FLOPs) over the "
+              "TensorFlow matmul rate, both by wall clock; *by CPU time*: FLOPs per CPU-second "
+              "(all threads) over the matmul's, which other processes on a shared machine do "
+              "not distort; *of own framework's matmul*: over the rate of the same product "
+              "in the framework the row runs on (torch for timm)."), "",
               "Targets (each library at its best row, with or without XLA):"]
     lines += targets(best, rate, args.quick)
     for (name, impl, jit), ips in by_jit.items():
