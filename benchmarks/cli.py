@@ -63,16 +63,19 @@ def _choices(parser, flag, value, valid):
     return chosen
 
 
-def matmul_entry(quick):
-    """The matmul-rate job every model table starts with (run in the Keras group)."""
+def matmul_entry(quick, shapes=None):
+    """The matmul-rate job every model table starts with (run in the Keras group);
+    ``shapes``: also the rate over these (M, K, N, transpose_a, transpose_b) products."""
     return ({"kind": "matmul"},
-            {"kind": "matmul", "group": "keras", "args": {"size": 512 if quick else 2048}})
+            {"kind": "matmul", "group": "keras",
+             "args": {"size": 512 if quick else 2048, "shapes": shapes}})
 
 
-def torch_matmul_entry(quick):
-    """The same matmul through torch (run in the torch group, only if timm runs)."""
+def torch_matmul_entry(quick, shapes=None):
+    """The same matmuls through torch (run in the torch group, only if timm runs)."""
     return ({"kind": "torch_matmul"},
-            {"kind": "torch_matmul", "group": "torch", "args": {"size": 512 if quick else 2048}})
+            {"kind": "torch_matmul", "group": "torch",
+             "args": {"size": 512 if quick else 2048, "shapes": shapes}})
 
 
 def implementation_jobs(arch, implementations, variants, job_args):

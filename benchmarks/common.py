@@ -142,36 +142,76 @@ def median_seconds(fn, warmup, steps):
     return statistics.median(times), times, statistics.median(cpu)
 
 
-def matmul_job(size=2048, warmup=2, steps=10):
+def vit_gemm_shapes(batch_size=16, tokens=197, hidden_dim=384, mlp_dim=1536):
+    """(M, K, N, transpose_a, transpose_b) of the matmuls of one ViT block's
+    training step: the QKV, output and two MLP projections, each forward
+    (X W), activation gradient (dY W^T) and weight gradient (X^T dY)."""
+    m, d = batch_size * tokens, hidden_dim
+    shapes = []
+    for k, n in ((d, 3 * d), (d, d), (d, mlp_dim), (mlp_dim, d)):
+        shapes += [(m, k, n, False, False), (m, n, k, False, True), (k, m, n, True, False)]
+    return shapes
+
+
+def _gemm_rate(product, shapes, warmup, steps):
+    """GFLOP/s over ``shapes`` (total FLOPs / summed median times); ``product``
+    maps a shape to a blocking callable."""
+    flops = seconds = 0.0
+    for shape in shapes:
+        m, k, n = shape[:3]
+        seconds += median_seconds(product(shape), warmup, steps)[0]
+        flops += 2.0 * m * k * n
+    return flops / seconds / 1e9
+
+
+def matmul_job(size=2048, warmup=2, steps=10, shapes=None):
     """This machine's float32 matmul rate through TensorFlow (oneDNN/Eigen),
-    GFLOP/s of one (size x size) @ (size x size) product."""
+    GFLOP/s of one (size x size) @ (size x size) product; with ``shapes``,
+    also the rate over those products (e.g. ``vit_gemm_shapes()``)."""
     import tensorflow as tf
 
     a = tf.random.normal((size, size), dtype=tf.float32)
     b = tf.random.normal((size, size), dtype=tf.float32)
 
     @tf.function
-    def product(a, b):
+    def product(a, b, transpose_a=False, transpose_b=False):
         # The scalar read-back forces completion; the sum is O(n^2) next to O(n^3).
-        return tf.reduce_sum(tf.matmul(a, b))
+        return tf.reduce_sum(tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b))
 
     median, times, cpu = median_seconds(lambda: product(a, b).numpy(), warmup, steps)
     flops = 2.0 * size**3
-    return {"seconds": median, "gflops_median": flops / median / 1e9, "gflops_peak": flops / min(times) / 1e9,
-            "gflops_per_cpu_second": flops / cpu / 1e9, "size": size}
+    result = {"seconds": median, "gflops_median": flops / median / 1e9,
+              "gflops_peak": flops / min(times) / 1e9, "gflops_per_cpu_second": flops / cpu / 1e9,
+              "size": size}
+    if shapes:
+        def shape_product(shape):
+            m, k, n, ta, tb = shape
+            x = tf.random.normal((k, m) if ta else (m, k))
+            w = tf.random.normal((n, k) if tb else (k, n))
+            return lambda: product(x, w, ta, tb).numpy()
+        result["gflops_shapes"] = _gemm_rate(shape_product, shapes, warmup, steps)
+    return result
 
 
-def torch_matmul_job(size=2048, warmup=2, steps=10):
-    """The same product through torch (what timm's layers call), so each
+def torch_matmul_job(size=2048, warmup=2, steps=10, shapes=None):
+    """The same products through torch (what timm's layers call), so each
     framework's model can be set against its own matmul rate."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     median, times, cpu = median_seconds(lambda: (a @ b).sum().item(), warmup, steps)
     flops = 2.0 * size**3
-    return {"seconds": median, "gflops_median": flops / median / 1e9, "gflops_peak": flops / min(times) / 1e9,
-            "gflops_per_cpu_second": flops / cpu / 1e9, "size": size,
-            "threads": torch.get_num_threads()}
+    result = {"seconds": median, "gflops_median": flops / median / 1e9,
+              "gflops_peak": flops / min(times) / 1e9, "gflops_per_cpu_second": flops / cpu / 1e9,
+              "size": size, "threads": torch.get_num_threads()}
+    if shapes:
+        def shape_product(shape):
+            m, k, n, ta, tb = shape
+            x = torch.randn(k, m).t() if ta else torch.randn(m, k)
+            w = torch.randn(n, k).t() if tb else torch.randn(k, n)
+            return lambda: (x @ w).sum().item()
+        result["gflops_shapes"] = _gemm_rate(shape_product, shapes, warmup, steps)
+    return result
 
 
 # ---------------------------------------------------------------- FLOPs

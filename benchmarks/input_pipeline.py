@@ -58,7 +58,7 @@ def pipeline_job(spec, image_size, channels, batch_size, warmup, steps, multicro
 
 
 def fit_job(preset, overrides, data, batch_size, warmup, steps, steps_per_execution,
-            block=8):
+            jit_compile=False, block=8):
     """Training images/s on the ``data`` pipeline and on one synthetic batch held
     in memory, in one process, alternating blocks of ``block`` compiled calls
     so that both see the same machine load; medians over ``steps`` rounds
@@ -75,7 +75,7 @@ def fit_job(preset, overrides, data, batch_size, warmup, steps, steps_per_execut
     keras.utils.set_random_seed(0)
     model = keras_zoo.from_preset(preset, load_weights=False, **overrides)
     model.compile(optimizer=AdamW(1e-4), **model.compile_defaults(),
-                  jit_compile=True, steps_per_execution=steps_per_execution)
+                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     image_size, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, image_size, image_size, channels), dtype="float32")
@@ -130,7 +130,8 @@ def plan(args):
                       "args": {**consumer, "data": "digits", "batch_size": args.batch_size,
                                "warmup": 1 if args.quick else 2, "steps": args.fit_rounds,
                                "block": 20 if small and not args.quick else 2,
-                               "steps_per_execution": args.steps_per_execution}}))
+                               "steps_per_execution": args.steps_per_execution,
+                               "jit_compile": args.jit_compile}}))
     return jobs
 
 
@@ -174,7 +175,7 @@ def report(args, jobs, results):
         target_lines.append(common.target_line(
             f"{name}: real pipeline / synthetic tensors", share * 100,
             TARGET_REAL_SHARE * 100, unit=" %"))
-    lines += [(f"Training (the train function `Model.fit` runs, jit_compile=True, "
+    lines += [(f"Training (the train function `Model.fit` runs, jit_compile={args.jit_compile}, "
               f"steps_per_execution={args.steps_per_execution}; real and synthetic alternate "
               f"in one process, median of {args.fit_rounds} rounds):"),
               "", common.markdown_table(
@@ -197,6 +198,9 @@ def main(argv=None):
                    help="timed rounds of (real block, synthetic block) per model")
     p.add_argument("--steps_per_execution", type=int, default=1,
                    help="Model.fit steps per compiled call (experiments.train's default: 1)")
+    p.add_argument("--jit_compile", action=cli.BooleanOptionalAction, default=False,
+                   help="XLA-compile the train step (experiments.train's default on CPU: off; "
+                        "on TPU and GPU: on)")
     args = cli.finish_args(p, argv)
     if args.steps_per_execution <= 0:
         p.error(f"--steps_per_execution must be positive, got {args.steps_per_execution}")

@@ -74,9 +74,11 @@ HANDLERS = {"matmul": common.matmul_job, "torch_matmul": common.torch_matmul_job
 
 def plan(args):
     """The jobs of this run: (label, job) pairs, the matmul rate first."""
-    jobs = [cli.matmul_entry(args.quick)]
+    # The ViT's own GEMMs too: how fast the matmul kernels run at its shapes.
+    shapes = _vit_gemms(args) if "vit" in args.models else None
+    jobs = [cli.matmul_entry(args.quick, shapes)]
     if "timm" in args.implementations:
-        jobs.append(cli.torch_matmul_entry(args.quick))
+        jobs.append(cli.torch_matmul_entry(args.quick, shapes))
     for arch in args.models:
         jobs += cli.implementation_jobs(
             arch, args.implementations, args.variants,
@@ -85,15 +87,28 @@ def plan(args):
     return jobs
 
 
+def _vit_gemms(args):
+    config = models.config_for("vit", args.quick)
+    tokens = (config["image_size"] // config["patch_size"]) ** 2 + 1
+    return common.vit_gemm_shapes(args.batch_size, tokens, config["hidden_dim"], config["mlp_dim"])
+
+
 def report(args, jobs, results, notes):
     rounds = f", fastest of {args.rounds} rounds" if args.rounds > 1 else ""
     rate, lines = cli.matmul_header(
         f"Training throughput (batch {args.batch_size}, float32{rounds})", results[0])
-    torch_rate = next((r.get("gflops_median") for (label, _), r in zip(jobs, results)
-                       if label.get("kind") == "torch_matmul"), None)
+    torch_result = next((r for (label, _), r in zip(jobs, results)
+                         if label.get("kind") == "torch_matmul"), {})
+    torch_rate = torch_result.get("gflops_median")
     if torch_rate:
         lines.insert(-1, f"float32 matmul (same product, torch, same run): "
                          f"{common.fmt(torch_rate)} GFLOP/s median")
+    if results[0].get("gflops_shapes"):
+        torch_shapes = torch_result.get("gflops_shapes")
+        lines.insert(-1, "float32 matmul at ViT-S/16's own GEMM shapes (QKV, output, MLP "
+                         f"projections; forward and both gradients; batch {args.batch_size}): "
+                         f"TensorFlow {common.fmt(results[0]['gflops_shapes'])} GFLOP/s"
+                         + (f", torch {common.fmt(torch_shapes)}" if torch_shapes else ""))
     rows, best, by_jit = [], {}, {}
     for label, name, flops, result in cli.each_result(jobs, results, args.quick, rows, 11):
         impl = label["impl"]

@@ -128,3 +128,17 @@ def test_import_time_quick_and_no_heavy_eager_import():
     # The rule: keras_zoo must not load keras_hub, tfds, ... at import.
     assert "eager import" not in out, out
     assert "beyond what `import keras` loads: met" in out
+
+
+@pytest.mark.slow
+def test_profile_step_quick_lists_the_kernels_of_a_step(tmp_path):
+    out = _run_script("benchmarks.profile_step", "--logdir", str(tmp_path))
+    assert "error" not in out, out
+    rows = _table(out, "op type")
+    ops = {row[0] for row in rows}
+    # A ViT step: projections, attention products, the fused Adam update.
+    assert {"_MklMatMul", "ResourceApplyAdam"} <= ops or {"MatMul", "ResourceApplyAdam"} <= ops, ops
+    assert any("BatchMatMul" in op for op in ops), ops
+    shares = [float(row[2].rstrip(" %")) for row in rows]
+    assert 0 < sum(shares) <= 100.5
+    assert list(tmp_path.rglob("*.xplane.pb")), "the raw trace was not kept"
