@@ -3,9 +3,10 @@
 Traces a few training steps (forward + backward + AdamW, no XLA, as Keras
 compiles them on CPU) of a keras_zoo or keras-hub model and prints, per
 TensorFlow op type, the time its kernels ran on TensorFlow's compute threads
-per step, its share of all op time and its count. Ops run side by side on
-the inter-op threads, so the column sums to more than the wall time of a
-step; the shares say which kernels to make cheaper. This is the table behind
+per step (self time: a wrapper such as the executor's ``Process`` keeps only
+its own overhead), its share of all op time and its count. Ops run side by
+side on the inter-op threads, so the column sums to more than the wall time
+of a step; the shares say which kernels to make cheaper. This is the table behind
 README "What the profile showed". The raw trace (TensorBoard's profile
 plugin reads it) stays in ``--logdir``.
 
@@ -58,18 +59,36 @@ def profile_job(impl, arch, config, batch_size, warmup, steps, logdir, top, seed
         if "host" not in plane.name.lower():
             continue
         for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue  # TensorFlow's inter-op threads: one event per kernel run
-            for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                op_type = name.rsplit(":", 1)[-1]
-                if op_type == "Process":  # the executor's wrapper around each kernel
-                    continue
-                seconds[op_type] += event.duration_ps / 1e12 / steps
-                counts[op_type] += 1
+            if line.name.startswith("tf_Compute"):  # TensorFlow's inter-op threads
+                _self_times(line, plane.event_metadata, seconds, counts, steps)
     total = sum(seconds.values())
     return {"step_seconds": median, "op_seconds": total, "logdir": logdir,
             "ops": [(op, sec, counts[op] // steps) for op, sec in seconds.most_common(top)]}
+
+
+def _self_times(line, metadata, seconds, counts, steps):
+    """Adds each event's *self* time (its duration minus the events nested in
+    it on the same thread) to ``seconds[op type]``: wrappers such as the
+    executor's ``Process`` or an XLA cluster's launch keep only their own
+    overhead, and no kernel is counted twice."""
+    events = sorted((e for e in line.events if e.duration_ps > 0),
+                    key=lambda e: (e.offset_ps, -e.duration_ps))
+    stack = []  # [end_ps, op type, duration_ps, nested_ps]
+
+    def close(entry):
+        seconds[entry[1]] += (entry[2] - entry[3]) / 1e12 / steps
+        counts[entry[1]] += 1
+
+    for event in events:
+        while stack and stack[-1][0] <= event.offset_ps:
+            close(stack.pop())
+        if stack:
+            stack[-1][3] += event.duration_ps
+        name = metadata[event.metadata_id].name
+        op_type = name.rsplit(":", 1)[-1].strip().split("::")[-1]
+        stack.append([event.offset_ps + event.duration_ps, op_type, event.duration_ps, 0])
+    while stack:
+        close(stack.pop())
 
 
 HANDLERS = {"profile": profile_job}
