@@ -51,7 +51,7 @@ def profile_job(impl, arch, config, batch_size, warmup, steps, logdir, top, seed
         model.train_on_batch(x, y)
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
-    with open(sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1],
+    with open(max(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)),
               "rb") as f:
         space.ParseFromString(f.read())
     seconds, counts = collections.Counter(), collections.Counter()
@@ -115,8 +115,8 @@ def report(args, jobs, results):
         if "error" in result:
             lines += [f"### {name}", "", "error: " + result["error"], ""]
             continue
-        lines += [f"### {name}: step {result['step_seconds'] * 1e3:,.0f} ms wall, "
-                  f"{result['op_seconds'] * 1e3:,.0f} ms of op time", "",
+        lines += [(f"### {name}: step {result['step_seconds'] * 1e3:,.0f} ms wall, "
+                   f"{result['op_seconds'] * 1e3:,.0f} ms of op time"), "",
                   common.markdown_table(
                       ["op type", "ms / step", "share of op time", "kernels / step"],
                       [[op, common.fmt(sec * 1e3), common.fmt(100 * sec / result["op_seconds"],

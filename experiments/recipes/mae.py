@@ -25,8 +25,8 @@ from absl import app, flags
 
 import keras_zoo
 from keras_zoo.data import datasets
-from keras_zoo.training import optimizers
 from keras_zoo.models.mae import masked_patch_loss, patchify
+from keras_zoo.training import optimizers
 
 flags.DEFINE_string("output_dir", "/tmp/mae_digits", "Where the PNG and results.json go.")
 flags.DEFINE_string("preset", "mae_tiny_digits", "MAE preset to pretrain.")

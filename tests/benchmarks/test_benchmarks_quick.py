@@ -142,3 +142,13 @@ def test_profile_step_quick_lists_the_kernels_of_a_step(tmp_path):
     shares = [float(row[2].rstrip(" %")) for row in rows]
     assert 0 < sum(shares) <= 100.5
     assert list(tmp_path.rglob("*.xplane.pb")), "the raw trace was not kept"
+
+
+@pytest.mark.slow
+def test_speedups_quick_times_each_keras_original_against_ours():
+    out = _run_script("benchmarks.speedups")
+    assert "error" not in out, out
+    rows = _table(out, "what")
+    assert [row[0].split(" ")[0] for row in rows] == ["attention", "GELU", "AdamW", "BatchNorm"]
+    for row in rows:
+        assert row[3].endswith("x") and float(row[3][:-1]) > 0

@@ -72,8 +72,8 @@ def _bn_pair(**kwargs):
     return ours, theirs
 
 
-@pytest.mark.parametrize("kwargs", [dict(momentum=0.9, epsilon=1e-5),
-                                    dict(center=False, scale=False)])
+@pytest.mark.parametrize("kwargs", [{"momentum": 0.9, "epsilon": 1e-5},
+                                    {"center": False, "scale": False}])
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_batchnorm_training_matches_keras(kwargs, jit_compile):
     """Outputs, input/weight gradients and the moving statistics after two

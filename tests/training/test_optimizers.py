@@ -30,8 +30,8 @@ def _train(optimizer, jit_compile, steps=6):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("name, kwargs", [
-    ("AdamW", dict(learning_rate=3e-2, weight_decay=0.1, global_clipnorm=1.0)),
-    ("Adam", dict(learning_rate=3e-2, beta_2=0.95, epsilon=1e-6)),
+    ("AdamW", {"learning_rate": 3e-2, "weight_decay": 0.1, "global_clipnorm": 1.0}),
+    ("Adam", {"learning_rate": 3e-2, "beta_2": 0.95, "epsilon": 1e-6}),
 ])
 def test_fused_update_matches_keras(name, kwargs, jit_compile):
     ours = _train(getattr(optimizers, name)(**kwargs), jit_compile)
