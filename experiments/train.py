@@ -218,10 +218,11 @@ def resolve_jit(setting, strategy, dry_run):
     """(jit_compile for Keras, why) from the --jit_compile setting and the strategy.
 
     "auto" is XLA where it is faster or required: TPUs (XLA is their only
-    compiler) and GPUs; not on CPU-only machines, where ViT-S/16 and
-    ResNet-50 train 10-30 % slower under XLA:CPU than on TensorFlow's oneDNN
-    kernels and the digits presets ~20 % slower (README, Benchmarks). A dry
-    run says "auto" = XLA: it checks what the TPU will compile.
+    compiler) and GPUs; not on CPU-only machines, where XLA:CPU trained
+    every model we measured slower than TensorFlow's oneDNN kernels
+    (ViT-S/16 0.97x, ResNet-50 0.45x, vit_tiny_digits 0.84x, lenet5 0.72x;
+    README, Benchmarks). A dry run says "auto" = XLA: it checks what the TPU
+    will compile.
     """
     import tensorflow as tf
 
