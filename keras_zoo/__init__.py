@@ -6,6 +6,7 @@
 """
 
 from keras_zoo.models import (
+    BERT,
     DINO,
     MAE,
     MLP,
@@ -28,5 +29,5 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
+__all__ = ["BERT", "DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
            "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset", "list_presets"]

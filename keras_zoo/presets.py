@@ -8,7 +8,9 @@ checked on load). ``from_preset`` accepts
 * a local folder written by ``save_to_preset``,
 * a ``gs://`` (or any ``tf.io.gfile``) folder of the same layout,
 * a folder written by keras-hub's ``save_to_preset`` for a family with a
-  converter (ViT, ResNet): weights are mapped into the keras_zoo model.
+  converter (ViT, ResNet): weights are mapped into the keras_zoo model,
+* ``"hf:<folder>"``, a Hugging Face ``save_pretrained`` folder of a supported
+  architecture (MambaForCausalLM): see keras_zoo/converters/huggingface.py.
 """
 
 import dataclasses
@@ -228,6 +230,10 @@ def save_to_preset(model, directory, description=""):
 def load(cls, preset, load_weights=True, **overrides):
     """Implements ``Family.from_preset``; ``cls`` may be ZooModel (any family)."""
     preset = str(preset)
+    if preset.startswith("hf:"):  # a Hugging Face save_pretrained folder
+        from keras_zoo.converters import huggingface
+
+        return huggingface.load(cls, preset[len("hf:"):], overrides, load_weights)
     folder = None  # where the weights (and a text family's tokenizer) come from
     if _exists(preset):
         folder = _localize(preset)
@@ -296,12 +302,18 @@ def _load_weights_file(model, path):
 def transfer_weights(source, target):
     """Copies weights layer by layer between two models of one family whose
     configs differ. A layer with a ``resample`` method (position embeddings)
-    is resampled to the new shape; a classifier ``head`` whose size changed
-    keeps its fresh initialisation (fine-tuning on a new label set)."""
+    is resampled to the new shape; a classifier ``head`` whose size changed,
+    or a head the source lacks (a family lists its heads in
+    ``head_layer_names``), keeps its fresh initialisation (fine-tuning on a
+    new label set or task); the source's other heads are left behind."""
     src_layers = {layer.name: layer for layer in source.layers}
+    heads = getattr(target, "head_layer_names", ("head",))
     for layer in target.layers:
         new = layer.get_weights()
         if not new:
+            continue
+        if layer.name not in src_layers and layer.name in heads:
+            log.info("head %r is new (the preset has none): initialised randomly", layer.name)
             continue
         if layer.name not in src_layers:
             raise PresetError(f"layer {layer.name!r} has no counterpart in the preset")

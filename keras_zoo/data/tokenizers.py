@@ -258,3 +258,266 @@ def _to_list(ids):
         return ids.numpy().tolist()
     return [_to_list(i) if isinstance(i, (list, tuple)) or hasattr(i, "tolist") else i
             for i in ids]
+
+
+# ---------------------------------------------------------------- WordPiece (BERT)
+
+# tokenization.py's _is_chinese_char ranges: the CJK Unified Ideographs blocks.
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_CJK_REGEX = "|".join(f"[\\x{{{a:X}}}-\\x{{{b:X}}}]" for a, b in _CJK_RANGES)
+# _is_punctuation: every non-alphanumeric printable ASCII character, and Unicode P*.
+_PUNCTUATION_REGEX = r"[!-/]|[:-@]|[\[-`]|[{-~]|\p{P}"
+
+
+@register_tokenizer
+class WordPieceTokenizer(Tokenizer):
+    """BERT's tokenizer (Devlin et al. 2019; google-research/bert tokenization.py).
+
+    ``vocab.txt`` of the original release: one token per line, the line
+    number is the id; subword continuations start with "##"; special tokens
+    [PAD] [UNK] [CLS] [SEP] [MASK]. Two steps, as the original's FullTokenizer:
+
+    * BasicTokenizer: drop NUL, U+FFFD and control characters, turn
+      whitespace into spaces, put spaces around CJK ideographs, split on
+      whitespace; for uncased vocabularies (``lowercase=True``) lower-case
+      and strip accents (NFD, drop combining marks Mn); split off every
+      punctuation character (ASCII non-alphanumerics and Unicode P*).
+    * WordPiece: greedy longest-match-first over the vocabulary; a word with
+      no full segmentation, or longer than ``max_chars_per_word`` characters
+      (200 in the original, 100 in Hugging Face's BertTokenizer), is [UNK].
+
+    ``encode`` is that algorithm in plain Python (no TensorFlow).
+    ``tf_encode`` runs it in ``tf.data``: the BasicTokenizer as TensorFlow
+    string ops (``tf.strings.lower`` is Python's ``str.lower``, final sigma
+    included) and WordPiece as TensorFlow Text's FastWordpieceTokenizer;
+    the tests check both give the same ids on accents, CJK, punctuation,
+    control characters and unknown words. ``train`` learns a vocabulary on
+    words split by the same BasicTokenizer.
+    """
+
+    FILE = "vocab.txt"
+    DEFAULT_SPECIAL: ClassVar[dict] = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]",
+                                       "sep": "[SEP]", "mask": "[MASK]"}
+
+    def __init__(self, vocabulary, lowercase=True, max_chars_per_word=200,
+                 special_tokens=None):
+        super().__init__(special_tokens or self.DEFAULT_SPECIAL)
+        self.vocabulary = [str(t) for t in vocabulary]
+        # load_vocab: a token listed twice keeps its last line number.
+        self._ids = {token: i for i, token in enumerate(self.vocabulary)}
+        self.lowercase = bool(lowercase)
+        self.max_chars_per_word = int(max_chars_per_word)
+        missing = [t for t in self.special_tokens.values() if t not in self._ids]
+        if missing:
+            raise TokenizerError(f"special token(s) {missing} are not in the vocabulary "
+                                 f"({len(self.vocabulary)} tokens, first {self.vocabulary[:5]})")
+        self._tf = None
+
+    cls_id = property(lambda self: self.special_id("cls"))
+    sep_id = property(lambda self: self.special_id("sep"))
+    mask_id = property(lambda self: self.special_id("mask"))
+
+    @property
+    def vocab_size(self):
+        return len(self.vocabulary)
+
+    def token_to_id(self, token):
+        return self._ids.get(token)
+
+    def id_to_token(self, i):
+        return self.vocabulary[int(i)]
+
+    # ---- Python side (tokenization.py)
+
+    def basic_tokenize(self, text):
+        """BasicTokenizer.tokenize: text -> words and punctuation marks."""
+        text = _clean_text(_check_text(text))
+        text = "".join(f" {c} " if _is_cjk(c) else c for c in text)
+        words = []
+        for token in text.split():
+            if self.lowercase:
+                token = _strip_accents(token.lower())
+            words.extend(_split_on_punctuation(token))
+        return " ".join(words).split()
+
+    def wordpiece(self, word):
+        """WordpieceTokenizer.tokenize for one word: greedy longest match first."""
+        unk = self.special_tokens["unk"]
+        if len(word) > self.max_chars_per_word:
+            return [unk]
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self._ids:
+                    break
+                end -= 1
+            else:
+                return [unk]
+            pieces.append(piece)
+            start = end
+        return pieces
+
+    def tokenize(self, text):
+        """Text -> WordPiece tokens (strings)."""
+        return [p for word in self.basic_tokenize(text) for p in self.wordpiece(word)]
+
+    def _encode_one(self, text):
+        return [self._ids[p] for p in self.tokenize(text)]
+
+    def _decode_one(self, ids):
+        text = " ".join(self.vocabulary[i] for i in ids)
+        return text.replace(" ##", "").strip()
+
+    # ---- TensorFlow side
+
+    def tf_basic_tokenize(self, texts):
+        """tf.string (batch,) -> tf.RaggedTensor of words: ``basic_tokenize`` in TF ops."""
+        import tensorflow as tf
+        import tensorflow_text as tf_text
+
+        x = tf.strings.regex_replace(texts, r"[\t\n\r\p{Zs}]", " ")
+        x = tf.strings.regex_replace(x, r"[\x{0}\x{FFFD}\p{Cc}\p{Cf}]", "")
+        x = tf.strings.regex_replace(x, _CJK_REGEX, r" \0 ")
+        if self.lowercase:
+            x = tf.strings.lower(x, encoding="utf-8")
+            x = tf.strings.regex_replace(tf_text.normalize_utf8(x, "NFD"), r"\p{Mn}", "")
+        # After cleaning, the only characters str.split() still splits on
+        # besides the space are the line and paragraph separators.
+        return tf_text.regex_split(
+            x, delim_regex_pattern=r"[ \x{2028}\x{2029}]|" + _PUNCTUATION_REGEX,
+            keep_delim_regex_pattern=_PUNCTUATION_REGEX)
+
+    def tf_encode(self, texts):
+        """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
+        import tensorflow as tf
+
+        if self._tf is None:
+            import tensorflow_text as tf_text
+
+            # Longer words become [UNK] below, counted in characters as the
+            # original does; the byte limit only has to let the rest through.
+            self._tf = tf_text.FastWordpieceTokenizer(
+                vocab=self.vocabulary, suffix_indicator="##",
+                max_bytes_per_word=4 * self.max_chars_per_word + 4,
+                unknown_token=self.special_tokens["unk"], no_pretokenization=True,
+                token_out_type=tf.int32)
+        words = self.tf_basic_tokenize(texts)
+        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") \
+            > self.max_chars_per_word
+        words = words.with_flat_values(
+            tf.where(too_long, self.special_tokens["unk"], words.flat_values))
+        return self._tf.tokenize(words).merge_dims(-2, -1)
+
+    # ---- vocabulary
+
+    @classmethod
+    def train(cls, texts, vocab_size, lowercase=True, max_chars_per_word=200,
+              min_frequency=2):
+        """Learns a vocabulary of at most ``vocab_size`` tokens from an iterable of
+        strings, on words split by this class's BasicTokenizer, with the
+        WordPiece trainer of Hugging Face ``tokenizers`` (a keras-hub
+        dependency; keras-hub's own ``compute_word_piece_vocabulary`` gives
+        the same format but took minutes on english_prose). The special
+        tokens come first ([PAD] = 0), then single characters, then pieces."""
+        import tensorflow as tf
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import models, pre_tokenizers, trainers
+
+        special = list(cls.DEFAULT_SPECIAL.values())
+        splitter = cls(special, lowercase=lowercase, max_chars_per_word=max_chars_per_word)
+        texts = [t for t in texts if t]
+        if not texts:
+            raise TokenizerError("cannot train a WordPiece vocabulary on no text")
+        words = tf.data.Dataset.from_tensor_slices(texts).batch(256).map(
+            lambda t: tf.strings.reduce_join(splitter.tf_basic_tokenize(t), axis=-1,
+                                             separator=" "))
+        learner = HFTokenizer(models.WordPiece(unk_token=special[1]))
+        learner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special,
+            continuing_subword_prefix="##", show_progress=False)
+        learner.train_from_iterator(
+            (line.decode("utf-8") for batch in words.as_numpy_iterator() for line in batch),
+            trainer)
+        by_id = sorted(learner.get_vocab().items(), key=lambda item: item[1])
+        return cls([token for token, _ in by_id], lowercase=lowercase,
+                   max_chars_per_word=max_chars_per_word)
+
+    def get_config(self):
+        return {"lowercase": self.lowercase, "max_chars_per_word": self.max_chars_per_word}
+
+    def _files(self):
+        return {self.FILE: ("\n".join(self.vocabulary) + "\n").encode("utf-8")}
+
+    @classmethod
+    def from_files(cls, files, special_tokens=None, **config):
+        return cls(_read_vocab(files[cls.FILE]), special_tokens=special_tokens, **config)
+
+    @classmethod
+    def from_vocab_file(cls, path, lowercase=True, max_chars_per_word=200,
+                        special_tokens=None):
+        """A tokenizer from a release's ``vocab.txt`` (e.g. uncased_L-12_H-768_A-12)."""
+        with open(path, "rb") as f:
+            return cls(_read_vocab(f.read()), lowercase, max_chars_per_word, special_tokens)
+
+
+def _read_vocab(data):
+    """load_vocab: one token per line, stripped; the line number is the id."""
+    lines = data.decode("utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.strip() for line in lines]
+
+
+def _clean_text(text):
+    """Drops NUL, U+FFFD and control characters; whitespace becomes a space."""
+    import unicodedata
+
+    out = []
+    for char in text:
+        if char in " \t\n\r":
+            out.append(" ")
+            continue
+        category = unicodedata.category(char)
+        if char in "\x00\ufffd" or category in ("Cc", "Cf"):
+            continue
+        out.append(" " if category == "Zs" else char)
+    return "".join(out)
+
+
+def _is_cjk(char):
+    cp = ord(char)
+    return any(a <= cp <= b for a, b in _CJK_RANGES)
+
+
+def _strip_accents(text):
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFD", text)
+                   if unicodedata.category(c) != "Mn")
+
+
+def _is_punctuation(char):
+    import unicodedata
+
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _split_on_punctuation(token):
+    words, new_word = [], True
+    for char in token:
+        if _is_punctuation(char):
+            words.append(char)
+            new_word = True
+        else:
+            if new_word:
+                words.append("")
+            new_word = False
+            words[-1] += char
+    return words

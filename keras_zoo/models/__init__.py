@@ -2,6 +2,7 @@
 
 from keras_zoo.models.autoencoder import Autoencoder, SparseAutoencoder
 from keras_zoo.models.base import ZooModel
+from keras_zoo.models.bert import BERT
 from keras_zoo.models.dino import DINO
 from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
@@ -11,5 +12,5 @@ from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
+__all__ = ["BERT", "DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
            "SparseAutoencoder", "ViT", "ZooModel"]
