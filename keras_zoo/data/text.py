@@ -7,6 +7,10 @@ Specs:
     english_prose[:...]                     bundled: 896 English documents (5.9 M chars):
                                             CPython, NumPy and scikit-learn docstrings and
                                             the Python language reference
+    gettext_packages[:...]                  bundled, labelled: which of 8 software packages
+                                            an English gettext message comes from (the 8
+                                            largest catalogs; balanced per split: 8,568 /
+                                            520 / 376 messages)
     tfds:NAME[:SPLIT]                       a TensorFlow Datasets text set: translation
                                             (tfds:wmt14_translate/de-en,
                                             tfds:ted_hrlr_translate/pt_to_en), or
@@ -33,7 +37,12 @@ BUNDLED_TEXT = {
     "gettext_en_de": ("gettext_en_de.jsonl.gz", TRANSLATION, ("en", "de")),
     "gettext_en_fr": ("gettext_en_fr.jsonl.gz", TRANSLATION, ("en", "fr")),
     "english_prose": ("english_prose.jsonl.gz", DOCUMENTS, None),
+    "gettext_packages": ("gettext_en_de.jsonl.gz", CLASSIFICATION, None),
 }
+# gettext_packages' classes: the 8 largest catalogs of gettext_en_de (psql-15,
+# the 9th, is left out: it shares PostgreSQL's wording with postgres-15).
+GETTEXT_PACKAGES = ("postgres-15", "git", "gnupg2", "gtk20-properties", "mit-krb5",
+                    "coreutils", "libc", "xkeyboard-config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +111,8 @@ def require_task(info, task, family):
 
 def _example_of(task):
     return {TRANSLATION: "gettext_en_de or tfds:wmt14_translate/de-en",
-            DOCUMENTS: "english_prose", CLASSIFICATION: "tfds:imdb_reviews",
+            DOCUMENTS: "english_prose",
+            CLASSIFICATION: "gettext_packages or tfds:imdb_reviews",
             "image": "digits or tfds:mnist"}.get(task, task)
 
 
@@ -123,6 +133,11 @@ def _load_bundled(name, split):
 
     _, task, langs = BUNDLED_TEXT[name]
     records = read_bundled(name, split)
+    if task == CLASSIFICATION:
+        texts, labels = _balanced_packages(records)
+        info = TextInfo(name, split, task, len(texts), num_classes=len(GETTEXT_PACKAGES),
+                        example_bytes=4 * max(1, sum(map(len, texts)) // max(1, len(texts))))
+        return tf.data.Dataset.from_tensor_slices({"text": texts, "label": labels}), info
     if task == TRANSLATION:
         src, tgt = langs
         columns = {"source": [r[src] for r in records], "target": [r[tgt] for r in records]}
@@ -131,6 +146,29 @@ def _load_bundled(name, split):
     size = max(1, sum(len(v) for col in columns.values() for v in col) // max(1, len(records)))
     info = TextInfo(name, split, task, len(records), langs, example_bytes=size * 4)
     return tf.data.Dataset.from_tensor_slices(columns), info
+
+
+def _balanced_packages(records):
+    """(English messages, package indexes) of GETTEXT_PACKAGES, as many of each
+    package as the split's smallest one has; which ones by a hash of the
+    message (a fixed random-like choice), in that order, classes interleaved."""
+    import hashlib
+
+    by_package = {p: [] for p in GETTEXT_PACKAGES}
+    for r in records:
+        if r["package"] in by_package:
+            by_package[r["package"]].append(r["en"])
+    n = min(len(v) for v in by_package.values())
+    chosen = []
+    for label, package in enumerate(GETTEXT_PACKAGES):
+        chosen += [(hashlib.sha1(t.encode()).hexdigest(), t, label)
+                   for t in by_package[package]]
+    keep = {}
+    for digest, t, label in sorted(chosen):
+        if len(keep.setdefault(label, [])) < n:
+            keep[label].append((digest, t))
+    rows = sorted((d, t, label) for label, items in keep.items() for d, t in items)
+    return [t for _, t, _ in rows], [label for _, _, label in rows]
 
 
 def _tfds_task(name, quiet=False):

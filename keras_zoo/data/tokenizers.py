@@ -399,11 +399,17 @@ class WordPieceTokenizer(Tokenizer):
 
             # Longer words become [UNK] below, counted in characters as the
             # original does; the byte limit only has to let the rest through.
-            self._tf = tf_text.FastWordpieceTokenizer(
-                vocab=self.vocabulary, suffix_indicator="##",
-                max_bytes_per_word=4 * self.max_chars_per_word + 4,
-                unknown_token=self.special_tokens["unk"], no_pretokenization=True,
-                token_out_type=tf.int32)
+            # A token listed twice keeps its last id (load_vocab); the op wants
+            # unique, non-empty tokens, so earlier copies (and empty lines)
+            # become strings no word can be: words never hold a space.
+            vocab = [t if t and self._ids[t] == i else f"[unmatchable {i}]"
+                     for i, t in enumerate(self.vocabulary)]
+            with tf.init_scope():  # built once, outside any tf.data trace
+                self._tf = tf_text.FastWordpieceTokenizer(
+                    vocab=vocab, suffix_indicator="##",
+                    max_bytes_per_word=4 * self.max_chars_per_word + 4,
+                    unknown_token=self.special_tokens["unk"], no_pretokenization=True,
+                    token_out_type=tf.int32)
         words = self.tf_basic_tokenize(texts)
         too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") \
             > self.max_chars_per_word

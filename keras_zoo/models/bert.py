@@ -565,7 +565,10 @@ class BERT(ZooModel):
         length = self.get_zoo_config()["sequence_length"]
         inputs = {t.name: keras.Input((t.shape[1] or length,), dtype="int32", name=t.name)
                   for t in self.inputs}
-        return {"serving_default": keras.Model(inputs, self(inputs), name=self.name)}
+        outputs = self(inputs)
+        if isinstance(outputs, dict):  # named outputs, in a fixed order
+            outputs = [layers.Identity(name=k)(v) for k, v in sorted(outputs.items())]
+        return {"serving_default": keras.Model(inputs, outputs, name=self.name)}
 
     def representative_inputs(self, spec, split, num_samples, signature="serving_default"):
         """Calibration/verification inputs from a labelled text spec: packed ids and
