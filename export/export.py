@@ -136,13 +136,26 @@ def is_image(shape, dtype):
             and shape[3] in (1, 3) and dtype.startswith("float"))
 
 
-def sample_inputs(inputs, data, n, split, seed=0):
+def sample_inputs(inputs, data, n, split, seed=0, model=None, signature="serving_default"):
     """({input name: array (n, ...)}, labels or None) for one signature.
 
-    ``data``: a dataset spec (images for an image input; ``synthetic[:N]``
-    gives random values of any shape) or an array (single-input signatures).
+    ``data``: a dataset spec (what the model's ``representative_inputs`` makes
+    of it, e.g. tokenized text; else images for an image input;
+    ``synthetic[:N]`` gives random values of any shape) or an array
+    (single-input signatures).
     """
     from keras_zoo.data import datasets
+
+    if isinstance(data, str) and hasattr(model, "representative_inputs"):
+        family = model.representative_inputs(data, split, n, signature)
+        if family is not None:
+            arrays, labels = family
+            names = [name for name, _, _ in inputs]
+            if sorted(arrays) != sorted(names):
+                raise ExportError(f"{type(model).__name__}.representative_inputs gave "
+                                  f"{sorted(arrays)}; the signature takes {names}")
+            return {name: np.asarray(arrays[name]).astype(dtype)
+                    for name, _, dtype in inputs}, labels
 
     if not isinstance(data, str):
         array = np.asarray(data)
@@ -266,7 +279,8 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
     specs = signature_specs(model, batch_size, signature)
     representative = None
     if "int8" in outputs:
-        representative = _representative(specs, representative_data, calibration_samples)
+        representative = _representative(specs, representative_data, calibration_samples,
+                                         model)
     work = _work_dir(next(iter(outputs.values())))
     results = {}
     try:
@@ -308,7 +322,7 @@ def _describe(output, format, quantization, specs, batch_size):
             "batch_size": batch_size, "size_bytes": _size(output)}
 
 
-def _representative(specs, representative_data, calibration_samples):
+def _representative(specs, representative_data, calibration_samples, model=None):
     if representative_data is None:
         raise ExportError("quantization='int8' needs --representative_data (a dataset "
                           "spec such as digits:train, or an array) to calibrate")
@@ -316,7 +330,8 @@ def _representative(specs, representative_data, calibration_samples):
         raise ExportError(f"calibration_samples must be >= 1, got {calibration_samples}")
     representative = {}
     for key, (_, inputs, _) in specs.items():
-        arrays, _ = sample_inputs(inputs, representative_data, calibration_samples, "train")
+        arrays, _ = sample_inputs(inputs, representative_data, calibration_samples, "train",
+                                  model=model, signature=key)
         representative[key] = _static_rows(arrays, inputs[0][1][0])
     return representative
 
@@ -354,8 +369,14 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
                    if hasattr(model, "get_zoo_config") else None)
     for key, (_, inputs, _) in specs.items():
         batch = inputs[0][1][0]
-        data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
-        arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
+        family = (model.representative_inputs(verify_data, _split(verify_data), num_samples,
+                                              key)
+                  if isinstance(verify_data, str) and hasattr(model, "representative_inputs")
+                  else None)
+        data = verify_data if family is not None or all(is_image(s, d) for _, s, d in inputs) \
+            else "synthetic"
+        arrays, labels = sample_inputs(inputs, data, num_samples, _split(data), model=model,
+                                       signature=key)
         reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))

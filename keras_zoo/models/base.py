@@ -173,6 +173,13 @@ class ZooModel(keras.Model):
         multi-crop views). Runs on the host inside tf.data."""
         return None
 
+    def representative_inputs(self, spec, split, num_samples, signature="serving_default"):
+        """``({input name: array (n, ...)}, labels or None)`` for one serving
+        signature from a dataset spec, or None to let the exporter use its own
+        (images, synthetic). The exporter calibrates int8 and verifies with
+        these; a text family tokenizes and packs its text here."""
+        return None
+
     def serving_signatures(self):
         """Named functions the exporter writes: ``{name: keras.Model}``.
         Default: the model itself as ``serving_default``. A family with

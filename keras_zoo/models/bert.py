@@ -326,7 +326,8 @@ class BERT(ZooModel):
     def prepare_data(self, examples, info, work_dir=None):
         """Trains a WordPiece vocabulary of ``vocab_size`` on the training texts
         when the model has no tokenizer (kept in ``work_dir/tokenizer`` for a
-        resumed run), and for pre-training counts the tokens of a pass."""
+        resumed run), and for pre-training counts the instances of one pass
+        (another shuffle pairs other documents: the count varies a little)."""
         import os
 
         from keras_zoo.data.tokenizers import Tokenizer, WordPieceTokenizer
@@ -343,16 +344,14 @@ class BERT(ZooModel):
                 texts, vocab_size=self.get_zoo_config()["vocab_size"])
             if saved:
                 self.tokenizer.save(saved)
-        if self.task == "pretraining":
-            ids = self.tokenizer.tf_encode(np.array(texts, dtype=object))
-            vars(self)["_zoo_pass_tokens"] = int(ids.row_lengths().numpy().sum())
+        if self.task == "pretraining":  # how many instances one pass makes (about)
+            vars(self)["_zoo_pass_instances"] = sum(
+                int(b[0].shape[0]) for b in self._instances(examples).batch(4096))
 
     def steps_per_pass(self, info, batch_size):
-        tokens = vars(self).get("_zoo_pass_tokens")
-        if self.task == "pretraining" and tokens is not None:
-            # About one instance per sequence_length - 3 tokens.
-            per_instance = self.get_zoo_config()["sequence_length"] - 3
-            return tokens // per_instance // batch_size or None
+        instances = vars(self).get("_zoo_pass_instances")
+        if self.task == "pretraining" and instances is not None:
+            return instances // batch_size or None
         return (info.num_examples or 0) // batch_size or None
 
     def batch_data(self, examples, info, batch_size, training):
@@ -372,11 +371,54 @@ class BERT(ZooModel):
                 self.get_zoo_config()["vocab_size"]
         return {r: t.special_id(r) for r in ("pad", "unk", "cls", "sep", "mask")}, t.vocab_size
 
+    def _instances(self, examples):
+        """Documents -> sentences -> ids -> NSP instances, made in groups of 16
+        documents (B of a random pair comes from another document of the group):
+        (token_ids, segment_ids, lengths, next_sentence_labels) per instance."""
+        import tensorflow as tf
+
+        from keras_zoo.data import bert_pretraining as bp
+
+        c = self.get_zoo_config()
+        special, _ = self._special_ids()
+        length = c["sequence_length"]
+        if "token_ids" in examples.element_spec:  # synthetic instances
+            return examples.map(lambda e: (e["token_ids"], e["segment_ids"], e["lengths"],
+                                           e["label"]))
+        tokenizer = self._require_tokenizer("pre-training")
+
+        def create(values, segment_lengths, document_lengths, seed):
+            docs, start, seg = [], 0, 0
+            for n_segments in document_lengths:
+                doc = []
+                for n in segment_lengths[seg:seg + n_segments]:
+                    doc.append(values[start:start + n])
+                    start += n
+                seg += n_segments
+                docs.append(doc)
+            return bp.create_instances(docs, length, c["short_seq_prob"], special["cls"],
+                                       special["sep"], special["pad"], seed)
+
+        def make(texts):
+            segments = bp.split_segments(texts)  # (documents, sentences)
+            ids = tokenizer.tf_encode(segments.flat_values)  # (sentences, tokens)
+            # The pairing is drawn from the group's own text: the same documents
+            # give the same pairs, another shuffle gives other groups.
+            seed = tf.strings.to_hash_bucket_fast(tf.strings.reduce_join(texts), 2**31)
+            out = tf.numpy_function(
+                create, [ids.flat_values, ids.row_lengths(), segments.row_lengths(), seed],
+                [tf.int32, tf.int32, tf.int32, tf.int32], stateful=False)
+            shapes = [(None, length), (None, length), (None,), (None,)]
+            return tf.data.Dataset.from_tensor_slices(
+                tuple(tf.ensure_shape(o, s) for o, s in zip(out, shapes)))
+
+        return examples.map(lambda e: e["text"]).batch(16).flat_map(make)
+
     def _pretraining_batches(self, examples, batch_size, training):
-        """Documents -> sentences -> ids -> NSP instances (groups of 16 documents,
-        B of a random pair from another document of the group) -> shuffled ->
-        batches -> masked-LM corruption. ``(x, y, sample_weight)`` with y =
-        {"mlm": original ids at mask_positions, "nsp": 1 for a random B}."""
+        """NSP instances -> shuffled -> batches -> masked-LM corruption.
+        ``(x, y, sample_weight)`` with y = {"mlm": the original ids at
+        ``mask_positions``, "nsp": 1 for a random B}; evaluation pads the last
+        batch with weight-0 rows."""
         import tensorflow as tf
 
         from keras_zoo.data import bert_pretraining as bp
@@ -384,41 +426,7 @@ class BERT(ZooModel):
         c = self.get_zoo_config()
         special, vocab = self._special_ids()
         length = c["sequence_length"]
-        if "token_ids" in examples.element_spec:  # synthetic instances
-            instances = examples.map(lambda e: (e["token_ids"], e["segment_ids"],
-                                                e["lengths"], e["label"]))
-        else:
-            tokenizer = self._require_tokenizer("pre-training")
-
-            def documents(texts):
-                segments = bp.split_segments(texts)  # (docs, segments)
-                ids = tokenizer.tf_encode(segments.flat_values)
-                return ids.flat_values, ids.row_lengths(), segments.row_lengths()
-
-            def create(values, segment_lengths, document_lengths, seed):
-                docs, start, seg = [], 0, 0
-                for n_segments in document_lengths:
-                    doc = []
-                    for n in segment_lengths[seg:seg + n_segments]:
-                        doc.append(values[start:start + n])
-                        start += n
-                    seg += n_segments
-                    docs.append(doc)
-                return bp.create_instances(docs, length, c["short_seq_prob"], special["cls"],
-                                           special["sep"], special["pad"], seed)
-
-            def make(texts):
-                values, segment_lengths, document_lengths = documents(texts)
-                seed = tf.strings.to_hash_bucket_fast(tf.strings.reduce_join(texts), 2**31)
-                out = tf.numpy_function(create, [values, segment_lengths, document_lengths,
-                                                 seed],
-                                        [tf.int32, tf.int32, tf.int32, tf.int32],
-                                        stateful=False)
-                shapes = [(None, length), (None, length), (None,), (None,)]
-                return tf.data.Dataset.from_tensor_slices(
-                    tuple(tf.ensure_shape(o, s) for o, s in zip(out, shapes)))
-
-            instances = examples.map(lambda e: e["text"]).batch(16).flat_map(make)
+        instances = self._instances(examples)
         if training:
             instances = instances.shuffle(4096, seed=17)
         batches = instances.batch(batch_size, drop_remainder=training)
