@@ -178,7 +178,6 @@ class ZooModel(keras.Model):
         signature from a dataset spec, or None to let the exporter use its own
         (images, synthetic). The exporter calibrates int8 and verifies with
         these; a text family tokenizes and packs its text here."""
-        return None
 
     def serving_signatures(self):
         """Named functions the exporter writes: ``{name: keras.Model}``.

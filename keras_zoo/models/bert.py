@@ -470,8 +470,8 @@ class BERT(ZooModel):
             segments = [0, 0, 0]
         else:
             second = tf.cast(second, tf.int32)
-            budget = length - 3
             la, lb = first.row_lengths(), second.row_lengths()
+            budget = tf.constant(length - 3, la.dtype)
             keep_b = tf.minimum(lb, tf.maximum(budget // 2, budget - la))
             keep_a = tf.minimum(la, budget - keep_b)
             pieces = [cls, _head(first, keep_a), sep, _head(second, keep_b), sep]

@@ -214,3 +214,58 @@ def test_bad_inputs_are_one_clear_line():
         BERT(**dict(SMALL, sequence_length=30))
     with pytest.raises(ValueError, match="answer\\(\\) needs task='question_answering'"):
         model.answer("why?", "because.")
+
+
+def test_data_hooks_pack_pairs_and_label_first_pieces():
+    import tensorflow as tf
+
+    from keras_zoo.data import TextInfo
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "cat",
+             "dog", "."]
+    model = BERT(**dict(SMALL, sequence_length=8), task="classification", num_classes=3)
+    model.tokenizer = WordPieceTokenizer(vocab)
+    examples = tf.data.Dataset.from_tensor_slices({
+        "text": ["unaffable cat cat cat cat cat", "dog"], "text_pair": ["dog dog .", "cat"],
+        "label": [2, 0]})
+    info = TextInfo("pairs", "test", "classification", 2, num_classes=3)
+    (x, y, w), = model.batch_data(examples, info, 4, training=False)
+    tokens = [model.tokenizer.decode(r, skip_special_tokens=False).split()
+              for r in x["token_ids"].numpy()]
+    # 8 positions, 5 for A (8 pieces) + B (3): the longer side is cut first, from its
+    # end, until the two are even, then B: un ##aff ##able | dog dog.
+    assert tokens[0] == ["[CLS]", "unaffable", "[SEP]", "dog", "dog", "[SEP]"]
+    assert x["segment_ids"].numpy()[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert x["padding_mask"].numpy()[1].tolist() == [1] * 5 + [0] * 3
+    assert y.numpy().tolist()[:2] == [2, 0] and w.numpy().tolist() == [1, 1, 0, 0]
+    assert x["token_ids"].shape == (4, 8)  # padded to the static batch, weight 0
+
+    tagger = BERT(**dict(SMALL, sequence_length=8), task="token_classification",
+                  num_classes=3)
+    tagger.tokenizer = model.tokenizer
+    words = tf.data.Dataset.from_tensor_slices({"words": [["unaffable", "cat"]] * 2,
+                                                "tags": [[1, 2]] * 2})
+    (x, y, w), = tagger.batch_data(words, info, 2, training=True)
+    # [CLS] un ##aff ##able cat [SEP]: the tag sits on each word's first piece only.
+    assert x["token_ids"].numpy()[0].tolist() == [2, 5, 6, 7, 8, 3, 0, 0]
+    assert y.numpy()[0].tolist() == [0, 1, 0, 0, 2, 0, 0, 0]
+    assert w.numpy()[0].tolist() == [0, 1, 0, 0, 1, 0, 0, 0]
+
+
+def test_pair_truncation_equals_the_originals_loop():
+    import tensorflow as tf
+
+    model = BERT(**dict(SMALL, sequence_length=12), task="classification")
+    model.tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
+    rng = np.random.default_rng(0)
+    la, lb = rng.integers(1, 15, 200), rng.integers(1, 15, 200)
+    first = tf.ragged.constant([[5] * n for n in la])
+    second = tf.ragged.constant([[6] * n for n in lb])
+    ids = model.pack(first, second)["token_ids"].numpy()
+    for row, a, b in zip(ids, la, lb):
+        while a + b > 12 - 3:  # run_classifier.py's _truncate_seq_pair
+            if a > b:
+                a -= 1
+            else:
+                b -= 1
+        assert ((row == 5).sum(), (row == 6).sum()) == (a, b)
