@@ -260,7 +260,9 @@ class PositionEmbedding(layers.Layer):
     def call(self, x, start_index=0):
         length, dim = ops.shape(x)[1], ops.shape(x)[2]
         start = ops.cast(start_index, "int32")
-        table = ops.slice(self.embeddings, (start, ops.zeros((), "int32")), (length, dim))
+        # The variable as a tensor: JAX will not trace a Keras Variable inside slice.
+        table = ops.slice(ops.convert_to_tensor(self.embeddings), (start, ops.zeros((), "int32")),
+                          (length, dim))
         return x + ops.cast(table, x.dtype)[None]
 
     def compute_output_shape(self, input_shape):
