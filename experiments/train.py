@@ -296,7 +296,9 @@ def default_eval_spec(spec):
 
     if is_text_spec(spec):
         kind, name, _ = text_data.parse_spec(spec)
-        return f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation"
+        pair = text_data.direction(spec)
+        suffix = f":{'-'.join(pair)}" if pair else ""
+        return (f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation") + suffix
     kind, name, _ = parse_spec(spec)
     if kind == "bundled":
         return f"{name}:test"
