@@ -687,7 +687,7 @@ def _dry_run(c, model, strategy, ds, info, total, per_replica, params, started):
     _say(f"dry run ok: {params:,} parameters ({trainable:,} trainable); per-replica batch "
          f"{per_replica} x {strategy.num_replicas_in_sync} replicas; first step (trace + "
          f"compile) {first:.1f}s; step time {step * 1000:.0f} ms "
-         f"({c['global_batch_size'] / step:,.0f} examples/s)")
+         f"({c['global_batch_size'] / step:,.1f} examples/s)")
     return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
             "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
             "first_step_seconds": first, "step_seconds": step,
