@@ -229,10 +229,16 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tf_encode(self, texts):
         """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
-        if self._tf is None:
-            import tensorflow as tf
-            import tensorflow_text
+        import tensorflow as tf
+        import tensorflow_text
 
+        if not tf.executing_eagerly():
+            # Inside a traced tf.data function the model goes into the graph as
+            # a constant: tf.distribute re-creates dataset graphs from their
+            # serialized form, which an eagerly captured resource does not survive.
+            return tensorflow_text.SentencepieceTokenizer(
+                model=self.proto, out_type=tf.int32).tokenize(texts)
+        if self._tf is None:
             self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
                                                               out_type=tf.int32)
         return self._tf.tokenize(texts)
@@ -394,28 +400,44 @@ class WordPieceTokenizer(Tokenizer):
         """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
         import tensorflow as tf
 
-        if self._tf is None:
-            import tensorflow_text as tf_text
-
-            # Longer words become [UNK] below, counted in characters as the
-            # original does; the byte limit only has to let the rest through.
-            # A token listed twice keeps its last id (load_vocab); the op wants
-            # unique, non-empty tokens, so earlier copies (and empty lines)
-            # become strings no word can be: words never hold a space.
-            vocab = [t if t and self._ids[t] == i else f"[unmatchable {i}]"
-                     for i, t in enumerate(self.vocabulary)]
-            with tf.init_scope():  # built once, outside any tf.data trace
-                self._tf = tf_text.FastWordpieceTokenizer(
-                    vocab=vocab, suffix_indicator="##",
-                    max_bytes_per_word=4 * self.max_chars_per_word + 4,
-                    unknown_token=self.special_tokens["unk"], no_pretokenization=True,
-                    token_out_type=tf.int32)
         words = self.tf_basic_tokenize(texts)
         too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") \
             > self.max_chars_per_word
         words = words.with_flat_values(
             tf.where(too_long, self.special_tokens["unk"], words.flat_values))
-        return self._tf.tokenize(words).merge_dims(-2, -1)
+        return self._wordpiece().tokenize(words).merge_dims(-2, -1)
+
+    def _wordpiece(self):
+        """TensorFlow Text's FastWordpieceTokenizer over this vocabulary. Its model
+        (a flatbuffer) is built once; inside a traced tf.data function it goes
+        into the graph as a constant (tf.distribute re-creates dataset graphs
+        from their serialized form, which eagerly captured state does not survive)."""
+        import tensorflow as tf
+        import tensorflow_text as tf_text
+
+        if self._tf is None:
+            # A token listed twice keeps its last id (load_vocab); the op wants
+            # unique, non-empty tokens, so earlier copies (and empty lines)
+            # become strings no word can be: words never hold a space.
+            vocab = [t if t and self._ids[t] == i else f"[unmatchable {i}]"
+                     for i, t in enumerate(self.vocabulary)]
+            with tf.init_scope():  # built once, eagerly
+                # Longer words become [UNK] in tf_encode, counted in characters
+                # as the original does; the byte limit only lets the rest through.
+                self._tf = tf_text.FastWordpieceTokenizer(
+                    vocab=vocab, suffix_indicator="##",
+                    max_bytes_per_word=4 * self.max_chars_per_word + 4,
+                    unknown_token=self.special_tokens["unk"], no_pretokenization=True,
+                    token_out_type=tf.int32)
+                # (the op keeps its flatbuffer as a uint8 constant, ``_model``)
+                self._model_buffer = self._tf._model.numpy().tobytes()
+        if tf.executing_eagerly():
+            return self._tf
+        import numpy as np
+
+        return tf_text.FastWordpieceTokenizer(
+            model_buffer=tf.constant(np.frombuffer(self._model_buffer, np.uint8)),
+            token_out_type=tf.int32)
 
     # ---- vocabulary
 
