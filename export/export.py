@@ -364,7 +364,8 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         batch = inputs[0][1][0]
         data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
         arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
-        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
+        lockstep = key in getattr(model, "lockstep_signatures", ())
+        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch, lockstep)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
         n = len(next(iter(exported.values())))
