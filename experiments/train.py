@@ -647,7 +647,8 @@ def _train(c, strategy, chief, started):
                    else "val_loss" if eval_ds is not None else "loss")
         callbacks.append(BestPreset(f"{model_dir}/best", monitor,
                                     mode="max" if monitor.endswith("accuracy") else "min",
-                                    description=f"best {monitor} of {c['preset']} run"))
+                                    description=f"best {monitor} of {c['preset']} run",
+                                    print_fn=_say))
     callbacks.append(StepCheckpoint(ckpt_dir))
 
     train_started = time.perf_counter()
@@ -847,9 +848,19 @@ def _fail(message):
     sys.exit(2)
 
 
+def parse_flags(argv):
+    """absl's parser with our error convention: a misspelt flag or a bad value
+    is one ``error:`` line and exit status 2 (absl's own is a FATAL line, a
+    usage hint and status 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
 def run():
     """Console script ``keras-zoo-train``."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -548,9 +548,22 @@ def run():
         try:
             main(argv)
         except (ExportError, PresetError, DatasetError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    app.run(guarded)
+            _fail(str(e))
+
+    def parse_flags(argv):  # a misspelt flag or a bad value: one line, status 2 (as above)
+        from absl import flags
+
+        try:
+            return _FLAGS(argv)
+        except flags.Error as e:
+            _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    app.run(guarded, flags_parser=parse_flags)
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

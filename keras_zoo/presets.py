@@ -228,6 +228,23 @@ def read_preset_folder(folder):
     return config, (weights if os.path.exists(weights) else None)
 
 
+def preset_problem(folder):
+    """Why the preset folder written by ``save_to_preset`` is not whole (a file
+    missing, a sha256 that does not match: a save that was killed half-way), or None."""
+    local = _localize(folder)
+    try:
+        config, weights = read_preset_folder(local)
+        if not os.path.exists(os.path.join(local, MANIFEST_FILE)) or weights is None:
+            return f"no {MANIFEST_FILE} or no {WEIGHTS_FILE}"
+        parse_preset_config(config, os.path.join(folder, CONFIG_FILE))
+    except PresetError as e:
+        return str(e)
+    finally:
+        if local != folder:
+            shutil.rmtree(local, ignore_errors=True)
+    return None
+
+
 def _atomic_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

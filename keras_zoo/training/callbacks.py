@@ -23,7 +23,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_zoo.presets import sha256_of
+from keras_zoo.presets import preset_problem, sha256_of
 
 _CKPT = re.compile(r"ckpt-(\d+)\.weights\.h5$")
 
@@ -266,7 +266,7 @@ class BestPreset(keras.callbacks.Callback):
     """Writes the model as a preset to ``directory`` whenever ``monitor``
     improves; the best value survives restarts in ``<directory>/score.json``."""
 
-    def __init__(self, directory, monitor, mode="max", description=""):
+    def __init__(self, directory, monitor, mode="max", description="", print_fn=print):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -276,9 +276,20 @@ class BestPreset(keras.callbacks.Callback):
         self.best = None
         self.best_epoch = None
         if tf.io.gfile.exists(self.score_path):
-            with tf.io.gfile.GFile(self.score_path) as f:
-                saved = json.load(f)
-            self.best, self.best_epoch = saved["value"], saved["epoch"]
+            # A run killed while writing the preset leaves it torn: then the score
+            # is forgotten, so the next evaluation writes a whole preset again.
+            problem = preset_problem(self.directory)
+            try:
+                with tf.io.gfile.GFile(self.score_path) as f:
+                    saved = json.load(f)
+                best, best_epoch = float(saved["value"]), int(saved["epoch"])
+            except (ValueError, KeyError, TypeError) as e:
+                problem = problem or f"score.json unreadable ({e})"
+            if problem:
+                print_fn(f"warning: the best preset in {self.directory} is not whole "
+                         f"({problem}); it is written again at the next evaluation")
+            else:
+                self.best, self.best_epoch = best, best_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

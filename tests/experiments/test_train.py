@@ -246,6 +246,11 @@ def test_bad_flags_exit_with_one_clear_line(tmp_path, finish):
                                                   "--global_batch_size=33"] + ok,
         "--strategy=tpu: could not reach or initialise TPU 'local'": [
             "--preset=lenet5", "--strategy=tpu", "--tpu=local"] + ok,
+        # absl's own parse errors, in the same form (absl alone: FATAL + usage, status 1)
+        "Unknown command line flag 'learning_rat'. Did you mean: learning_rate": [
+            "--preset=lenet5", "--learning_rat=0.1"] + ok,
+        "flag --epochs=ten: invalid literal for int": ["--preset=lenet5", "--epochs=ten",
+                                                      f"--model_dir={tmp_path / 'run'}"],
     }
     procs = {pattern: subprocess.Popen(_cli(*flags), env=_env(), cwd=REPO, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -441,3 +446,25 @@ def test_bad_config_files_name_the_file_and_line(tmp_path, capsys, name, text, p
     path.write_text(text)
     err = _main_error([f"--config={path}", f"--model_dir={tmp_path / 'run'}"], capsys)
     assert re.search(pattern, err), err
+
+
+def test_a_torn_best_preset_is_written_again(tmp_path, capsys):
+    """A run killed while writing best/ leaves it torn; the next run says so and
+    writes it again at its next evaluation, even when the (unreadable) old score
+    claims to be unbeatable."""
+    from keras_zoo.presets import preset_problem
+
+    model_dir = tmp_path / "run"
+    config = {**_SHORT, "train_steps": 8, "model_dir": str(model_dir)}
+    trainer.train(config)
+    best = model_dir / "best"
+    weights = best / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    score = json.loads((best / "score.json").read_text())
+    (best / "score.json").write_text(json.dumps({**score, "value": -1.0}))  # loss never < -1
+    capsys.readouterr()
+    trainer.train({**config, "train_steps": 12})
+    out = capsys.readouterr().out
+    assert re.search(r"warning: the best preset in .*best is not whole \(sha256 mismatch", out)
+    assert preset_problem(str(best)) is None
+    assert keras_zoo.from_preset(str(best)).count_params() == 61_706

@@ -313,6 +313,8 @@ def test_cli_bad_flags_exit_with_one_clear_line(tmp_path, finish):
         r"is a folder; a TFLite export is one file": ["--preset=lenet5",
                                                       f"--output={tmp_path / 'empty'}"],
         r"unknown preset 'lenet_5'": ["--preset=lenet_5", out],
+        r"Unknown command line flag 'quantisation'. Did you mean: quantization": [
+            "--preset=lenet5", "--quantisation=int8", out],
     }
     procs = {pattern: _popen(*args) for pattern, args in cases.items()}
     try:
