@@ -231,7 +231,8 @@ SIZE_KEYS = frozenset({
     "image_size", "patch_size", "num_channels", "num_classes", "hidden_dim", "num_layers",
     "num_heads", "mlp_dim", "latent_dim", "out_dim", "bottleneck_dim", "head_layers",
     "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim",
-    "local_crop_size", "steps_per_epoch", "total_steps"})
+    "local_crop_size", "steps_per_epoch", "total_steps", "vocab_size", "num_encoder_layers",
+    "num_decoder_layers", "max_source_length", "max_target_length"})
 SIZE_LIST_KEYS = frozenset({"hidden_units", "conv_filters", "filters", "dense_units",
                             "stage_depths", "stage_filters"})
 

@@ -19,6 +19,8 @@ from keras_zoo import PresetError
      r"ResNet: stage_depths must be a list of positive integers, got \[1, 0\]"),
     ("lenet5", {"filters": [6, -16]}, "LeNet: filters must be a list of positive integers"),
     ("vae_digits", {"hidden_units": [0]}, "VAE: hidden_units must be a list of positive"),
+    ("transformer_tiny_gettext", {"num_decoder_layers": 0},
+     "Transformer: num_decoder_layers must be a positive integer, got 0"),
 ])
 def test_non_positive_sizes_are_one_clear_error(preset, overrides, message):
     with pytest.raises(PresetError, match=message) as info:
