@@ -18,7 +18,7 @@ import tensorflow as tf
 
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
 BUNDLED = {"digits": "digits.npz"}
-_BUNDLED_INFO = {"digits": dict(num_classes=10, image_shape=(8, 8, 1), max_value=16.0)}
+_BUNDLED_INFO = {"digits": {"num_classes": 10, "image_shape": (8, 8, 1), "max_value": 16.0}}
 SPLITS = ("train", "test")
 
 
@@ -42,23 +42,40 @@ class DatasetInfo:
 
 
 def parse_spec(spec, default_split="train"):
-    """'tfds:mnist:test' -> ('tfds', 'mnist', 'test'); 'digits' -> ('bundled', 'digits', 'train')."""
+    """'tfds:mnist:test' -> ('tfds', 'mnist', 'test'); 'digits' -> ('bundled', 'digits', 'train').
+
+    The whole spec must mean something: a tail after the split (``digits:test:x``),
+    an empty part or a synthetic size that is not a positive whole number is a
+    DatasetError. A tfds split keeps its own colons (``tfds:mnist:train[:80%]``)."""
     if not spec or not isinstance(spec, str):
         raise DatasetError(f"dataset spec must be a non-empty string, got {spec!r}")
-    parts = spec.split(":")
-    if parts[0] == "tfds":
+    kind = spec.split(":", 1)[0]
+    if kind == "tfds":
+        parts = spec.split(":", 2)
         if len(parts) < 2 or not parts[1]:
             raise DatasetError(f"{spec!r}: write tfds:NAME[:SPLIT], e.g. tfds:mnist:test")
+        if len(parts) > 2 and not parts[2]:
+            raise DatasetError(f"{spec!r}: empty split; write tfds:{parts[1]}[:SPLIT]")
         return "tfds", parts[1], parts[2] if len(parts) > 2 else default_split
-    if parts[0] == "synthetic":
-        return "synthetic", parts[1] if len(parts) > 1 else "1024", default_split
-    if parts[0] in BUNDLED:
+    parts = spec.split(":")
+    if kind == "synthetic":
+        if len(parts) > 2:
+            raise DatasetError(f"{spec!r}: write synthetic[:N], with nothing after N")
+        count = parts[1] if len(parts) > 1 else "1024"
+        if not count.isdigit() or int(count) <= 0:
+            raise DatasetError(f"{spec!r}: synthetic:N needs a positive whole number of "
+                               f"examples, got {count!r}")
+        return "synthetic", count, default_split
+    if kind in BUNDLED:
+        if len(parts) > 2:
+            raise DatasetError(f"{spec!r}: write {kind}[:SPLIT] with SPLIT one of {SPLITS}; "
+                               f"{':'.join(parts[2:])!r} after the split is not understood")
         split = parts[1] if len(parts) > 1 else default_split
         if split not in SPLITS:
             raise DatasetError(f"{spec!r}: bundled split must be one of {SPLITS}, got {split!r}")
-        return "bundled", parts[0], split
+        return "bundled", kind, split
     known = list(BUNDLED) + ["tfds:NAME", "synthetic"]
-    close = difflib.get_close_matches(parts[0], known, n=3)
+    close = difflib.get_close_matches(kind, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(known)}.{hint}")
 
@@ -133,7 +150,7 @@ def _load_tfds(name, split, data_dir):
     shape = tuple(features["image"].shape)
     try:
         n = builder.info.splits[split].num_examples
-    except Exception:
+    except Exception:  # noqa: BLE001  (sliced or unknown splits: size unknown, streamed)
         n = None
     return ds, DatasetInfo(name, split, num_classes, shape, n)
 

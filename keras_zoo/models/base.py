@@ -1,6 +1,7 @@
 """ZooModel: the functional Keras model every family builds on."""
 
 import inspect
+import numbers
 
 import keras
 
@@ -28,6 +29,7 @@ class ZooModel(keras.Model):
         bound.apply_defaults()
         config = {k: v for k, v in list(bound.arguments.items())[1:]
                   if k not in ("kwargs", "name")}
+        check_sizes(cls.__name__, config)
         vars(instance)["_zoo_config"] = _plain(config)  # bypasses Keras' attribute tracking
         return instance
 
@@ -62,6 +64,22 @@ class ZooModel(keras.Model):
     def save_to_preset(self, directory, description=""):
         """Writes config.json + model.weights.h5 + manifest.json (sha256)."""
         return presets.save_to_preset(self, directory, description)
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``; an empty batch is one clear ValueError
+        (Keras' own loop fails with an UnboundLocalError on it)."""
+        arrays = (list(x.values()) if isinstance(x, dict)
+                  else list(x) if isinstance(x, (list, tuple)) else [x])
+        for a in arrays:
+            shape = getattr(a, "shape", None)
+            if shape is not None and len(shape) and shape[0] == 0:
+                raise ValueError(f"{type(self).__name__}.predict got an empty batch (input of "
+                                 f"shape {tuple(shape)}): give at least one example")
+        try:
+            return super().predict(x, *args, **kwargs)
+        except UnboundLocalError:  # Keras' loop saw no batch at all (an empty dataset)
+            raise ValueError(f"{type(self).__name__}.predict got no batch: the input "
+                             "dataset is empty") from None
 
     def __call__(self, inputs, *args, **kwargs):
         self._check_input_shape(inputs)
@@ -203,6 +221,34 @@ def signature_model(inputs, fn, owned_layers, name):
     decoder step over a cache. ``owned_layers``: the layers ``fn`` uses."""
     return keras.Model(inputs, _FunctionCall(fn, owned_layers, name=f"{name}_fn")(inputs),
                        name=name)
+
+
+# Config options that are sizes or counts, in every family: each must be a
+# positive integer (lists: each entry), else a model without blocks or a
+# ZeroDivisionError deep in a layer is all the user gets. ``None`` stays
+# allowed where the family gives it a meaning (num_classes=None: features).
+SIZE_KEYS = frozenset({
+    "image_size", "patch_size", "num_channels", "num_classes", "hidden_dim", "num_layers",
+    "num_heads", "mlp_dim", "latent_dim", "out_dim", "bottleneck_dim", "head_layers",
+    "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim",
+    "local_crop_size", "steps_per_epoch", "total_steps", "vocab_size", "num_encoder_layers",
+    "num_decoder_layers", "max_source_length", "max_target_length"})
+SIZE_LIST_KEYS = frozenset({"hidden_units", "conv_filters", "filters", "dense_units",
+                            "stage_depths", "stage_filters"})
+
+
+def check_sizes(family, config):
+    """Raises one ValueError naming the first size option that is not a positive integer."""
+    def positive(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+
+    for key, value in config.items():
+        if key in SIZE_KEYS and value is not None and not positive(value):
+            raise ValueError(f"{family}: {key} must be a positive integer, got {value!r}")
+        if key in SIZE_LIST_KEYS and value is not None and (
+                not isinstance(value, (list, tuple)) or not all(map(positive, value))):
+            raise ValueError(f"{family}: {key} must be a list of positive integers, got "
+                             f"{value!r}")
 
 
 def _plain(value):

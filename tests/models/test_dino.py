@@ -328,7 +328,7 @@ _MIRRORED = textwrap.dedent("""
 def test_centre_under_mirrored_strategy_equals_single_device():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", _MIRRORED, json.dumps(TINY)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=1800, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
     out = json.loads(lines[0][len("RESULT "):])
