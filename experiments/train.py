@@ -11,7 +11,8 @@ override the flag defaults. The same settings as a dict run in-process:
 
 The trainer is generic: it builds ``keras_zoo.from_preset(preset)`` under
 ``strategy.scope()``, compiles with the model's ``compile_defaults()`` and
-maps training batches through its ``train_input_transform()``. A family with
+maps each decoded training example through its ``train_input_transform()``
+(or resizes it to the model's input when that is None). A family with
 its own objective overrides ``train_step``; nothing here names a family.
 """
 
@@ -312,7 +313,8 @@ def train_stream(ds, info, c, image_size, channels, transform, start_step, total
 
     def one_pass(index):
         shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
-        return pipeline(shuffled, batch, image_size, channels, training=False, cache=False)
+        return pipeline(shuffled, batch, image_size, channels, training=False, cache=False,
+                        preprocess=transform)
 
     if pass_len:
         first_pass = start_step // pass_len
@@ -327,9 +329,8 @@ def train_stream(ds, info, c, image_size, channels, transform, start_step, total
             tf.random.set_seed(seed)
     else:  # size unknown: one endless shuffle; a resume replays the batches before it
         stream = pipeline(ds, batch, image_size, channels, training=True, seed=seed,
-                          shuffle_buffer=buffer, repeat=True, cache=False).skip(start_step)
-    if transform is not None:
-        stream = stream.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+                          shuffle_buffer=buffer, repeat=True, cache=False,
+                          preprocess=transform).skip(start_step)
     options = tf.data.Options()
     # Every worker holds the whole (shuffled) stream and keeps its slice of each global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

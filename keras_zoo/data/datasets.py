@@ -135,23 +135,30 @@ def to_model_input(image, image_size, num_channels):
 
 
 def pipeline(ds, batch_size, image_size, num_channels, training, seed=0,
-             shuffle_buffer=10_000, augment=None, repeat=None, cache=True):
+             shuffle_buffer=10_000, augment=None, repeat=None, cache=True, preprocess=None):
     """Shapes a (image, label) dataset into static batches for fit/predict.
 
     Batches are always full (``drop_remainder=True``): TPUs and XLA compile one
     program per shape, and a ragged last batch would recompile or fail.
     ``augment`` maps a batch of images to a batch of images (training only).
+    ``preprocess`` maps each decoded example ``(image, label) -> (x, y)`` in
+    place of the resize to the model's input (a family's
+    ``train_input_transform``); it runs after the cache and the shuffle, so
+    its random crops are drawn anew on each pass.
     """
     if batch_size <= 0:
         raise DatasetError(f"batch_size must be positive, got {batch_size}")
-    ds = ds.map(lambda x, y: (to_model_input(x, image_size, num_channels), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    if preprocess is None:
+        ds = ds.map(lambda x, y: (to_model_input(x, image_size, num_channels), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat if repeat is not None else False:
         ds = ds.repeat()
+    if preprocess is not None:
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     if augment is not None and training:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)

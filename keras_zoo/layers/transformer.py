@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from keras_zoo.layers.attention import MultiHeadAttention
+from keras_zoo.layers.droppath import DropPath
 from keras_zoo.layers.feedforward import FeedForward
 from keras_zoo.layers.normalization import LayerNormalization
 
@@ -22,6 +23,11 @@ class TransformerEncoderBlock(layers.Layer):
         dropout: on the residual branches. attention_dropout: on attention weights.
         activation: feed-forward activation ("gelu" in ViT, "relu" in 2017).
         layer_norm_epsilon: 1e-6 as in ViT.
+        drop_path_rate: stochastic depth on both residual branches (each
+            sample's branch dropped with this probability in training; timm /
+            DINO ``Block``). 0 = off.
+        weight_init: initialisation scheme of ``keras_zoo.layers.initializers``
+            for the attention and MLP kernels and biases.
 
     The norms are ``keras_zoo.layers.normalization.LayerNormalization``:
     Keras' numbers and weights, lowered to ops that int8 TFLite kernels take.
@@ -29,7 +35,7 @@ class TransformerEncoderBlock(layers.Layer):
 
     def __init__(self, num_heads, mlp_dim, dropout=0.0, attention_dropout=0.0,
                  activation="gelu", norm_first=True, layer_norm_epsilon=1e-6,
-                 use_bias=True, **kwargs):
+                 use_bias=True, drop_path_rate=0.0, weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
@@ -39,6 +45,9 @@ class TransformerEncoderBlock(layers.Layer):
         self.norm_first = norm_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_bias = use_bias
+        self.drop_path_rate = drop_path_rate
+        self.weight_init = weight_init
+        self.drop_path = DropPath(drop_path_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         kw = dict(dtype=self.dtype_policy)
@@ -46,26 +55,32 @@ class TransformerEncoderBlock(layers.Layer):
             epsilon=self.layer_norm_epsilon, name="attention_norm", **kw)
         self.attention = MultiHeadAttention(
             self.num_heads, dropout=self.attention_dropout, use_bias=self.use_bias,
-            name="attention", **kw)
+            weight_init=self.weight_init, name="attention", **kw)
         self.attention_dropout_layer = layers.Dropout(self.dropout)
         self.mlp_norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="mlp_norm", **kw)
         self.mlp = FeedForward(self.mlp_dim, activation=self.activation,
-                               dropout=self.dropout, name="mlp", **kw)
-        for sub in (self.attention_norm, self.attention, self.mlp_norm, self.mlp):
+                               dropout=self.dropout, weight_init=self.weight_init,
+                               name="mlp", **kw)
+        for sub in (self.attention_norm, self.attention, self.mlp_norm, self.mlp,
+                    self.drop_path):
             sub.build(input_shape)
 
     def call(self, x, attention_mask=None, use_causal_mask=False, training=None):
         def attend(h):
             h = self.attention(h, attention_mask=attention_mask,
                                use_causal_mask=use_causal_mask, training=training)
-            return self.attention_dropout_layer(h, training=training)
+            return self.drop_path(self.attention_dropout_layer(h, training=training),
+                                  training=training)
+
+        def mlp(h):
+            return self.drop_path(self.mlp(h, training=training), training=training)
 
         if self.norm_first:
             x = x + attend(self.attention_norm(x))
-            return x + self.mlp(self.mlp_norm(x), training=training)
+            return x + mlp(self.mlp_norm(x))
         x = self.attention_norm(x + attend(x))
-        return self.mlp_norm(x + self.mlp(x, training=training))
+        return self.mlp_norm(x + mlp(x))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -76,5 +91,6 @@ class TransformerEncoderBlock(layers.Layer):
                       dropout=self.dropout, attention_dropout=self.attention_dropout,
                       activation=self.activation, norm_first=self.norm_first,
                       layer_norm_epsilon=self.layer_norm_epsilon,
-                      use_bias=self.use_bias)
+                      use_bias=self.use_bias, drop_path_rate=self.drop_path_rate,
+                      weight_init=self.weight_init)
         return config

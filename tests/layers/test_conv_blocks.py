@@ -19,11 +19,18 @@ def test_bottleneck_shapes_and_projection():
 
 
 def test_basic_block_identity_shortcut():
+    # relu(x + F(x)) with F = bn2(conv2(relu(bn1(conv1(x))))) and the input
+    # itself as the shortcut (no projection when shapes match).
     block = BasicBlock(8)
-    x = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype("float32")
-    out = np.asarray(block(x))
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
+    out = np.asarray(block(x, training=False))
     assert block.projection is None
-    assert out.shape == x.shape and (out >= 0).all()
+    h = x
+    for i, (pad, conv, bn) in enumerate(zip(block.pads, block.convs, block.bns)):
+        h = bn(conv(pad(h) if pad is not None else h), training=False)
+        h = np.maximum(np.asarray(h), 0) if i == 0 else np.asarray(h)
+    np.testing.assert_allclose(out, np.maximum(x + h, 0), rtol=1e-5, atol=1e-5)
+    assert np.abs(out - np.maximum(h, 0)).max() > 0.1  # the shortcut carries x
 
 
 def test_zero_init_residual_makes_block_identity_plus_relu():
