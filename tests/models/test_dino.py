@@ -391,7 +391,7 @@ def test_trainer_stream_cuts_views_from_the_decoded_original_image():
     model = DINO(**{**TINY, "global_crops_scale": [0.25, 0.25],
                     "local_crops_scale": [0.05, 0.05], "augmentation": PLAIN})
     config = {"global_batch_size": 4, "shuffle_buffer": 8, "seed": 0}
-    stream = train_stream(ds, info, config, 32, 1, model.train_input_transform(), 0, 4)
+    stream = train_stream(model, ds, info, config, 0, 4)
     spans = {"global_crops": [], "local_crops": []}
     for views, _ in stream.take(2):
         for key, found in spans.items():
