@@ -213,9 +213,15 @@ def pipeline(ds, batch_size, image_size, num_channels, training, seed=0,
 def image_batches(ds, info, batch_size, image_size, num_channels, training, transform=None,
                   weighted=False):
     """The default ``ZooModel.batch_data``: images resized to the model's
-    input, static batches. Training: batches then ``transform`` (DINO's
-    multi-crop). Evaluation with ``weighted``: (x, y, w) where the partial
-    last batch is padded with weight-0 copies, so every example counts once."""
+    input, static batches. Training with a ``transform`` (the family's
+    ``train_input_transform``: DINO's multi-crop, MAE's random-resized crop):
+    it maps each decoded example at its own size *instead of* the resize, as
+    the official recipes crop the original image, then the views are batched.
+    Evaluation with ``weighted``: (x, y, w) where the partial last batch is
+    padded with weight-0 copies, so every example counts once."""
+    if training and transform is not None:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (to_model_input(x, image_size, num_channels), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if not training and weighted and info.num_examples:
@@ -223,10 +229,7 @@ def image_batches(ds, info, batch_size, image_size, num_channels, training, tran
         pad = -info.num_examples % batch_size
         if pad:
             ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if training and transform is not None:
-        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds
+    return ds.batch(batch_size, drop_remainder=True)
 
 
 def check_nonempty(ds, spec, batch_size):

@@ -186,9 +186,12 @@ class ZooModel(keras.Model):
         return []
 
     def train_input_transform(self):
-        """None, or a tf.data map fn ``(images, labels) -> (x, y)`` applied to
-        each training batch before it reaches ``train_step`` (DINO's
-        multi-crop views). Runs on the host inside tf.data."""
+        """None, or a tf.data map fn ``(image, label) -> (x, y)`` applied to
+        each decoded training example at its own size (uint8 or float in
+        [0, 1]), before batching, in place of the resize to the model's input
+        (DINO's multi-crop views, MAE's random-resized crops: the official
+        recipes crop the original image). Its outputs must have static shapes.
+        Runs on the host inside tf.data; None: resize only."""
         return None
 
     def serving_signatures(self):
