@@ -45,6 +45,7 @@ from absl import app, flags, logging
 
 SPRITE_MAX_SIDE = 8192  # px: the largest sprite TensorBoard's projector loads
 MAPS = ("pca_tsne", "pca", "none")
+BASELINES = ("raw", "pca")
 
 
 class EmbedError(ValueError):
@@ -276,7 +277,7 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
           kind=None, num_points=None, batch_size=256, train_dataset="auto", train_points=None,
           labels_per_class=("all",), seeds=1, probe_epochs=100, k=20, sprite=True,
           sprite_tile=None, map="pca_tsne", map_points=2000, data_dir=None, seed=0,
-          progress=True):
+          baselines=BASELINES, progress=True):
     """Runs the tool (the flags' values as arguments); returns a summary dict.
 
     ``model``: a built ZooModel instead of ``preset`` / ``model_dir``."""
@@ -291,6 +292,9 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
             raise EmbedError(f"--{what} must be a positive integer, got {value}")
     if seeds < 1:
         raise EmbedError(f"--seeds must be >= 1, got {seeds}")
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise EmbedError(f"--baselines takes {', '.join(BASELINES)}; got {unknown}")
     settings = parse_labels_per_class(labels_per_class)
     started = time.time()
     if model is None:
@@ -341,13 +345,13 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
         print(f"training points: {len(x_train):,} of {train_dataset}")
         z_train = evaluation.extract_features(embedder, x_train, batch_size, progress=progress)
         raw_train, raw = x_train.reshape(len(x_train), -1), x.reshape(len(x), -1)
-        project = evaluation.pca(raw_train, z.shape[1])
-        pca_train = project(raw_train)
-        features = {
-            f"{family} {kind}": (z_train, z),
-            "raw inputs": (raw_train.astype("float32"), raw.astype("float32")),
-            f"PCA-{pca_train.shape[1]} of raw inputs": (pca_train, project(raw)),
-        }
+        features = {f"{family} {kind}": (z_train, z)}
+        if "raw" in baselines:
+            features["raw inputs"] = (raw_train.astype("float32"), raw.astype("float32"))
+        if "pca" in baselines:  # unsupervised, like the autoencoders: all training inputs
+            project = evaluation.pca(raw_train, z.shape[1])
+            pca_train = project(raw_train)
+            features[f"PCA-{pca_train.shape[1]} of raw inputs"] = (pca_train, project(raw))
         scores = {}
         for name, (train_f, test_f) in features.items():
             per_setting = evaluation.transfer_scores(
@@ -375,7 +379,7 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
 _FLAG_ARGUMENTS = ("preset", "model_dir", "dataset", "output", "kind", "num_points",
                    "batch_size", "train_dataset", "train_points", "labels_per_class", "seeds",
                    "probe_epochs", "k", "sprite", "sprite_tile", "map", "map_points",
-                   "data_dir", "seed")
+                   "data_dir", "seed", "baselines")
 
 
 def _define_flags():
@@ -406,6 +410,8 @@ def _define_flags():
     flags.DEFINE_integer("map_points", 2000, "Points drawn in the map (a random subset beyond).")
     flags.DEFINE_string("data_dir", None, "tfds data directory.")
     flags.DEFINE_integer("seed", 0, "Seed of the map's subset and t-SNE.")
+    flags.DEFINE_list("baselines", list(BASELINES), "Scored next to the embedding: raw "
+                      "inputs, PCA of them with the embedding's dimension (empty: none).")
 
 
 def user_errors():

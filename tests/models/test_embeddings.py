@@ -140,3 +140,17 @@ def test_bad_kind_and_bad_shape_are_one_line_errors():
     with pytest.raises(ValueError, match=r"^ViT.embed expects inputs of shape "
                                          r"\(N, 32, 32, 1\); got \(2, 28, 28, 1\)$"):
         vit.embed(np.zeros((2, 28, 28, 1), "float32"))
+
+
+@pytest.mark.parametrize("preset", ["vit_tiny_digits", "vae_digits"])
+def test_models_save_and_load_after_their_embedding_was_built(tmp_path, preset):
+    model = _randomise(keras_zoo.from_preset(preset))
+    expected = model.embed(IMAGES)  # adds nodes after the encoder's last layer
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+    np.testing.assert_allclose(loaded.embed(IMAGES), expected, atol=1e-5)
+    model.save_to_preset(str(tmp_path / "preset"))
+    np.testing.assert_allclose(keras_zoo.from_preset(str(tmp_path / "preset")).embed(IMAGES),
+                               expected, atol=1e-5)
