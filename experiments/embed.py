@@ -81,12 +81,14 @@ def default_train_dataset(spec):
     return f"tfds:{name}:train" if kind == "tfds" else f"{name}:train"
 
 
-def load_points(spec, input_shape, input_dtype, limit=None, data_dir=None, default_split="test"):
+def load_points(model, spec, input_shape, input_dtype, limit=None, data_dir=None,
+                default_split="test"):
     """(inputs (N, ...) as the model takes them, int64 labels (N,) or None).
 
-    ``spec``: a dataset spec (images: resized and converted to the model's
-    size and channels, in dataset order) or an ``.npz`` file with ``x`` (inputs
-    of exactly the model's shape) and optionally ``y`` (labels)."""
+    ``spec``: a dataset spec, loaded by the family's own ``load_data`` hook
+    (images: resized and converted to the model's size and channels, in
+    dataset order), or an ``.npz`` file with ``x`` (inputs of exactly the
+    model's shape) and optionally ``y`` (labels)."""
     from keras_zoo.data import datasets
 
     expected = tuple(input_shape[1:])
@@ -107,16 +109,15 @@ def load_points(spec, input_shape, input_dtype, limit=None, data_dir=None, defau
         return x.astype(input_dtype), None if y is None else y.astype("int64")
     if not is_image_input(input_shape, input_dtype):
         raise EmbedError(
-            f"dataset {spec!r} gives images, but the model's embedding takes inputs of shape "
-            f"(N, {', '.join(map(str, expected))}) {input_dtype}; pass an .npz file with x "
-            "of that shape")
-    size, channels = expected[0], expected[2]
-    ds, _ = datasets.load(spec, default_split, image_shape=expected, data_dir=data_dir)
+            f"{type(model).__name__}'s embedding takes inputs of shape (N, "
+            f"{', '.join(map(str, expected))}) {input_dtype}, not images; pass an .npz file "
+            "with x of that shape")
+    ds, _ = model.load_data(spec, default_split, data_dir=data_dir)  # the family's errors
     if limit is not None:
         ds = ds.take(limit)
-    ds = ds.map(lambda x, y: (datasets.to_model_input(x, size, channels), y))
+    size, channels = expected[0], expected[2]
     xs, ys = [], []
-    for x, y in ds.batch(1024):
+    for x, y in ds.map(lambda x, y: (datasets.to_model_input(x, size, channels), y)).batch(512):
         xs.append(x.numpy())
         ys.append(y.numpy())
     if not xs:
@@ -313,7 +314,7 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
     if sprite and is_image_input(shape, dtype) and num_points is not None:
         check_sprite(num_points, tile)  # before any work when the count is known
 
-    x, y = load_points(dataset, shape, dtype, num_points, data_dir)
+    x, y = load_points(model, dataset, shape, dtype, num_points, data_dir)
     with_sprite = sprite and is_image_input(shape, dtype)
     if with_sprite:
         check_sprite(len(x), tile)
@@ -340,8 +341,8 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
         print("transfer scores skipped: " + ("the points have no labels" if y is None else
               f"no training split to pair with {dataset!r} (pass --train_dataset)"))
     else:
-        x_train, y_train = load_points(train_dataset, shape, dtype, train_points, data_dir,
-                                       default_split="train")
+        x_train, y_train = load_points(model, train_dataset, shape, dtype, train_points,
+                                       data_dir, default_split="train")
         print(f"training points: {len(x_train):,} of {train_dataset}")
         z_train = evaluation.extract_features(embedder, x_train, batch_size, progress=progress)
         raw_train, raw = x_train.reshape(len(x_train), -1), x.reshape(len(x), -1)

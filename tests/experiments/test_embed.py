@@ -227,3 +227,12 @@ def test_default_training_split_pairs_with_the_embedded_one():
     assert tool.default_train_dataset("digits:train") is None  # would score on its own labels
     assert tool.default_train_dataset("synthetic:64") is None
     assert tool.default_train_dataset("points.npz") is None
+
+
+def test_a_text_dataset_for_an_image_model_is_the_familys_one_line_error(tmp_path):
+    from keras_zoo.data import DatasetError
+
+    with pytest.raises(DatasetError, match=r"^dataset 'english_prose' is text; LeNet trains "
+                                           r"on images"):
+        tool.embed(preset="lenet5", dataset="english_prose", output=str(tmp_path / "out"),
+                   progress=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_zoo
-from keras_zoo.models.base import EmbeddingError, ZooModel
+from keras_zoo.models.base import EmbeddingError, ZooModel, _families_with_embeddings
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.random((6, 32, 32, 1)).astype("float32")
@@ -20,7 +20,18 @@ def _randomise(model, scale=0.2, seed=1):
     return model
 
 
-@pytest.mark.parametrize("preset", keras_zoo.list_presets(tiny=True))
+# The image families and their hooks; text families add theirs in their own files.
+IMAGE_FAMILIES = ("MLP", "LeNet", "ResNet", "ViT", "Autoencoder", "SparseAutoencoder", "VAE",
+                  "MAE", "DINO", "LatentClassifier")
+
+
+def test_every_image_family_has_an_embedding_hook():
+    with_hook = _families_with_embeddings()
+    assert set(IMAGE_FAMILIES) <= set(with_hook), sorted(set(IMAGE_FAMILIES) - set(with_hook))
+
+
+@pytest.mark.parametrize("preset", [p for f in IMAGE_FAMILIES
+                                    for p in keras_zoo.list_presets(f, tiny=True)])
 def test_every_tiny_preset_has_an_embedding_by_the_contract(preset):
     model = keras_zoo.from_preset(preset)
     kinds = model.embedding_kinds()
