@@ -6,8 +6,10 @@
     python -m export.export --model_dir=runs/vit --format=saved_model --output=vit_sm
 
 The exporter is generic: it writes each function a family returns from
-``ZooModel.serving_signatures()`` under its name, with named inputs (the
-Keras ``Input`` names) and named outputs (the output layer names).
+``ZooModel.export_signatures()`` (its ``serving_signatures()``, plus
+``embedding`` when the family has an embedding hook) under its name, with
+named inputs (the Keras ``Input`` names) and named outputs (the output layer
+names). ``--signature=NAME`` writes one of them alone.
 SavedModels keep a dynamic batch unless ``--batch_size`` is given; TFLite
 files always have a static batch (1 by default). Files are written under a
 temporary name and renamed, so a failed export leaves nothing behind, and the
@@ -68,7 +70,7 @@ def load_model(preset=None, model_dir=None, **overrides):
 
 def signature_specs(model, batch_size=None, signature=None):
     """{signature: (keras function model, [(input name, shape, dtype)], [output names])}."""
-    signatures = model.serving_signatures() if hasattr(model, "serving_signatures") \
+    signatures = model.export_signatures() if hasattr(model, "export_signatures") \
         else {"serving_default": model}
     if signature is not None:
         if signature not in signatures:

@@ -211,6 +211,16 @@ class Codec(ZooModel):
         return {"encoder": self.encoder,
                 "decoder": keras.Model(code, pixels, name="decoder_pixels")}
 
+    def embedding_kinds(self):
+        return ("code",)
+
+    def embedding_model(self, kind=None):
+        """``"code"``: the encoder's bottleneck (B, latent_dim), what
+        ``code()`` returns and a LatentClassifier reads (the VAE: its mean)."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.encoder.inputs,
+                                    lambda: self.encoder.outputs[0])
+
     def evaluate_dataset(self, data, batch_size=64):
         """Per-image averages of every loss term over ``data``: a tf.data.Dataset
         of (images, labels) or images, or an array of images. Raises

@@ -8,6 +8,10 @@ import keras
 from keras_zoo import presets
 
 
+class EmbeddingError(ValueError):
+    """A model that has no embedding (no ``embedding_model`` hook)."""
+
+
 class ZooModel(keras.Model):
     """A functional ``keras.Model`` built from a plain config.
 
@@ -197,8 +201,93 @@ class ZooModel(keras.Model):
     def serving_signatures(self):
         """Named functions the exporter writes: ``{name: keras.Model}``.
         Default: the model itself as ``serving_default``. A family with
-        several entry points (VAE encoder/decoder) returns each by name."""
+        several entry points (VAE encoder/decoder) returns each by name.
+        The exporter adds ``"embedding"`` itself (``export_signatures``)."""
         return {"serving_default": self}
+
+    def export_signatures(self):
+        """What the exporter writes: ``serving_signatures()`` plus
+        ``"embedding"`` (the default ``embedding_model()``) when the family
+        has an embedding hook; on-device retrieval runs that signature."""
+        signatures = dict(self.serving_signatures())
+        if self.embedding_kinds() and "embedding" not in signatures:
+            signatures["embedding"] = self.embedding_model()
+        return signatures
+
+    # ---- embeddings: one vector per input, the features a family is "for".
+
+    def embedding_kinds(self):
+        """The names ``embedding_model(kind=...)`` accepts, the default first;
+        ``()`` for a family without an embedding hook (the base default)."""
+        return ()
+
+    def embedding_model(self, kind=None):
+        """A functional ``keras.Model`` from this model's inputs to its embedding.
+
+        The contract a family's override keeps (``embed``, the exporter's
+        ``embedding`` signature and ``experiments.embed`` rely on nothing else):
+
+        * inputs: the serving inputs of the model (same names, shapes and
+          dtypes as ``self.inputs``: images for vision families; token ids
+          and, where the family has one, a padding mask for text families);
+        * one output named ``"embedding"``: float32 ``(batch, dim)`` with a
+          static ``dim``, deterministic (inference mode: no dropout, no
+          masking, no sampling);
+        * it shares this model's layers and weights (no copy), so it follows
+          training and ``load_weights``; build it with ``self._embedding_from``
+          from tensors of the model's graph or of a sub-model;
+        * ``kind``: None for the family's default, else one of
+          ``embedding_kinds()``; an unknown kind raises ValueError naming the
+          valid ones (``self._embedding_kind(kind)`` does that).
+
+        What each family returns is written next to its override (MLP/LeNet:
+        the penultimate layer; ResNet: pooled features; ViT: CLS token or mean
+        of the patch tokens; AE: the code; VAE: the posterior mean; MAE: the
+        unmasked encoder's CLS token; DINO: the teacher backbone's). Text
+        families choose theirs the same way (BERT pooled or mean-pooled tokens,
+        GPT/Mamba mean or last token, the Transformer's encoder mean).
+        """
+        raise EmbeddingError(
+            f"{type(self).__name__} has no embedding hook (embedding_model); families "
+            "with one: " + ", ".join(_families_with_embeddings()))
+
+    def embed(self, x, batch_size=256, kind=None, verbose=False):
+        """Embeddings of ``x`` (an array of inputs, batch first) as a numpy
+        float32 array ``(N, dim)``, computed in batches of ``batch_size``."""
+        import numpy as np
+
+        from keras_zoo import evaluation
+
+        model = self.embedding_model(kind)
+        x = np.asarray(x)
+        expected = tuple(model.inputs[0].shape[1:])
+        if x.ndim != len(expected) + 1 or any(
+                e is not None and g != e for e, g in zip(expected, x.shape[1:])):
+            raise ValueError(
+                f"{type(self).__name__}.embed expects inputs of shape (N, "
+                f"{', '.join(map(str, expected))}); got {x.shape}")
+        return evaluation.extract_features(model, x, batch_size=batch_size, progress=verbose)
+
+    def _embedding_kind(self, kind):
+        kinds = self.embedding_kinds()
+        if kind is None:
+            return kinds[0]
+        if kind not in kinds:
+            raise ValueError(f"{type(self).__name__} has no embedding kind {kind!r}; "
+                             f"its kinds: {', '.join(kinds)}")
+        return kind
+
+    def _embedding_from(self, kind, inputs, build):
+        """The cached ``keras.Model(inputs, build())`` for ``kind``, its output
+        renamed ``embedding`` and cast to float32. ``build`` runs once."""
+        cache = vars(self).setdefault("_embedding_models", {})  # bypasses Keras tracking
+        if kind not in cache:
+            if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+                inputs = inputs[0]  # a single-input model is called with a tensor
+            features = keras.layers.Activation("linear", name="embedding",
+                                               dtype="float32")(build())
+            cache[kind] = keras.Model(inputs, features, name=f"{self.name}_embedding_{kind}")
+        return cache[kind]
 
     def trainable_parameter_count(self):
         """Trainable parameters (BatchNorm moving statistics excluded)."""
@@ -252,6 +341,12 @@ def check_sizes(family, config):
                 not isinstance(value, (list, tuple)) or not all(map(positive, value))):
             raise ValueError(f"{family}: {key} must be a list of positive integers, got "
                              f"{value!r}")
+
+
+def _families_with_embeddings():
+    presets._import_families()
+    return sorted(name for name, cls in presets._FAMILIES.items()
+                  if cls.embedding_kinds is not ZooModel.embedding_kinds)
 
 
 def _plain(value):

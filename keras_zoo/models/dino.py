@@ -466,6 +466,15 @@ class DINO(ZooModel):
     def serving_signatures(self):
         return {"backbone": self.teacher_backbone}
 
+    def embedding_kinds(self):
+        return self.teacher_backbone.embedding_kinds()
+
+    def embedding_model(self, kind=None):
+        """The teacher backbone's embedding (DINO evaluates the teacher: k-NN,
+        linear probe), by the backbone family's own hook: a ViT's CLS token
+        by default, ``kind="mean"`` its patch-token mean."""
+        return self.teacher_backbone.embedding_model(kind)
+
     def fit(self, x=None, *args, **kwargs):
         if isinstance(x, tf.data.Dataset) and (
                 int(x.cardinality()) == 0 or not any(True for _ in x.take(1))):

@@ -176,6 +176,24 @@ class MAE(ZooModel):
     def serving_signatures(self):
         return {"encoder": self.encoder()}
 
+    def embedding_kinds(self):
+        return ("cls", "mean")
+
+    def embedding_model(self, kind=None):
+        """The unmasked ``encoder()`` pooled to (B, hidden_dim). ``"cls"`` (the
+        default): the CLS token after the final LayerNorm, what the official
+        linear probe reads (main_linprobe.py: ``global_pool`` off unless
+        asked); ``"mean"``: the mean of the normalised patch tokens (the
+        official fine-tuning pools before the norm and trains a new one after
+        it; a frozen encoder has no such norm, so its own is kept)."""
+        from keras_zoo.models.vit import _MeanPatches, _TakeToken
+
+        kind = self._embedding_kind(kind)
+        encoder = self.encoder()
+        pool = _TakeToken if kind == "cls" else _MeanPatches
+        return self._embedding_from(kind, encoder.inputs, lambda: pool(
+            name=f"{kind}_embedding")(encoder.outputs[0]))
+
     def reconstruct(self, images):
         """Runs the model once; returns numpy ``(reconstructed, masked_input,
         mask)`` images of the input's shape. The reconstruction pastes the

@@ -75,6 +75,20 @@ class ViT(ZooModel):
                              dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
 
+    def embedding_kinds(self):
+        # The default is what this model's head reads (a "gap" model's CLS
+        # token was never trained to summarise the image).
+        return ("mean", "cls") if self._zoo_config["pooling"] == "gap" else ("cls", "mean")
+
+    def embedding_model(self, kind=None):
+        """``"cls"``: the CLS token after the final LayerNorm (the paper's image
+        representation); ``"mean"``: the mean of the patch tokens (CLS
+        excluded). Both (B, hidden_dim), whatever ``pooling`` the model has."""
+        kind = self._embedding_kind(kind)
+        pool = _TakeToken if kind == "cls" else _MeanPatches
+        return self._embedding_from(kind, self.inputs, lambda: pool(name=f"{kind}_embedding")(
+            self.get_layer("encoder_norm").output))
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class _TakeToken(layers.Layer):

@@ -173,9 +173,19 @@ def test_debug_quantization_writes_per_layer_errors(tmp_path, randomise):
     csv = tmp_path / "debug.csv"
     export_model(model, str(tmp_path / "d.tflite"), quantization="int8",
                  representative_data="digits:train", calibration_samples=8,
-                 debug_quantization=str(csv))
+                 debug_quantization=str(csv), signature="serving_default")
     header, *rows = csv.read_text().strip().splitlines()
     assert "mean_squared_error" in header.split(",") and len(rows) >= 5  # 2 convs, 3 denses
+
+
+def test_debug_quantization_of_a_file_with_several_signatures_asks_for_one(tmp_path):
+    model = keras_zoo.from_preset("lenet5")  # serving_default + embedding
+    with pytest.raises(ExportError, match=r"^--debug_quantization works on one signature at "
+                                          r"a time; this file has \['embedding', "
+                                          r"'serving_default'\]: pass --signature$"):
+        export_model(model, str(tmp_path / "d.tflite"), quantization="int8",
+                     representative_data="digits:train", calibration_samples=4,
+                     debug_quantization=str(tmp_path / "debug.csv"))
 
 
 # ---------------------------------------------------------------- errors
