@@ -303,9 +303,7 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
                               f"{', '.join(QUANTIZATIONS)}")
         _check_writable(output, "tflite")
     if isinstance(representative_data, str):
-        from keras_zoo.data import parse_spec
-
-        parse_spec(representative_data)  # a bad spec fails before the slow part
+        check_spec(representative_data)  # a bad spec fails before the slow part
     batch_size = 1 if batch_size is None else batch_size
     specs = signature_specs(model, batch_size, signature)
     for output in outputs.values():
@@ -512,12 +510,18 @@ def _define_flags():
     return flags.FLAGS
 
 
+def check_spec(spec, default_split="train"):
+    """Parses an image or a text dataset spec (gettext_packages:train calibrates
+    BERT), raising its loader's one-line error on one neither knows."""
+    from keras_zoo.data import is_text_spec, parse_spec, text
+
+    return (text.parse_spec if is_text_spec(spec) else parse_spec)(spec, default_split)
+
+
 def check_flags(FLAGS, argv):
     """Every flag a user can get wrong, before the model is loaded: one
     ExportError naming the flag (positional words are refused, as absl would
     otherwise drop them: ``--int8_io false`` is not ``--int8_io=false``)."""
-    from keras_zoo.data import parse_spec
-
     if len(argv) > 1:
         raise ExportError(f"unexpected arguments {argv[1:]}; flags are written --name=value "
                           "(booleans: --int8_io / --noint8_io)")
@@ -527,13 +531,13 @@ def check_flags(FLAGS, argv):
         if value is not None and value < 1:
             raise ExportError(f"--{name} must be a positive integer, got {value}")
     if FLAGS.representative_data is not None:
-        parse_spec(FLAGS.representative_data)
+        check_spec(FLAGS.representative_data)
         if (FLAGS.format, FLAGS.quantization) != ("tflite", "int8"):
             raise ExportError(
                 f"--representative_data calibrates --format=tflite --quantization=int8 only; "
                 f"this export is --format={FLAGS.format} --quantization={FLAGS.quantization}")
     if FLAGS.verify:
-        parse_spec(FLAGS.verify_data, "test")
+        check_spec(FLAGS.verify_data, "test")
     if FLAGS.benchmark and FLAGS.format != "tflite":
         raise ExportError("--benchmark measures TFLite files; use --format=tflite")
 

@@ -6,8 +6,8 @@ import pytest
 
 import keras_zoo
 from export import export_tflite, verify_export
-from export.export import sample_inputs, signature_specs
-from keras_zoo.data import text
+from export.export import check_spec, sample_inputs, signature_specs
+from keras_zoo.data import DatasetError, text
 from keras_zoo.data.tokenizers import WordPieceTokenizer
 from keras_zoo.training import optimizers
 
@@ -64,3 +64,13 @@ def test_four_tflite_modes_match_keras_and_int8_agrees(classifier, tmp_path):
     assert reports["none"]["keras_accuracy"] > 0.5  # it learned the task (8 classes)
     assert reports["int8"]["top1_agreement"] >= 0.9, reports["int8"]
     assert reports["int8"]["exported_accuracy"] >= reports["int8"]["keras_accuracy"] - 0.05
+
+
+def test_text_specs_pass_the_exporters_spec_check():
+    assert check_spec("gettext_packages:train") == ("bundled", "gettext_packages", "train")
+    assert check_spec("gettext_packages", "test") == ("bundled", "gettext_packages", "test")
+    assert check_spec("digits") == ("bundled", "digits", "train")
+    with pytest.raises(DatasetError, match="gettext_packages:tests"):
+        check_spec("gettext_packages:tests")
+    with pytest.raises(DatasetError, match="unknown dataset 'nonesuch'"):
+        check_spec("nonesuch")
