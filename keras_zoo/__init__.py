@@ -13,6 +13,7 @@ from keras_zoo.models import (
     Autoencoder,
     LatentClassifier,
     LeNet,
+    Mamba,
     ResNet,
     SparseAutoencoder,
     ViT,
@@ -28,5 +29,6 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
-           "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset", "list_presets"]
+__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
+           "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset",
+           "list_presets"]

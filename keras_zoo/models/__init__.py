@@ -6,10 +6,11 @@ from keras_zoo.models.dino import DINO
 from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
+from keras_zoo.models.mamba import Mamba
 from keras_zoo.models.mlp import MLP
 from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
-           "SparseAutoencoder", "ViT", "ZooModel"]
+__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
+           "ResNet", "SparseAutoencoder", "ViT", "ZooModel"]

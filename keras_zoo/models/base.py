@@ -113,6 +113,12 @@ class ZooModel(keras.Model):
         several entry points (VAE encoder/decoder) returns each by name."""
         return {"serving_default": self}
 
+    def no_weight_decay_variables(self):
+        """Variables the trainer's optimizer leaves undecayed. Default: biases and
+        norm scales (every variable of rank <= 1). A family with other such
+        parameters (Mamba's A_log) adds them here."""
+        return [v for v in self.trainable_variables if len(v.shape) <= 1]
+
     def trainable_parameter_count(self):
         """Trainable parameters (BatchNorm moving statistics excluded)."""
         return sum(int(keras.ops.size(w)) for w in self.trainable_weights)
