@@ -67,6 +67,9 @@ class MambaBlock(layers.Layer):
     """
 
     def __init__(self, mixer_config, norm_epsilon=1e-5, **kwargs):
+        # No autocast: under mixed precision the float32 SSM state passed to a
+        # step must not be rounded to bfloat16 (the sublayers cast for themselves).
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.mixer_config = dict(mixer_config)
         self.norm_epsilon = norm_epsilon
@@ -201,9 +204,9 @@ class Mamba(ZooModel):
                 conv_states.append(conv_state)
                 ssm_states.append(ssm_state)
             last = ops.reshape(x[:, -1:], (-1, x.shape[-1]))
-            outputs = [layers.Identity(name="logits")(self._logits(last)),
+            outputs = [layers.Identity(name="logits", dtype="float32")(self._logits(last)),
                        layers.Identity(name="conv_state")(ops.stack(conv_states, axis=1)),
-                       layers.Identity(name="ssm_state")(ops.stack(ssm_states, axis=1))]
+                       layers.Identity(name="ssm_state", dtype="float32")(ops.stack(ssm_states, axis=1))]
             self._functions[key] = keras.Model([tokens, mask], outputs, name=f"{self.name}_prefill")
         return self._functions[key]
 
@@ -224,9 +227,9 @@ class Mamba(ZooModel):
                 conv_states.append(conv_state)
                 ssm_states.append(ssm_state)
             # Outputs next_<input>: a host loop feeds each back into <input>.
-            outputs = [layers.Identity(name="logits")(self._logits(ops.reshape(x, (-1, x.shape[-1])))),
+            outputs = [layers.Identity(name="logits", dtype="float32")(self._logits(ops.reshape(x, (-1, x.shape[-1])))),
                        layers.Identity(name="next_conv_state")(ops.stack(conv_states, axis=1)),
-                       layers.Identity(name="next_ssm_state")(ops.stack(ssm_states, axis=1))]
+                       layers.Identity(name="next_ssm_state", dtype="float32")(ops.stack(ssm_states, axis=1))]
             self._functions["step"] = keras.Model([token, conv_in, ssm_in], outputs,
                                                   name=f"{self.name}_step")
         return self._functions["step"]
