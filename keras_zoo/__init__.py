@@ -15,6 +15,7 @@ from keras_zoo.models import (
     LeNet,
     Mamba,
     ResNet,
+    Simba,
     SparseAutoencoder,
     ViT,
     ZooModel,
@@ -30,5 +31,5 @@ def from_preset(preset, load_weights=True, **overrides):
 
 
 __all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
-           "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset",
+           "PresetError", "ResNet", "Simba", "SparseAutoencoder", "ViT", "ZooModel", "from_preset",
            "list_presets"]

@@ -34,6 +34,7 @@ def greedy_by_state(model, prompt, steps, padding_mask=None):
     return np.stack(out, axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, count", [("mamba_130m", 129_135_360), ("mamba_370m", 371_516_416)])
 def test_published_parameter_counts(name, count):
     model = keras_zoo.from_preset(name)
