@@ -229,8 +229,9 @@ class MambaMixer(layers.Layer):
     scan the reversed sequence, sharing in_proj and out_proj, and averages the
     two (Vision Mamba's "v2" bidirectional block); it has no recurrent step.
 
-    Call: ``mixer(h, padding_mask=None, return_state=False)``, h (batch, L,
-    width). A padding mask (1 = token, 0 = padding) zeroes padded positions
+    Call: ``mixer(h, padding_mask=None, initial_state=None, return_state=False)``,
+    h (batch, L, width); ``initial_state`` = (conv_state, ssm_state) continues a
+    sequence (prompt chunks). A padding mask (1 = token, 0 = padding) zeroes padded positions
     before the convolution and before the scan, so left padding leaves the
     state exactly as if the prompt had started at its first token.
     ``return_state`` also returns the recurrent state: the last kernel - 1 conv
@@ -321,11 +322,14 @@ class MambaMixer(layers.Layer):
         dt, b, c = ops.split(x_proj(x), [self.rank, self.rank + self.state_dim], axis=-1)
         return dt_proj(dt), b, c
 
-    def _direction(self, x, keep, suffix, return_state):
+    def _direction(self, x, keep, suffix, return_state, initial_state=None):
         conv_kernel, conv_bias, x_proj, dt_proj, scan = self._parts(suffix)
         length = x.shape[1]
         k = self.conv_kernel
-        padded = ops.pad(x, [[0, 0], [k - 1, 0], [0, 0]])
+        if initial_state is None:
+            padded = ops.pad(x, [[0, 0], [k - 1, 0], [0, 0]])
+        else:  # continue from a state: the window starts with the last k - 1 inputs
+            padded = ops.concatenate([ops.cast(initial_state[0], x.dtype), x], axis=1)
         kernel = ops.cast(conv_kernel, x.dtype)
         # Causal depthwise conv as k shifted multiply-adds: PAD/SLICE/MUL/ADD in
         # TFLite, and the same arithmetic as the recurrent step's window sum.
@@ -340,19 +344,23 @@ class MambaMixer(layers.Layer):
         dt, b, c = self._ssm_inputs(x, x_proj, dt_proj)
         if not return_state:
             return scan(x, dt, b, c), None
-        y, ssm_state = scan(x, dt, b, c, return_state=True)
+        y, ssm_state = scan(x, dt, b, c, return_state=True,
+                            initial_state=None if initial_state is None else initial_state[1])
         return y, (padded[:, length:], ssm_state)
 
-    def call(self, hidden, padding_mask=None, return_state=False):
-        if return_state and self.bidirectional:
+    def call(self, hidden, padding_mask=None, initial_state=None, return_state=False):
+        if (return_state or initial_state is not None) and self.bidirectional:
             raise ValueError("a bidirectional MambaMixer sees the whole sequence; it has no "
-                             "recurrent state to return")
+                             "recurrent state")
+        if padding_mask is not None and initial_state is not None:
+            raise ValueError("padding_mask is for prompts read from the empty state; continue "
+                             "from a state with unpadded tokens")
         x, z = ops.split(self.in_proj(hidden), 2, axis=-1)
         keep = None
         if padding_mask is not None:
             keep = ops.cast(padding_mask, x.dtype)[..., None]
             x = x * keep
-        y, state = self._direction(x, keep, "", return_state)
+        y, state = self._direction(x, keep, "", return_state, initial_state)
         if self.bidirectional:
             flipped_keep = None if keep is None else ops.flip(keep, axis=1)
             y_backward, _ = self._direction(ops.flip(x, axis=1), flipped_keep, "_backward", False)
@@ -380,7 +388,8 @@ class MambaMixer(layers.Layer):
         """Per-sequence shapes of (conv_state, ssm_state)."""
         return (self.conv_kernel - 1, self.inner_dim), (self.inner_dim, self.state_dim)
 
-    def compute_output_spec(self, hidden, padding_mask=None, return_state=False):
+    def compute_output_spec(self, hidden, padding_mask=None, initial_state=None,
+                            return_state=False):
         out = keras.KerasTensor(hidden.shape, dtype=self.compute_dtype)
         if not return_state:
             return out

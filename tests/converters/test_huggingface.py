@@ -47,7 +47,7 @@ def test_biases_and_head_are_read_from_the_file():
     assert untied.get_zoo_config()["use_bias"] is True
     assert untied.get_zoo_config()["tie_embeddings"] is False
     # vocabulary 100 is not a multiple of 8: the file's 100 rows are kept as they are
-    assert tied.padded_vocabulary_size == 100
+    assert tied.padded_vocab_size == 100
     assert tied.count_params() == sum(v.size for v in load_file(
         os.path.join(FIXTURES, "tied", "model.safetensors")).values())
 
@@ -105,6 +105,8 @@ def test_folder_without_safetensors(tmp_path):
 
 def test_imported_model_saves_as_a_keras_zoo_preset(tmp_path):
     model = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, "untied_bias"))
+    # this fixture has no tokenizer.json; a text preset must carry one
+    model.tokenizer = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, "tied")).tokenizer
     model.save_to_preset(str(tmp_path / "zoo"))
     again = keras_zoo.from_preset(str(tmp_path / "zoo"))
     ref = _reference("untied_bias")
@@ -128,3 +130,32 @@ def test_checkpoint_tensors_reports_every_problem_at_once():
     for part in ("missing from the file: zz", "not placed: c", "wrong shape: b (3,)",
                  "placed twice: a"):
         assert part in message, message
+
+
+SAMPLE = "Selective scans decide what to remember, token by token."
+
+
+def test_tokenizer_json_travels_with_the_model(tmp_path):
+    model = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, "tied"))
+    tokenizer = model.tokenizer
+    assert type(tokenizer).__name__ == "HuggingFaceTokenizer"
+    assert tokenizer.encode(SAMPLE) == _reference("tied")["text_ids"].tolist()  # transformers'
+    assert (tokenizer.pad_id, tokenizer.end_id) == (0, 1)  # config.json's pad / eos ids
+    ids = tokenizer.encode("The state space model reads")
+    assert tokenizer.decode(ids) == "The state space model reads"
+    import tensorflow as tf
+
+    assert tokenizer.tf_encode(tf.constant([SAMPLE])).to_list()[0] == tokenizer.encode(SAMPLE)
+    text = model.generate("The state", max_new_tokens=4)
+    assert text.startswith("The state")
+    model.save_to_preset(str(tmp_path / "zoo"))
+    again = keras_zoo.from_preset(str(tmp_path / "zoo"))
+    assert again.tokenizer.encode(SAMPLE) == tokenizer.encode(SAMPLE)
+    assert again.generate("The state", max_new_tokens=4) == text
+
+
+def test_generate_matches_transformers_greedy_tokens():
+    model = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, "untied_bias"))
+    ref = _reference("untied_bias")
+    got = model.generate(ref["prompt"].tolist(), max_new_tokens=8, stop_at_end=False)
+    assert got == ref["greedy"].tolist()

@@ -24,6 +24,26 @@ def greedy_by_recomputing(model, prompt, steps):
     return tokens[:, np.asarray(prompt).shape[1]:]
 
 
+@pytest.mark.slow
+def test_generate_with_the_recurrent_state_equals_recomputing_the_prefix():
+    model = _tiny()
+    prompts = [[5, 9, 300, 41], [7, 1, 2, 8], [4, 4, 9, 9]]
+    got = model.generate(prompts, max_new_tokens=10, stop_at_end=False)
+    assert got == [greedy_by_recomputing(model, np.array([p], "int32"), 10)[0].tolist()
+                   for p in prompts]
+    assert len(set(got[0])) > 3  # a varied continuation, not one repeated token
+
+
+def test_call_with_cache_continues_a_prompt_in_chunks():
+    model = _tiny()
+    tokens = np.random.default_rng(7).integers(0, 512, (2, 23)).astype("int32")
+    full = np.asarray(model(tokens))
+    logits, cache = model.call_with_cache(tokens[:, :10], model.init_cache(2, 23), 0)
+    more, cache = model.call_with_cache(tokens[:, 10:22], cache, 10)  # parallel, from a state
+    last, _ = model.call_with_cache(tokens[:, 22:], cache, 22)  # one recurrent step
+    np.testing.assert_allclose(np.concatenate([logits, more, last], axis=1), full, atol=1e-5)
+
+
 def greedy_by_state(model, prompt, steps, padding_mask=None):
     logits, state = model.prefill(prompt, padding_mask)
     out = []
@@ -39,18 +59,20 @@ def greedy_by_state(model, prompt, steps, padding_mask=None):
 def test_published_parameter_counts(name, count):
     model = keras_zoo.from_preset(name)
     assert model.count_params() == count
-    assert model.padded_vocabulary_size == 50280  # already a multiple of 8
+    assert model.padded_vocab_size == 50280  # already a multiple of 8
 
 
-def test_vocabulary_is_padded_to_a_multiple_of_8():
-    model = Mamba(vocabulary_size=50277, hidden_dim=16, num_layers=1)
-    assert model.padded_vocabulary_size == 50280
+def test_vocabulary_is_padded_to_a_multiple_of_8_and_generation_skips_the_padding():
+    model = Mamba(vocab_size=50277, hidden_dim=16, num_layers=1)
+    assert model.padded_vocab_size == 50280
     assert model.output.shape == (None, None, 50280)
+    logits, state = model.prefill(np.zeros((1, 3), "int32"))
+    assert logits.shape == (1, 50277)
 
 
 def test_generation_with_recurrent_state_equals_recomputing_the_prefix():
     model = _tiny()
-    prompt = np.random.default_rng(1).integers(0, 256, (2, 7)).astype("int32")
+    prompt = np.random.default_rng(1).integers(0, 512, (2, 7)).astype("int32")
     by_state = greedy_by_state(model, prompt, 12)
     assert len(np.unique(by_state)) > 3  # a varied continuation, not one repeated token
     np.testing.assert_array_equal(by_state, greedy_by_recomputing(model, prompt, 12))
@@ -58,14 +80,14 @@ def test_generation_with_recurrent_state_equals_recomputing_the_prefix():
 
 def test_prefill_and_steps_reproduce_full_sequence_logits():
     model = _tiny()
-    tokens = np.random.default_rng(2).integers(0, 256, (2, 20)).astype("int32")
+    tokens = np.random.default_rng(2).integers(0, 512, (2, 20)).astype("int32")
     full = np.asarray(model(tokens))
     logits, state = model.prefill(tokens[:, :9])
     np.testing.assert_allclose(logits, full[:, 8], atol=1e-5)
     for t in range(9, 20):
         logits, state = model.step(tokens[:, t], state)
-        np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
-    state = model.initial_state(2)  # stepping from zero == reading from the start
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-5, rtol=1e-5)
+    state = model.init_cache(2)  # stepping from zero == reading from the start
     for t in range(20):
         logits, state = model.step(tokens[:, t], state)
     np.testing.assert_allclose(logits, full[:, 19], atol=1e-5)
@@ -74,8 +96,8 @@ def test_prefill_and_steps_reproduce_full_sequence_logits():
 def test_left_padded_prompts_generate_like_unpadded_ones():
     model = _tiny()
     rng = np.random.default_rng(3)
-    short = rng.integers(0, 256, (1, 5)).astype("int32")
-    padded = np.concatenate([rng.integers(0, 256, (1, 4)).astype("int32"), short], axis=1)
+    short = rng.integers(0, 512, (1, 5)).astype("int32")
+    padded = np.concatenate([rng.integers(0, 512, (1, 4)).astype("int32"), short], axis=1)
     mask = np.array([[0] * 4 + [1] * 5], "int32")
     np.testing.assert_array_equal(greedy_by_state(model, padded, 6, mask),
                                   greedy_by_state(model, short, 6))
@@ -83,7 +105,7 @@ def test_left_padded_prompts_generate_like_unpadded_ones():
 
 def test_state_has_constant_size():
     model = _tiny()
-    conv, ssm = model.initial_state(3)
+    conv, ssm = model.init_cache(3)
     assert tuple(conv.shape) == (3, 2, 3, 128) and tuple(ssm.shape) == (3, 2, 128, 16)
     _, (conv_after, ssm_after) = model.prefill(np.zeros((3, 40), "int32"))
     assert conv_after.shape == conv.shape and ssm_after.shape == ssm.shape
@@ -91,10 +113,10 @@ def test_state_has_constant_size():
 
 def test_step_rejects_a_state_of_the_wrong_shape_or_batch():
     model = _tiny()
-    conv, ssm = model.initial_state(2)
+    conv, ssm = model.init_cache(2)
     with pytest.raises(ValueError, match=r"conv_state has shape \(3, 2, 3, 128\).*expects "
                                          r"\(2, 2, 3, 128\)"):
-        model.step(np.zeros(2, "int32"), model.initial_state(3))  # batch 3 state, 2 tokens
+        model.step(np.zeros(2, "int32"), model.init_cache(3))  # batch 3 state, 2 tokens
     with pytest.raises(ValueError, match=r"ssm_state has shape \(2, 2, 128, 8\)"):
         model.step(np.zeros(2, "int32"), (conv, np.zeros((2, 2, 128, 8), "float32")))
     with pytest.raises(ValueError, match="pair"):
@@ -105,7 +127,7 @@ def test_step_rejects_a_state_of_the_wrong_shape_or_batch():
 
 def test_width_not_divisible_as_the_config_requires_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expand=1.5 x width 77 = 115.5 is not a whole number"):
-        Mamba(vocabulary_size=64, hidden_dim=77, num_layers=1, expand=1.5)
+        Mamba(vocab_size=64, hidden_dim=77, num_layers=1, expand=1.5)
 
 
 def test_a_log_and_d_take_no_weight_decay():
@@ -118,7 +140,13 @@ def test_a_log_and_d_take_no_weight_decay():
 
 
 def test_keras_file_and_preset_round_trip(tmp_path):
-    model = _tiny()
+    from keras_zoo.data.tokenizers import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer.train(
+        ["the state space model reads a token", "and keeps a state of fixed size"] * 40,
+        vocab_size=300)
+    model = _tiny(vocab_size=tokenizer.vocab_size)
+    model.tokenizer = tokenizer
     tokens = np.arange(24, dtype="int32").reshape(2, 12)
     before = np.asarray(model(tokens))
     model.save(tmp_path / "m.keras")
@@ -128,13 +156,15 @@ def test_keras_file_and_preset_round_trip(tmp_path):
     again = keras_zoo.from_preset(str(tmp_path / "preset"))
     np.testing.assert_array_equal(np.asarray(again(tokens)), before)
     logits, _ = again.prefill(tokens)
-    np.testing.assert_allclose(logits, before[:, -1], atol=1e-5)
+    vocab = tokenizer.vocab_size
+    np.testing.assert_allclose(logits, before[:, -1, :vocab], atol=1e-5)
+    assert again.generate("the state", max_new_tokens=3).startswith("the state")
 
 
 def test_logits_are_float32_under_mixed_precision():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = Mamba(vocabulary_size=64, hidden_dim=32, num_layers=1)
+        model = Mamba(vocab_size=64, hidden_dim=32, num_layers=1)
         logits = model(np.zeros((1, 5), "int32"))
         _, (conv, ssm) = model.prefill(np.zeros((1, 5), "int32"))
         _, (_, ssm) = model.step(np.zeros(1, "int32"), (conv, ssm))
