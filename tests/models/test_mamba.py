@@ -66,7 +66,7 @@ def test_vocabulary_is_padded_to_a_multiple_of_8_and_generation_skips_the_paddin
     model = Mamba(vocab_size=50277, hidden_dim=16, num_layers=1)
     assert model.padded_vocab_size == 50280
     assert model.output.shape == (None, None, 50280)
-    logits, state = model.prefill(np.zeros((1, 3), "int32"))
+    logits, _ = model.prefill(np.zeros((1, 3), "int32"))
     assert logits.shape == (1, 50277)
 
 
