@@ -231,10 +231,18 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tf_encode(self, texts):
         """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
-        if self._tf is None:
-            import tensorflow as tf
-            import tensorflow_text
+        import tensorflow as tf
+        import tensorflow_text
 
+        if not tf.executing_eagerly():
+            # Inside a tf.data (or tf.function) trace: an op of this graph. A
+            # tokenizer resource made in one trace and captured by another (the
+            # trainer traces the eval map and each training pass separately) fails
+            # with "SymbolicTensor has no attribute _datatype_enum" or "resource
+            # does not exist" once the datasets are distributed.
+            return tensorflow_text.SentencepieceTokenizer(
+                model=self.proto, out_type=tf.int32).tokenize(texts)
+        if self._tf is None:
             self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
                                                               out_type=tf.int32)
         return self._tf.tokenize(texts)
