@@ -166,6 +166,24 @@ def run_torch(python, jobs, timeout=3600):
     return [{"error": f"exited with {proc.returncode}: {tail[:200]}"} for _ in jobs]
 
 
+class _Runner:
+    """One fresh process per measurement; under --quick all of them in one
+    (start-up would dominate a smoke run)."""
+
+    def __init__(self, quick):
+        self.quick, self.pending = quick, []
+
+    def __call__(self, kind, **args):
+        return common.run_jobs("benchmarks.ssm_scaling", [{"kind": kind, "args": args}])[0]
+
+    def many(self, jobs):
+        """[(kind, args)] -> results, in order."""
+        if self.quick:
+            return common.run_jobs("benchmarks.ssm_scaling",
+                                   [{"kind": k, "args": a} for k, a in jobs])
+        return [self(k, **a) for k, a in jobs]
+
+
 def _ms(result):
     if result is None:
         return "-"
@@ -199,17 +217,18 @@ def main(argv=None):
     w, budget = args.width, free_bytes()
 
     print(f"# Mamba vs attention, width {w}, batch 1 ({common.machine_line()})\n")
-    forward = {}
+    run = _Runner(args.quick)
+    forward, jobs = {}, []
     for length in lengths:
         for kind in ("mamba", "attention"):
             need = attention_bytes(w, length)
             if kind == "attention" and budget and need > budget / 2:
                 forward[kind, length] = {"skipped": f"skipped ({need / 2**30:.0f} GiB of scores)"}
                 continue
-            forward[kind, length] = common.run_jobs(
-                "benchmarks.ssm_scaling", [{"kind": "forward", "args": {
-                    "kind": kind, "width": w, "length": length, "warmup": args.warmup,
-                    "steps": args.steps}}])[0]
+            jobs.append(((kind, length), ("forward", {
+                "kind": kind, "width": w, "length": length, "warmup": args.warmup,
+                "steps": args.steps})))
+    forward.update(zip([key for key, _ in jobs], run.many([job for _, job in jobs])))
     rows = []
     for length in lengths:
         m, a = forward["mamba", length], forward["attention", length]
@@ -236,10 +255,10 @@ def main(argv=None):
                      None)
     print(f"- Mamba faster than attention from L = {crossover if crossover else 'never'}")
 
-    decode = {(kind, pos): common.run_jobs("benchmarks.ssm_scaling", [{
-        "kind": "decode", "args": {"kind": kind, "width": w, "position": pos,
-                                   "warmup": args.warmup, "steps": max(args.steps, 20)}}])[0]
-        for kind in ("mamba", "attention") for pos in positions}
+    keys = [(kind, pos) for kind in ("mamba", "attention") for pos in positions]
+    decode = dict(zip(keys, run.many([("decode", {
+        "kind": kind, "width": w, "position": pos, "warmup": args.warmup,
+        "steps": max(args.steps, 20)}) for kind, pos in keys])))
     print("\nPer-token generation time of one block (ms, median; XLA)\n")
     print(common.markdown_table(
         ["position", "Mamba (recurrent state)", "attention (key/value cache)"],
@@ -252,9 +271,8 @@ def main(argv=None):
               f"(ms; torch {torch_rows[0].get('threads', '?')} threads)\n")
         rows = []
         for n, t in zip(torch_lengths, torch_rows):
-            ours = forward.get(("mamba", n)) or common.run_jobs("benchmarks.ssm_scaling", [{
-                "kind": "forward", "args": {"kind": "mamba", "width": w, "length": n,
-                                            "warmup": args.warmup, "steps": args.steps}}])[0]
+            ours = forward.get(("mamba", n)) or run("forward", kind="mamba", width=w, length=n,
+                                                    warmup=args.warmup, steps=args.steps)
             speedup = t["seconds"] / ours["seconds"] if "seconds" in t and "seconds" in ours \
                 else None
             rows.append([n, _ms(ours), _ms(t), common.fmt(speedup, 1, "x")])
