@@ -17,6 +17,7 @@ from keras_zoo.models import (
     ResNet,
     Simba,
     SparseAutoencoder,
+    Transformer,
     ViT,
     ZooModel,
 )
@@ -31,5 +32,5 @@ def from_preset(preset, load_weights=True, **overrides):
 
 
 __all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
-           "PresetError", "ResNet", "Simba", "SparseAutoencoder", "ViT", "ZooModel", "from_preset",
-           "list_presets"]
+           "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT", "ZooModel",
+           "from_preset", "list_presets"]

@@ -235,11 +235,9 @@ class SentencePieceTokenizer(Tokenizer):
         import tensorflow_text
 
         if not tf.executing_eagerly():
-            # Inside a tf.data (or tf.function) trace: an op of this graph. A
-            # tokenizer resource made in one trace and captured by another (the
-            # trainer traces the eval map and each training pass separately) fails
-            # with "SymbolicTensor has no attribute _datatype_enum" or "resource
-            # does not exist" once the datasets are distributed.
+            # Inside a traced tf.data function the model goes into the graph as
+            # a constant: tf.distribute re-creates dataset graphs from their
+            # serialized form, which an eagerly captured resource does not survive.
             return tensorflow_text.SentencepieceTokenizer(
                 model=self.proto, out_type=tf.int32).tokenize(texts)
         if self._tf is None:
