@@ -9,12 +9,13 @@ Generic over causal language models that export two signatures:
 * ``prefill``: ``token_ids`` and ``padding_mask`` (batch, L) at a fixed length
   L, prompts left-padded (mask 0 = padding) -> ``logits`` (batch, vocab) for
   the next token, plus the model's generation state as further outputs;
-* ``step``: ``token_id`` (batch, 1) plus one input per state tensor ->
-  ``logits`` and ``next_<name>`` for every state input ``<name>``.
+* ``step`` (or ``decode``): ``token_id`` (batch, 1) plus one input per state
+  tensor -> ``logits`` and ``next_<name>`` for every state input ``<name>``.
 
 The state is opaque here: whatever tensors the family carries (Mamba's conv
-window and SSM state, a transformer's key/value cache and position) go out
-of prefill under a step input's name, and come back out of each step as
+window and SSM state; a decoder's key/value cache, and its position as one
+more state tensor that prefill outputs and each step advances) go out of
+prefill under a step input's name, and come back out of each step as
 ``next_<name>``. Nothing is recomputed: one prefill, then one step per token.
 """
 
@@ -33,16 +34,16 @@ class TFLiteGenerator:
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        missing = {"prefill", "step"} - set(signatures)
-        if missing:
+        step_name = next((n for n in ("step", "decode") if n in signatures), None)
+        if "prefill" not in signatures or step_name is None:
             raise ExportError(f"{path} has signatures {sorted(signatures)}; generation needs "
-                              f"'prefill' and 'step' (missing {sorted(missing)})")
+                              "'prefill' and 'step' (or 'decode')")
         self.prefill_runner = self.interpreter.get_signature_runner("prefill")
-        self.step_runner = self.interpreter.get_signature_runner("step")
+        self.step_runner = self.interpreter.get_signature_runner(step_name)
         prefill_inputs = self.prefill_runner.get_input_details()
         step_inputs = self.step_runner.get_input_details()
         for needed, have, name in ((("token_ids", "padding_mask"), prefill_inputs, "prefill"),
-                                   (("token_id",), step_inputs, "step")):
+                                   (("token_id",), step_inputs, step_name)):
             if not set(needed) <= set(have):
                 raise ExportError(f"signature {name!r} takes {sorted(have)}; expected "
                                   f"{list(needed)}")
