@@ -121,7 +121,55 @@ def torch_forward_job(width, length, warmup, steps):
     return {"seconds": seconds, "cpu_seconds": cpu, "threads": torch.get_num_threads()}
 
 
-HANDLERS = {"forward": forward_job, "decode": decode_job, "torch_forward": torch_forward_job}
+def scan_job(variant, channels, length, backward, warmup, steps):
+    """Seconds of one selective scan (batch 1, state 16) by ``variant``: the zoo's
+    chunked scan, keras.ops.associative_scan over (exp(delta A), delta B x), or
+    a sequential tf.scan (a WHILE loop); ``backward`` adds the gradient."""
+    import numpy as np
+    import tensorflow as tf
+    from keras import ops
+
+    from keras_zoo.layers.ssm import chunked_selective_scan
+
+    rng = np.random.default_rng(0)
+    n = 16
+    a = tf.constant(-np.tile(np.arange(1, n + 1, dtype="float32"), (channels, 1)))
+    delta = tf.constant(rng.uniform(1e-3, 0.1, (1, length, channels)), "float32")
+    x = tf.constant(rng.standard_normal((1, length, channels)), "float32")
+    b, c = (tf.constant(rng.standard_normal((1, length, n)), "float32") for _ in range(2))
+
+    def scan(delta, x, b, c):
+        if variant == "chunked":
+            return chunked_selective_scan(x, delta, b, c, a)[0]
+        d_a = ops.exp(delta[..., None] * a)
+        u = (delta * x)[..., None] * b[:, :, None, :]
+        if variant == "associative":
+            h = ops.associative_scan(lambda p, q: (p[0] * q[0], q[0] * p[1] + q[1]),
+                                     (d_a, u), axis=1)[1]
+        else:
+            h = tf.transpose(tf.scan(lambda h, e: e[0] * h + e[1],
+                                     (tf.transpose(d_a, (1, 0, 2, 3)),
+                                      tf.transpose(u, (1, 0, 2, 3))),
+                                     initializer=tf.zeros_like(u[:, 0])), (1, 0, 2, 3))
+        return ops.sum(h * c[:, :, None, :], axis=-1)
+
+    def run(delta, x, b, c):
+        if not backward:
+            return scan(delta, x, b, c)
+        with tf.GradientTape() as tape:
+            tape.watch([delta, x, b, c])
+            y = scan(delta, x, b, c)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [delta, x, b, c])[0]
+
+    fn = tf.function(run)
+    seconds, _, cpu = common.median_seconds(lambda: fn(delta, x, b, c).numpy(), warmup, steps)
+    return {"seconds": seconds, "cpu_seconds": cpu}
+
+
+HANDLERS = {"forward": forward_job, "decode": decode_job, "torch_forward": torch_forward_job,
+            "scan": scan_job}
+SCAN_VARIANTS = ("chunked", "associative", "sequential")
 
 
 # ---------------------------------------------------------------- plan and report
@@ -207,17 +255,35 @@ def main(argv=None):
     p.add_argument("--torch_python", default=DEFAULT_TORCH if os.path.exists(DEFAULT_TORCH)
                    else None, help="interpreter with torch + transformers (part 3)")
     p.add_argument("--torch_lengths", default="256,1024,4096")
+    p.add_argument("--scan_lengths", default="1024,4096",
+                   help="part 0: scan implementations compared at these lengths ('' skips)")
     args = p.parse_args(argv)
     lengths = [int(v) for v in args.lengths.split(",")]
     positions = [int(v) for v in args.positions.split(",")]
     torch_lengths = [int(v) for v in args.torch_lengths.split(",")]
+    scan_lengths = [int(v) for v in args.scan_lengths.split(",") if v]
     if args.quick:
         args.width, lengths, positions, torch_lengths = 32, [32, 64], [4, 16], [32]
+        scan_lengths = [32]
         args.warmup, args.steps, args.torch_python = 1, 1, None
     w, budget = args.width, free_bytes()
 
     print(f"# Mamba vs attention, width {w}, batch 1 ({common.machine_line()})\n")
     run = _Runner(args.quick)
+    if scan_lengths:
+        keys = [(v, n, back) for n in scan_lengths for back in (False, True)
+                for v in SCAN_VARIANTS]
+        scans = dict(zip(keys, run.many([("scan", {
+            "variant": v, "channels": 2 * w, "length": n, "backward": back,
+            "warmup": args.warmup, "steps": args.steps}) for v, n, back in keys])))
+        print(f"Selective scan alone ({2 * w} channels x state 16, ms, median; graph mode)\n")
+        print(common.markdown_table(
+            ["L", "pass", "chunked (zoo)", "keras.ops.associative_scan",
+             "sequential tf.scan (WHILE)"],
+            [[n, "forward + gradient" if back else "forward",
+              *(_ms(scans[v, n, back]) for v in SCAN_VARIANTS)]
+             for n in scan_lengths for back in (False, True)]))
+        print()
     forward, jobs = {}, []
     for length in lengths:
         for kind in ("mamba", "attention"):
