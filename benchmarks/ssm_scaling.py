@@ -232,14 +232,14 @@ class _Runner:
         return [self(k, **a) for k, a in jobs]
 
 
-def _ms(result):
+def _ms(result, key="seconds"):
     if result is None:
         return "-"
     if "error" in result:
         return f"error: {result['error'][:60]}"
     if "skipped" in result:
         return result["skipped"]
-    return common.fmt(result["seconds"] * 1e3, 2)
+    return common.fmt(result[key] * 1e3, 2)
 
 
 def main(argv=None):
@@ -276,12 +276,13 @@ def main(argv=None):
         scans = dict(zip(keys, run.many([("scan", {
             "variant": v, "channels": 2 * w, "length": n, "backward": back,
             "warmup": args.warmup, "steps": args.steps}) for v, n, back in keys])))
-        print(f"Selective scan alone ({2 * w} channels x state 16, ms, median; graph mode)\n")
+        print(f"Selective scan alone ({2 * w} channels x state 16, CPU ms, median; graph "
+              "mode)\n")
         print(common.markdown_table(
             ["L", "pass", "chunked (zoo)", "keras.ops.associative_scan",
              "sequential tf.scan (WHILE)"],
             [[n, "forward + gradient" if back else "forward",
-              *(_ms(scans[v, n, back]) for v in SCAN_VARIANTS)]
+              *(_ms(scans[v, n, back], "cpu_seconds") for v in SCAN_VARIANTS)]
              for n in scan_lengths for back in (False, True)]))
         print()
     forward, jobs = {}, []
@@ -298,14 +299,17 @@ def main(argv=None):
     rows = []
     for length in lengths:
         m, a = forward["mamba", length], forward["attention", length]
-        ratio = (a["seconds"] / m["seconds"]) if "seconds" in m and "seconds" in a else None
-        rows.append([length, _ms(m), _ms(a), common.fmt(ratio, 2, "x")])
-    print("Forward time of one block (ms, median; graph mode)\n")
-    print(common.markdown_table(["L", "Mamba block", "attention block", "attention / Mamba"],
-                                rows))
+        ratio = (a["cpu_seconds"] / m["cpu_seconds"]) if "seconds" in m and "seconds" in a \
+            else None
+        rows.append([length, _ms(m), _ms(m, "cpu_seconds"), _ms(a), _ms(a, "cpu_seconds"),
+                     common.fmt(ratio, 2, "x")])
+    print("Forward time of one block (ms, median; graph mode). CPU = process CPU time of "
+          "the call, the\nload-robust measure on a shared machine; the fits use it.\n")
+    print(common.markdown_table(["L", "Mamba wall", "Mamba CPU", "attention wall",
+                                 "attention CPU", "attention / Mamba (CPU)"], rows))
     fits = {}
     for kind in ("mamba", "attention"):
-        done = [(n, forward[kind, n]["seconds"]) for n in lengths
+        done = [(n, forward[kind, n]["cpu_seconds"]) for n in lengths
                 if "seconds" in forward[kind, n]]
         upper = done[len(done) // 2:]
         fits[kind] = (fitted_exponent(*zip(*done)) if len(done) > 1 else None,
@@ -313,22 +317,23 @@ def main(argv=None):
                       upper[0][0] if upper else None)
     print()
     for kind, (k_all, k_upper, start) in fits.items():
-        print(f"- {kind}: time ~ L^k, k = {common.fmt(k_all, 2)} over all L, "
+        print(f"- {kind}: CPU time ~ L^k, k = {common.fmt(k_all, 2)} over all L, "
               f"{common.fmt(k_upper, 2)} over L >= {start}")
     crossover = next((n for n in lengths if "seconds" in forward["attention", n]
                       and "seconds" in forward["mamba", n]
-                      and forward["mamba", n]["seconds"] < forward["attention", n]["seconds"]),
-                     None)
+                      and forward["mamba", n]["cpu_seconds"]
+                      < forward["attention", n]["cpu_seconds"]), None)
     print(f"- Mamba faster than attention from L = {crossover if crossover else 'never'}")
 
     keys = [(kind, pos) for kind in ("mamba", "attention") for pos in positions]
     decode = dict(zip(keys, run.many([("decode", {
         "kind": kind, "width": w, "position": pos, "warmup": args.warmup,
         "steps": max(args.steps, 20)}) for kind, pos in keys])))
-    print("\nPer-token generation time of one block (ms, median; XLA)\n")
+    print("\nPer-token generation time of one block (ms, median wall / CPU; XLA)\n")
     print(common.markdown_table(
         ["position", "Mamba (recurrent state)", "attention (key/value cache)"],
-        [[pos, _ms(decode["mamba", pos]), _ms(decode["attention", pos])] for pos in positions]))
+        [[pos, *(f"{_ms(decode[k, pos])} / {_ms(decode[k, pos], 'cpu_seconds')}"
+                 for k in ("mamba", "attention"))] for pos in positions]))
 
     if args.torch_python:
         torch_rows = run_torch(args.torch_python, [{"kind": "torch_forward", "args": {
@@ -341,9 +346,11 @@ def main(argv=None):
                                                     warmup=args.warmup, steps=args.steps)
             speedup = t["seconds"] / ours["seconds"] if "seconds" in t and "seconds" in ours \
                 else None
-            rows.append([n, _ms(ours), _ms(t), common.fmt(speedup, 1, "x")])
-        print(common.markdown_table(["L", "keras_zoo (chunked scan)",
-                                     "transformers (sequential scan)", "speed-up"], rows))
+            rows.append([n, f"{_ms(ours)} / {_ms(ours, 'cpu_seconds')}",
+                         f"{_ms(t)} / {_ms(t, 'cpu_seconds')}", common.fmt(speedup, 1, "x")])
+        print(common.markdown_table(["L", "keras_zoo (chunked scan), wall / CPU",
+                                     "transformers (sequential scan), wall / CPU",
+                                     "speed-up (wall)"], rows))
     elif not args.quick:
         print("\n(part 3 skipped: no --torch_python with torch + transformers)")
     if args.quick:

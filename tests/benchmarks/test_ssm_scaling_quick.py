@@ -32,7 +32,7 @@ def test_quick_run_prints_both_tables():
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "| L | Mamba block | attention block |" in out
+    assert "| L | Mamba wall | Mamba CPU | attention wall |" in out
     assert "| position | Mamba (recurrent state) | attention (key/value cache) |" in out
     assert "error" not in out, out
-    assert "time ~ L^k" in out
+    assert "CPU time ~ L^k" in out
