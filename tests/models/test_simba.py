@@ -133,3 +133,19 @@ def test_width_not_divisible_by_einfft_blocks_is_a_clear_error():
 def test_image_size_not_divisible_by_the_pyramid_stride():
     with pytest.raises(ValueError, match=r"image_size=36 is not divisible by 8"):
         keras_zoo.Simba.from_preset("simba_tiny_digits", image_size=36)
+
+
+def test_keras_file_round_trip_and_channel_check(tmp_path):
+    import keras
+
+    model = keras_zoo.from_preset("simba_tiny_digits")
+    rng = np.random.default_rng(2)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) if w.ndim else w
+                       for w in model.get_weights()])
+    x = rng.random((2, 32, 32, 1)).astype("float32")
+    before = np.asarray(model(x))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), before)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, 32, 32, 1\)"):
+        model(np.zeros((1, 32, 32, 3), "float32"))
