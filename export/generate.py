@@ -99,6 +99,21 @@ class TFLiteGenerator:
         return np.stack(generated, axis=1).tolist()
 
 
+def next_token_agreement(generator, model, prompt, num_tokens):
+    """Fraction of ``num_tokens`` positions where the file's greedy next token
+    equals the Keras model's, both fed the Keras model's greedy continuation
+    of ``prompt`` (teacher forcing: one disagreement does not derail the rest)."""
+    keras_logits, state = model.prefill(np.asarray([prompt], "int32"))
+    file_logits, file_state = generator.prefill([prompt])
+    same = 0
+    for _ in range(num_tokens):
+        token = np.asarray(keras_logits).argmax(-1).astype("int32")
+        same += int(np.asarray(file_logits).argmax(-1)[0] == token[0])
+        keras_logits, state = model.step(token, state)
+        file_logits, file_state = generator.step(token, file_state)
+    return same / num_tokens
+
+
 def choose(logits, temperature=0.0, top_k=None, rng=None):
     """Next token per row: argmax, or a sample at ``temperature`` (top-k optional)."""
     logits = np.asarray(logits, "float64")
@@ -126,6 +141,8 @@ def _define_flags():
     flags.DEFINE_integer("top_k", None, "sample among the k most likely tokens")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_integer("num_threads", 1, "interpreter threads")
+    flags.DEFINE_string("agreement_with", None, "a preset folder of the exported model: print "
+                        "how often the file's greedy next token equals Keras' (teacher-forced)")
     return flags.FLAGS
 
 
@@ -148,6 +165,14 @@ def main(argv):
     else:
         raise ExportError("give --prompt_ids or --prompt")
     generator = TFLiteGenerator(FLAGS.tflite, FLAGS.num_threads)
+    if FLAGS.agreement_with:
+        import keras_zoo
+
+        model = keras_zoo.from_preset(FLAGS.agreement_with)
+        rate = next_token_agreement(generator, model, prompt, FLAGS.max_new_tokens)
+        print(f"greedy next token equal to Keras at {rate:.1%} of {FLAGS.max_new_tokens} "
+              "teacher-forced positions")
+        return
     end_id = tokenizer.end_id if tokenizer is not None else None
     new = generator.generate([prompt], FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k,
                              FLAGS.seed, end_id)[0]
