@@ -250,6 +250,9 @@ def export_model(model, output, format="tflite", quantization="none", signature=
     try:
         tmp = os.path.join(work, "saved_model")
         write_saved_model(tmp, specs)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:  # a text family's vocabulary travels with its graph
+            tokenizer.save(os.path.join(tmp, "assets", "tokenizer"))
         _replace(tmp, output)
     finally:
         shutil.rmtree(work, ignore_errors=True)
