@@ -3,7 +3,7 @@
 CONFIG = {
     "preset": "simba_tiny_digits",
     "dataset": "digits",
-    "epochs": 60,
+    "epochs": 20,
     "global_batch_size": 64,
     "learning_rate": 1e-3,
     "warmup_steps": 100,
