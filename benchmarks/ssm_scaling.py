@@ -221,8 +221,8 @@ class _Runner:
     def __init__(self, quick):
         self.quick, self.pending = quick, []
 
-    def __call__(self, kind, **args):
-        return common.run_jobs("benchmarks.ssm_scaling", [{"kind": kind, "args": args}])[0]
+    def __call__(self, job, /, **args):  # positional-only: forward jobs carry a "kind" arg
+        return common.run_jobs("benchmarks.ssm_scaling", [{"kind": job, "args": args}])[0]
 
     def many(self, jobs):
         """[(kind, args)] -> results, in order."""

@@ -25,6 +25,19 @@ def test_attention_memory_estimate_counts_heads_and_square_length():
     assert ssm_scaling.attention_bytes(256, 16384) == 4 * 4 * 16384 ** 2 * 4
 
 
+def test_full_run_sends_each_job_with_its_own_kind_argument(monkeypatch):
+    # A full run starts one process per job; forward jobs carry a "kind" argument
+    # of their own ("mamba" / "attention"), which once clashed with the job's kind.
+    sent = []
+    monkeypatch.setattr(ssm_scaling.common, "run_jobs",
+                        lambda module, jobs: sent.extend(jobs) or [{"seconds": 1.0}])
+    run = ssm_scaling._Runner(quick=False)
+    run.many([("forward", {"kind": "mamba", "width": 8, "length": 16})])
+    run("forward", kind="attention", width=8, length=16)
+    assert sent == [{"kind": "forward", "args": {"kind": "mamba", "width": 8, "length": 16}},
+                    {"kind": "forward", "args": {"kind": "attention", "width": 8, "length": 16}}]
+
+
 @pytest.mark.slow
 def test_quick_run_prints_both_tables():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
