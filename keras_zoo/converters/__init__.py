@@ -3,5 +3,6 @@ with ``keras_zoo.presets`` (which imports it lazily, on the first foreign folder
 
 from keras_zoo.converters import (
     hf_bert,  # noqa: F401  (registers hf: BertModel, BertForPreTraining)
+    huggingface,  # noqa: F401  (hf: folders, HuggingFaceTokenizer)
     keras_hub,  # noqa: F401  (registers ViT, ResNet)
 )
