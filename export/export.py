@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from export import tflite, verify
+from export import qat, tflite, verify
 from export.tflite import QUANTIZATIONS, ExportError
 
 FORMATS = ("saved_model", "tflite")
@@ -239,6 +239,7 @@ def export_model(model, output, format="tflite", quantization="none", signature=
         raise ExportError("--int8_io and --debug_quantization apply to --format=tflite only")
     _check_writable(output)
     if quantization == "int8":
+        qat.check_saved_model_int8(model)
         model = keras_int8(model)
     specs = signature_specs(model, batch_size, signature)
     work = _work_dir(output)
@@ -264,19 +265,26 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         _check_writable(output)
     batch_size = batch_size or 1
     specs = signature_specs(model, batch_size, signature)
+    quantize_aware = qat.is_quantize_aware(model)  # its ranges come from training
     representative = None
-    if "int8" in outputs:
+    if "int8" in outputs and not quantize_aware:
         representative = _representative(specs, representative_data, calibration_samples)
     work = _work_dir(next(iter(outputs.values())))
     results = {}
     try:
         saved = os.path.join(work, "static_saved_model")
-        write_saved_model(saved, specs)
+        if not quantize_aware:
+            write_saved_model(saved, specs)
         for quantization, output in outputs.items():
-            content = tflite.convert(
-                saved, quantization, representative, int8_io=int8_io, allow_flex=allow_flex,
-                signature_keys=sorted(specs), float_ops=float_ops, float_scopes=float_scopes,
-                debug_report=debug_quantization if quantization == "int8" else None)
+            if quantize_aware:
+                content = qat.convert(model, specs, work, quantization, write_saved_model,
+                                      int8_io, allow_flex, float_ops)
+            else:
+                content = tflite.convert(
+                    saved, quantization, representative, int8_io=int8_io,
+                    allow_flex=allow_flex, signature_keys=sorted(specs), float_ops=float_ops,
+                    float_scopes=float_scopes,
+                    debug_report=debug_quantization if quantization == "int8" else None)
             ops = tflite.model_ops(content)
             if ops["flex"] and not allow_flex:
                 raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the "
@@ -356,7 +364,8 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         batch = inputs[0][1][0]
         data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
         arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
-        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
+        with qat.reference_mode(model, result["quantization"], fmt):
+            reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
         n = len(next(iter(exported.values())))
