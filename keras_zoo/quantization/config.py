@@ -30,6 +30,10 @@ DEFAULTS = {
     "float_layers": list(FLOAT_LAYERS),
     # Layer paths (as in quantization.describe(model)) or names kept float.
     "skip_layers": [],
+    # Fine-tune against the float model's predictions (its softmax as soft
+    # targets, Hinton et al. 2015) instead of the labels: the int8 model learns
+    # to predict what the float model predicts. Classifiers (logits) only.
+    "distill": False,
     # Magnitude pruning of the same kernels: None or {"sparsity": 0.5,
     # "begin_step": 0, "end_step": 1000, "frequency": 100, "power": 3}.
     "prune": None,
@@ -68,6 +72,8 @@ def resolve(config):
         # the exporter cannot reproduce.
         raise QuantizationError(f"num_bits={out['num_bits']!r}: TFLite integer kernels are "
                                 "8-bit, so quantize_aware supports num_bits=8 only")
+    if not isinstance(out["distill"], bool):
+        raise QuantizationError(f"distill must be true or false, got {out['distill']!r}")
     if not 0.0 < out["momentum"] < 1.0:
         raise QuantizationError(f"momentum must be in (0, 1), got {out['momentum']!r}")
     if out["prune"] is not None:

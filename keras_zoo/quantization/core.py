@@ -2,6 +2,7 @@
 
 import contextlib
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -103,15 +104,60 @@ def for_training(model, config=None, prune_sparsity=None, calibration_data=None,
                            "frequency": max(1, steps // 50), **(config.get("prune") or {})}
     if is_quantize_aware(model):
         wanted, current = resolve(config), get_state(model).qat_config
-        changed = sorted(k for k in config if wanted[k] != current.get(k))
+        changed = sorted(k for k in config if k != "distill" and wanted[k] != current.get(k))
         if changed:
             raise QuantizationError(
                 f"the model is already quantize-aware with other {changed} "
                 f"({ {k: current.get(k) for k in changed} }); start from the float preset "
                 "to change them")
+        teacher = float_copy(model) if config.get("distill", current["distill"]) else None
     else:
+        teacher = float_copy(model) if resolve(config)["distill"] else None
         model = quantize_aware(model, config, calibration_data, calibration_batches)
+    if teacher is not None:
+        distill(model, teacher)
     return model, pruning.callbacks(model)
+
+
+def float_copy(model):
+    """A frozen float copy of ``model`` (its quantizers, if any, left out)."""
+    config = {k: v for k, v in model.get_config().items() if k != "qat"}
+    copy = type(model).from_config(config)
+    for source, target in zip(model.layers, copy.layers):
+        target.set_weights(source.get_weights())
+    copy.trainable = False
+    return copy
+
+
+def distill(model, teacher, temperature=1.0):
+    """Makes ``model``'s loss the cross-entropy between ``teacher``'s softmax and
+    its own (knowledge distillation, Hinton et al. 2015; = KL up to a constant)
+    for ``fit`` and ``evaluate``; metrics still compare with the labels."""
+    loss = model.compile_defaults().get("loss") if hasattr(model, "compile_defaults") else None
+    if not (isinstance(loss, keras.losses.SparseCategoricalCrossentropy | 
+                       keras.losses.CategoricalCrossentropy)
+            and loss.get_config().get("from_logits")):
+        raise QuantizationError(
+            f"distill needs a classifier trained on logits; {type(model).__name__} trains with "
+            f"{type(loss).__name__ if loss is not None else 'its own objective'}")
+
+    def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        target = ops.softmax(ops.stop_gradient(teacher(x, training=False)) / temperature)
+        per_example = -ops.sum(
+            target * ops.log_softmax(ops.cast(y_pred, "float32") / temperature), axis=-1)
+        per_example = per_example * temperature ** 2
+        if sample_weight is not None:
+            w = ops.cast(ops.reshape(sample_weight, ops.shape(per_example)), "float32")
+            total = ops.sum(per_example * w) / ops.maximum(ops.sum(w), 1e-9)
+        else:
+            total = ops.mean(per_example)
+        for extra in model.losses:
+            total = total + ops.cast(extra, "float32")
+        return total
+
+    object.__setattr__(model, "compute_loss", compute_loss)
+    vars(model)["_qat_teacher"] = teacher
+    return model
 
 
 def _kernel(layer):

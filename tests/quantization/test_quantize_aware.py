@@ -284,3 +284,41 @@ def test_qat_trains_under_mirrored_strategy_on_two_cpus(tmp_path):
     assert float(finite) == 1.0 and float(ordered) == 1.0
     assert float(sparsity) > 0.2  # the pruning callback ran under the strategy
     assert is_qat == "True" and same == "True"  # the run's preset is the QAT model
+
+
+def test_trainer_flags_are_checked_and_a_qat_model_is_kept(digits):
+    from experiments import train as trainer
+
+    with pytest.raises(trainer.TrainError, match="prune_sparsity must be in"):
+        trainer.resolve({"preset": "lenet5_relu", "epochs": 1, "model_dir": "/tmp/x",
+                         "prune_sparsity": 1.5})
+    config = trainer.resolve({"preset": "lenet5_relu", "epochs": 1, "model_dir": "/tmp/x",
+                              "qat": True, "qat_config": "momentum=0.9,weights=per_tensor"})
+    assert config["qat_config"] == {"momentum": 0.9, "weights": "per_tensor"}
+    qat, callbacks = quantization.for_training(
+        keras_zoo.from_preset("lenet5_relu"), config["qat_config"], None, digits[0][:64])
+    assert quantization.get_state(qat).qat_config["weights"] == "per_tensor" and not callbacks
+    # Fine-tuning a QAT preset again keeps it (ranges and all) ...
+    again, _ = quantization.for_training(qat, {}, None, digits[0][:64])
+    assert again is qat
+    # ... but cannot silently change how it quantizes.
+    with pytest.raises(quantization.QuantizationError, match=r"already quantize-aware.*weights"):
+        quantization.for_training(qat, {"weights": "per_channel"})
+
+
+def test_distillation_fits_the_float_models_predictions(trained_lenet, digits):
+    x, y = digits[0][:64], digits[1][:64]
+    qat, _ = quantization.for_training(trained_lenet, {"distill": True}, None, x)
+    teacher = np.asarray(trained_lenet(x))
+    student = qat(x)
+    soft = np.exp(teacher - teacher.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    log_student = np.asarray(keras.ops.log_softmax(student))
+    expected = float(np.mean(-np.sum(soft * log_student, axis=1)))
+    assert float(qat.compute_loss(x, y, student)) == pytest.approx(expected, rel=1e-4)
+    qat.compile(optimizer=keras.optimizers.Adam(1e-4), **qat.compile_defaults())
+    history = qat.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    with pytest.raises(quantization.QuantizationError, match="distill needs a classifier"):
+        quantization.for_training(keras_zoo.from_preset("autoencoder_digits"),
+                                  {"distill": True}, None, x)
