@@ -80,7 +80,14 @@ def run_one(name, seed, out):
         qat.update(prune_sparsity=FLAGS.prune_sparsity,
                    model_dir=f"{run}/qat_prune{FLAGS.prune_sparsity:g}")
     _train(qat)
-    return evaluate(f"{run}/float/best", f"{qat['model_dir']}/last", run)
+    result = evaluate(f"{run}/float/best", f"{qat['model_dir']}/last", run)
+    unpruned = f"{run}/qat/qat_int8.tflite"
+    if FLAGS.prune_sparsity and os.path.exists(unpruned):
+        with open(unpruned, "rb") as f:
+            content = f.read()
+        result["unpruned_qat_int8"] = {"size_bytes": len(content),
+                                       "gzip_bytes": len(gzip.compress(content, 9))}
+    return result
 
 
 def evaluate(float_preset, qat_preset, run):
@@ -173,6 +180,24 @@ def ops_table(results):
     return "\n".join(lines)
 
 
+def prune_table(results):
+    lines = [("| model | pruned QAT int8 acc. | agree w/ float | zero int8 kernel weights | "
+              "size KB | gzip KB | unpruned QAT gzip KB |"), "|---|---|---|---:|---:|---:|---:|"]
+    for name, seeds in results.items():
+        rows = list(seeds.values())
+        q = [r["qat_int8"] for r in rows]
+        unpruned = [r["unpruned_qat_int8"]["gzip_bytes"] / 1024 for r in rows
+                    if "unpruned_qat_int8" in r]
+        lines.append(
+            f"| {name} | {_column(rows, 'qat_int8', 'accuracy')} | "
+            f"{_column(rows, 'qat_int8', 'agreement_with_float')} | "
+            f"{100 * statistics.mean(x['zero_fraction'] for x in q):.1f} % | "
+            f"{statistics.mean(x['size_bytes'] for x in q) / 1024:.0f} | "
+            f"{statistics.mean(x['gzip_bytes'] for x in q) / 1024:.0f} | "
+            f"{f'{statistics.mean(unpruned):.0f}' if unpruned else '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     from absl import logging
@@ -190,11 +215,12 @@ def main(argv):
                "load_average_end": load_after, "wall_seconds": time.time() - started,
                "prune_sparsity": FLAGS.prune_sparsity,
                "recipes": {k: RECIPES[k] for k in FLAGS.models}}
-    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
+    suffix = f"_prune{FLAGS.prune_sparsity:g}" if FLAGS.prune_sparsity else ""
+    with open(os.path.join(FLAGS.output_dir, f"results{suffix}.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(table(results))
     print()
-    print(ops_table(results))
+    print(prune_table(results) if FLAGS.prune_sparsity else ops_table(results))
     print(f"\nseeds {', '.join(FLAGS.seeds)}; accuracy on the 360 digits:test images, mean "
           f"(per seed); load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end; "
           f"{summary['wall_seconds'] / 60:.0f} min")

@@ -256,8 +256,8 @@ def role_of(layer, config, path):
 def _unsupported(layer, path):
     raise QuantizationError(
         f"cannot quantize layer {path!r} ({type(layer).__name__}): quantize_aware simulates "
-        f"int8 kernels for {', '.join(COMPUTE)} (and the layers built from them); keep this "
-        f"one float with config={{'skip_layers': [{path!r}]}}")
+        f"int8 kernels for {', '.join(COMPUTE)} (and the layers built from them); leave it "
+        f"out of training's simulation with config={{'skip_layers': [{path!r}]}}")
 
 
 def _relu_like(layer):
