@@ -62,6 +62,16 @@ flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate, reached after war
                    "cosine decay to min_learning_rate.")
 flags.DEFINE_integer("warmup_steps", None, "Linear warmup steps; default 5% of the steps.")
 flags.DEFINE_float("min_learning_rate", 0.0, "Learning rate at the end of the cosine decay.")
+SCHEDULES = ("cosine", "inverse_sqrt")
+flags.DEFINE_enum("lr_schedule", "cosine", list(SCHEDULES),
+                  "cosine: linear warmup to --learning_rate, cosine decay to "
+                  "--min_learning_rate. inverse_sqrt: the Transformer paper's schedule, "
+                  "linear warmup to --learning_rate then decay as 1/sqrt(step) "
+                  "(--learning_rate=d_model^-0.5 * warmup^-0.5 reproduces its formula).")
+flags.DEFINE_float("adam_beta_2", None, "Adam/AdamW/LAMB beta_2 (default: Keras', 0.999; "
+                   "the Transformer paper: 0.98).")
+flags.DEFINE_float("adam_epsilon", None, "Adam/AdamW/LAMB epsilon (default: Keras', 1e-7; "
+                   "the Transformer paper: 1e-9).")
 OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 flags.DEFINE_enum("optimizer", "adamw", list(OPTIMIZERS),
@@ -93,10 +103,10 @@ flags.DEFINE_boolean("dry_run", False, "Build the model under the strategy, comp
 
 KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "strategy", "tpu",
         "num_cpu_devices", "model_dir", "global_batch_size", "epochs", "train_steps",
-        "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "optimizer",
+        "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "lr_schedule",
+        "adam_beta_2", "adam_epsilon", "optimizer",
         "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
         "shuffle_buffer", "seed", "qat", "qat_config", "prune_sparsity", "dry_run")
-CACHE_BYTES = 2 << 30  # cache a dataset in memory when it is below this
 SHUFFLE_BYTES = 1 << 30
 
 
@@ -111,7 +121,8 @@ def defaults():
 # ---------------------------------------------------------------- configuration
 
 def load_config_file(path):
-    """A config file as a dict: Python (``CONFIG`` or ``get_config()``) or JSON."""
+    """A config file as a dict: Python (``CONFIG`` or ``get_config()``) or JSON.
+    A file that does not parse or run is one TrainError naming the file and line."""
     import json
 
     if not os.path.isfile(path):
@@ -119,15 +130,74 @@ def load_config_file(path):
     if path.endswith(".json"):
         with open(path) as f:
             try:
-                return json.load(f)
+                config = json.load(f)
             except json.JSONDecodeError as e:
-                raise TrainError(f"--config {path!r} is not valid JSON: {e}") from None
-    namespace = runpy.run_path(path)
-    if "get_config" in namespace:
-        return dict(namespace["get_config"]())
-    if "CONFIG" in namespace:
-        return dict(namespace["CONFIG"])
-    raise TrainError(f"--config {path!r} defines neither CONFIG nor get_config()")
+                raise TrainError(f"--config {path}:{e.lineno}: not valid JSON: {e.msg}") \
+                    from None
+    else:
+        try:
+            namespace = runpy.run_path(path)
+            if "get_config" in namespace:
+                config = namespace["get_config"]()
+            elif "CONFIG" in namespace:
+                config = namespace["CONFIG"]
+            else:
+                raise TrainError(f"--config {path!r} defines neither CONFIG nor get_config()")
+        except SyntaxError as e:
+            raise TrainError(f"--config {path}:{e.lineno}: syntax error: {e.msg}") from None
+        except TrainError:
+            raise
+        except Exception as e:  # noqa: BLE001  (whatever the file's code raises)
+            raise TrainError(f"--config {path}:{_line_in(e, path)}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(config, dict):
+        raise TrainError(f"--config {path!r}: expected a dict of settings, got "
+                         f"{type(config).__name__}")
+    return config
+
+
+def _line_in(error, path):
+    """The line of ``path`` in ``error``'s traceback (the innermost), or '?'."""
+    import traceback
+
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    return lines[-1] if lines else "?"
+
+
+def _key_line(path, key):
+    """The first line of ``path`` that names ``key`` in quotes, or '?'."""
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if f'"{key}"' in line or f"'{key}'" in line:
+                return number
+    return "?"
+
+
+def check_types(config, where=None):
+    """Each setting must have its flag's type; ``where(key)`` says where it came
+    from (a config file and line) in the message."""
+    for key, value in config.items():
+        if key not in KEYS or value is None:
+            continue
+        kind = FLAGS[key].flag_type()
+        if kind == "int":
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif kind == "float":
+            ok, expected = (isinstance(value, (int, float)) and not isinstance(value, bool),
+                            "a number")
+        elif kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif key == "model_overrides":
+            ok, expected = isinstance(value, (str, dict)), "a JSON object or key=value,..."
+        elif key == "jit_compile":
+            ok, expected = isinstance(value, (str, bool)), "auto, true or false"
+        else:
+            ok, expected = isinstance(value, str), "a string"
+        if not ok:
+            prefix = f"{where(key)}: " if where else ""
+            raise TrainError(f"{prefix}{key}={value!r} ({type(value).__name__}): expected "
+                             f"{expected}")
 
 
 def parse_overrides(value):
@@ -166,6 +236,8 @@ def config_from_flags():
         if unknown:
             raise TrainError(f"--config {FLAGS.config!r} has unknown keys {unknown}; "
                              f"known: {', '.join(KEYS)}")
+        check_types(from_file, lambda key: f"--config {FLAGS.config}:"
+                    f"{_key_line(FLAGS.config, key)}")
         config.update(from_file)
         if "epochs" in from_file and not FLAGS["epochs"].present and FLAGS["train_steps"].present:
             config["epochs"] = None  # a train_steps flag replaces the file's epochs
@@ -183,6 +255,7 @@ def resolve(config):
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         raise TrainError(f"unknown setting(s) {unknown}; known: {', '.join(KEYS)}")
+    check_types(config)
     c = {**defaults(), **config}
     c["model_overrides"] = parse_overrides(c["model_overrides"])
     if not c["preset"]:
@@ -200,13 +273,29 @@ def resolve(config):
             raise TrainError(f"--{key} must be positive, got {c[key]}")
     if c["warmup_steps"] is not None and c["warmup_steps"] < 0:
         raise TrainError(f"--warmup_steps must be >= 0, got {c['warmup_steps']}")
+    for key in ("learning_rate", "min_learning_rate", "weight_decay", "clipnorm"):
+        if c[key] is not None and not math.isfinite(c[key]):
+            raise TrainError(f"--{key} must be a finite number, got {c[key]}")
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
     c["qat_config"] = parse_overrides(c["qat_config"])
     if c["prune_sparsity"] is not None and not 0.0 < c["prune_sparsity"] < 1.0:
         raise TrainError(f"--prune_sparsity must be in (0, 1), got {c['prune_sparsity']}")
+    if not 0 <= c["min_learning_rate"] <= c["learning_rate"]:
+        raise TrainError(f"--min_learning_rate={c['min_learning_rate']:g} must be between 0 "
+                         f"and --learning_rate={c['learning_rate']:g} (the cosine decays from "
+                         "the peak down to it)")
+    if c["weight_decay"] < 0:
+        raise TrainError(f"--weight_decay must be >= 0, got {c['weight_decay']:g}")
+    if c["clipnorm"] is not None and c["clipnorm"] <= 0:
+        raise TrainError(f"--clipnorm must be positive (a global gradient norm), got "
+                         f"{c['clipnorm']:g}; leave it unset for no clipping")
     c["jit_compile"] = _jit_setting(c["jit_compile"])
-    for key, choices in (("strategy", distribute.STRATEGIES),
+    if c["adam_beta_2"] is not None and not 0 < c["adam_beta_2"] < 1:
+        raise TrainError(f"--adam_beta_2 must be in (0, 1), got {c['adam_beta_2']}")
+    if c["adam_epsilon"] is not None and c["adam_epsilon"] <= 0:
+        raise TrainError(f"--adam_epsilon must be positive, got {c['adam_epsilon']}")
+    for key, choices in (("lr_schedule", SCHEDULES), ("strategy", distribute.STRATEGIES),
                          ("optimizer", OPTIMIZERS),
                          ("mixed_precision", PRECISIONS)):
         if c[key] not in choices:
@@ -286,8 +375,16 @@ def check_preset(preset):
 
 
 def default_eval_spec(spec):
-    from keras_zoo.data import parse_spec
+    """The evaluation split that goes with a training spec: a text set's
+    validation split, an image set's test split."""
+    from keras_zoo.data import is_text_spec, parse_spec
+    from keras_zoo.data import text as text_data
 
+    if is_text_spec(spec):
+        kind, name, _ = text_data.parse_spec(spec)
+        pair = text_data.direction(spec)
+        suffix = f":{'-'.join(pair)}" if pair else ""
+        return (f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation") + suffix
     kind, name, _ = parse_spec(spec)
     if kind == "bundled":
         return f"{name}:test"
@@ -296,51 +393,48 @@ def default_eval_spec(spec):
     return f"synthetic:{name}"
 
 
+def check_dataset_spec(spec):
+    """Fails fast (before building anything) on a spec no loader knows."""
+    from keras_zoo.data import is_text_spec, parse_spec
+
+    if not is_text_spec(spec):
+        parse_spec(spec)
+
+
 # ---------------------------------------------------------------- data
 
-def _cacheable(info, image_size, channels):
-    dims = [d or image_size for d in (info.image_shape or (image_size, image_size, channels))]
-    return info.num_examples is not None and \
-        info.num_examples * math.prod(dims) * 4 <= CACHE_BYTES
-
-
-def train_stream(ds, info, c, image_size, channels, transform, start_step, total_steps):
+def train_stream(model, examples, info, c, start_step, total_steps):
     """The training batches from global step ``start_step`` on. Each pass over
-    the data is shuffled with its own seed (seed, pass), so the stream is a
-    pure function of the step: a resumed run sees the same batches an
-    uninterrupted one would, without replaying the passes before it."""
+    the examples is shuffled with its own seed (seed, pass) and batched by the
+    family (``model.batch_data``), so the stream is a pure function of the
+    step: a resumed run sees the same batches an uninterrupted one would.
+    When the family knows how many batches a pass makes, the passes before
+    the resume point are not replayed."""
     import tensorflow as tf
 
-    from keras_zoo.data import pipeline
-
     batch = c["global_batch_size"]
-    pass_len = (info.num_examples or 0) // batch
-    buffer = max(1, min(c["shuffle_buffer"],
-                        SHUFFLE_BYTES // (image_size * image_size * channels * 4)))
-    if _cacheable(info, image_size, channels):
-        ds = ds.cache()
+    pass_len = model.steps_per_pass(info, batch)
+    buffer = max(1, min(c["shuffle_buffer"], SHUFFLE_BYTES // max(1, info.example_bytes)))
     seed = c["seed"]
 
     def one_pass(index):
-        shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
-        return pipeline(shuffled, batch, image_size, channels, training=False, cache=False)
+        shuffled = examples.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
+        return model.batch_data(shuffled, info, batch, training=True)
 
-    if pass_len:
-        first_pass = start_step // pass_len
-        passes = tf.data.Dataset.range(first_pass, math.ceil(total_steps / pass_len))
-        # With global seed 0, tf's get_seed compares (0, op_seed) == (0, 0) and a
-        # tensor op seed cannot be a Python bool: trace the passes without a global
-        # seed (the op seed alone still fixes the order), then restore it.
-        tf.random.set_seed(None)
-        try:
-            stream = passes.flat_map(one_pass).skip(start_step - first_pass * pass_len)
-        finally:
-            tf.random.set_seed(seed)
-    else:  # size unknown: one endless shuffle; a resume replays the batches before it
-        stream = pipeline(ds, batch, image_size, channels, training=True, seed=seed,
-                          shuffle_buffer=buffer, repeat=True, cache=False).skip(start_step)
-    if transform is not None:
-        stream = stream.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if not getattr(model, "batches_per_pass_exact", True):
+        pass_len = None  # an estimate: resume by replaying the stream from step 0
+    first_pass = start_step // pass_len if pass_len else 0
+    last_pass = math.ceil(total_steps / pass_len) if pass_len else None
+    # With global seed 0, tf's get_seed compares (0, op_seed) == (0, 0) and a
+    # tensor op seed cannot be a Python bool: trace the passes without a global
+    # seed (the op seed alone still fixes the order), then restore it.
+    tf.random.set_seed(None)
+    try:
+        passes = (tf.data.Dataset.range(first_pass, last_pass) if last_pass
+                  else tf.data.Dataset.range(2**62))
+        stream = passes.flat_map(one_pass).skip(start_step - first_pass * (pass_len or 0))
+    finally:
+        tf.random.set_seed(seed)
     options = tf.data.Options()
     # Every worker holds the whole (shuffled) stream and keeps its slice of each global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -348,25 +442,11 @@ def train_stream(ds, info, c, image_size, channels, transform, start_step, total
     return stream.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_stream(ds, info, batch, image_size, channels, weighted):
-    """Test batches of static shape. ``weighted``: the last partial batch is
-    padded with weight-0 examples so every test image counts exactly once
-    (accuracy is exact; the loss of the padded batch is scaled by its real share)."""
+def eval_stream(model, examples, info, batch):
+    """Evaluation batches of static shape, every example once (``model.batch_data``)."""
     import tensorflow as tf
 
-    from keras_zoo.data import to_model_input
-
-    ds = ds.map(lambda x, y: (to_model_input(x, image_size, channels), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    if weighted and info.num_examples:
-        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
-        pad = -info.num_examples % batch
-        if pad:
-            ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
-    ds = ds.batch(batch, drop_remainder=True)
-    if _cacheable(info, image_size, channels):
-        ds = ds.cache()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return model.batch_data(examples, info, batch, training=False).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------- model
@@ -377,18 +457,27 @@ def make_optimizer(c, total_steps, model):
 
     from keras_zoo.training import optimizers
 
+    wd = c["weight_decay"]
+    name = c["optimizer"]
     warmup = c["warmup_steps"] if c["warmup_steps"] is not None else total_steps // 20
     warmup = min(warmup, max(total_steps - 1, 0))
     lr = c["learning_rate"]
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else lr,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=c["min_learning_rate"] / lr,
-        warmup_target=lr if warmup else None,
-        warmup_steps=warmup)
+    if c["lr_schedule"] == "inverse_sqrt":
+        from keras_zoo.training.schedules import InverseSqrtSchedule
+
+        schedule = InverseSqrtSchedule(lr, max(warmup, 1))
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr,
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=c["min_learning_rate"] / lr,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup)
     common = {"learning_rate": schedule, "global_clipnorm": c["clipnorm"]}
-    wd = c["weight_decay"]
-    name = c["optimizer"]
+    if name in ("adam", "adamw", "lamb"):
+        common.update({k: c[f"adam_{k}"] for k in ("beta_2", "epsilon")
+                       if c[f"adam_{k}"] is not None})
+
     # Adam(W): keras_zoo's, Keras' arithmetic in TF's fused kernel (one pass per variable).
     if name == "adamw":
         optimizer = optimizers.AdamW(weight_decay=wd, **common)
@@ -405,13 +494,12 @@ def make_optimizer(c, total_steps, model):
     return optimizer, schedule
 
 
-def _quantize_aware(model, c, strategy, ds, info, height, channels, total):
+def _quantize_aware(model, c, strategy, ds, info, total):
     """--qat / --prune_sparsity: the quantize-aware model (ranges calibrated on the
     first 16 training batches) and the callbacks it needs; nothing family-specific."""
     from keras_zoo import quantization
 
-    calibration = train_stream(ds, info, c, height, channels, model.train_input_transform(),
-                               0, total).take(16)
+    calibration = train_stream(model, ds, info, c, 0, total).take(16)
     with strategy.scope():
         model, callbacks = quantization.for_training(
             model, c["qat_config"], c["prune_sparsity"], calibration, total)
@@ -456,9 +544,9 @@ def train(config):
     global _quiet
     started = time.perf_counter()
     c = resolve(config)
-    from keras_zoo.data import parse_spec
-
-    parse_spec(c["dataset"])  # unknown datasets fail before any slow setup
+    check_dataset_spec(c["dataset"])  # unknown datasets fail before any slow setup
+    if c["eval_dataset"] and c["eval_dataset"].lower() != "none":
+        check_dataset_spec(c["eval_dataset"])
     check_preset(c["preset"])
     if c["num_cpu_devices"]:
         distribute.split_cpu(c["num_cpu_devices"])
@@ -490,32 +578,26 @@ def _train(c, strategy, chief, started):
         EpochSummary,
         StepCheckpoint,
         StopAtStep,
-        latest_checkpoint,
+        check_run_record,
         read_metrics_csv,
-        restore_checkpoint,
+        restore_latest,
         write_curves,
+        write_run_record,
     )
 
     per_replica = distribute.per_replica_batch_size(c["global_batch_size"], strategy)
     _say(f"strategy: {distribute.describe(strategy)}; global batch {c['global_batch_size']}"
          f" = {strategy.num_replicas_in_sync} x {per_replica} per replica")
     keras.utils.set_random_seed(c["seed"])
-    synthetic = c["dry_run"] or parse_spec_kind(c["dataset"]) == "synthetic"
-    ds = info = None
-    if not synthetic:
-        ds, info = data.load(c["dataset"], "train", seed=c["seed"], data_dir=c["data_dir"])
+    spec = c["dataset"]
+    if c["dry_run"]:  # fake data of the real shapes, made by the family
+        spec = f"synthetic:{2 * c['steps_per_execution'] * c['global_batch_size']}"
     with strategy.scope():
-        model = build_model(c, info.num_classes if info else None)
-    _, height, _, channels = model.inputs[0].shape
-    num_classes = model.get_zoo_config().get("num_classes") or 10
-    if synthetic:
-        spe = c["steps_per_execution"]
-        spec = (f"synthetic:{2 * spe * c['global_batch_size']}" if c["dry_run"]
-                else c["dataset"])
-        ds, info = data.load(spec, "train", image_shape=(height, height, channels),
-                             num_classes=num_classes, seed=c["seed"])
-    pass_len = (info.num_examples or 0) // c["global_batch_size"]
-    if info.num_examples is not None and pass_len == 0:
+        model = build_model(c, None if c["dry_run"] else data.num_classes_of(spec, c["data_dir"]))
+    ds, info = model.load_data(spec, "train", seed=c["seed"], data_dir=c["data_dir"])
+    model.prepare_data(ds, info, None if c["dry_run"] else c["model_dir"])
+    pass_len = model.steps_per_pass(info, c["global_batch_size"]) or 0
+    if info.num_examples is not None and info.num_examples < c["global_batch_size"]:
         raise TrainError(f"dataset {c['dataset']!r} has {info.num_examples} examples, fewer "
                          f"than one global batch of {c['global_batch_size']}")
     if c["dry_run"]:
@@ -533,10 +615,9 @@ def _train(c, strategy, chief, started):
                          f"multiple of --steps_per_execution={spe}")
     rounds = math.ceil(total / interval)
 
-    extra_callbacks = []
+    qat_callbacks = []
     if c["qat"] or c["prune_sparsity"] is not None:
-        model, extra_callbacks = _quantize_aware(model, c, strategy, ds, info, height, channels,
-                                                 total)
+        model, qat_callbacks = _quantize_aware(model, c, strategy, ds, info, total)
     jit, jit_reason = resolve_jit(c["jit_compile"], strategy, c["dry_run"])
     with strategy.scope():
         optimizer, schedule = make_optimizer(c, total, model)
@@ -550,38 +631,45 @@ def _train(c, strategy, chief, started):
         model.compile(optimizer=optimizer, **compile_args, jit_compile=jit,
                       steps_per_execution=spe)
     params = model.count_params()
+    inputs = ", ".join(str(tuple(t.shape[1:])) for t in model.inputs)
     _say(f"model: {c['preset']} ({type(model).__name__}, {params:,} parameters, input "
-         f"{tuple(model.inputs[0].shape[1:])}), {c['mixed_precision']}, "
-         f"jit_compile={jit} ({jit_reason})")
-    transform = model.train_input_transform()
+         f"{inputs}), {c['mixed_precision']}, jit_compile={jit} ({jit_reason})")
     if c["dry_run"]:
-        return _dry_run(c, model, strategy, ds, info, height, channels, transform, total,
-                        per_replica, params, started)
+        return _dry_run(c, model, strategy, ds, info, total, per_replica, params, started)
 
     model_dir = c["model_dir"].rstrip("/")
     work_dir = model_dir if chief else f"{model_dir}/workers/{distribute.worker_id(strategy)}"
     ckpt_dir = f"{work_dir}/checkpoints"
     start_step = 0
-    found = latest_checkpoint(ckpt_dir)
+    record = run_record(c, model)
+    check_run_record(ckpt_dir, record, model_dir)
+    with strategy.scope():
+        found = restore_latest(model, ckpt_dir, print_fn=_say)
+    write_run_record(ckpt_dir, record)
     if found:
-        with strategy.scope():
-            start_step = restore_checkpoint(model, found[1])
+        start_step = found[0]
         _say(f"resuming from step {start_step} ({found[1]})")
+    if start_step < total and (total - start_step) % spe:
+        raise TrainError(f"{total - start_step} steps to go (from step {start_step} to "
+                         f"{total}) is not a multiple of --steps_per_execution={spe}")
     length = f"{c['epochs']} epochs of {pass_len} steps" if c["epochs"] else "train_steps"
     _say(f"schedule: {total} steps ({rounds} x {interval}, {length}), "
-         f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, cosine; "
+         f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, {c['lr_schedule']}; "
          f"model_dir {model_dir}")
 
     eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
-    eval_ds = None
+    eval_ds, extra_callbacks = None, []
     if eval_spec.lower() != "none":
-        weighted = compile_args.get("loss") is not None
-        test, test_info = _load_eval(eval_spec, c, height, channels, num_classes)
-        eval_ds = eval_stream(test, test_info, c["global_batch_size"], height, channels,
-                              weighted)
+        test, test_info, eval_spec = _load_eval(model, eval_spec, c)
+        eval_ds = eval_stream(model, test, test_info, c["global_batch_size"])
+        extra_callbacks = model.evaluation_callbacks(test, test_info, c["global_batch_size"])
 
-    summary = EpochSummary(total, interval, rounds, c["global_batch_size"], print_fn=_say)
-    callbacks = [StopAtStep(total, interval), summary]
+    # Epochs of ``interval`` steps from the restored step on; the optimizer's step
+    # counter (not the epoch count) decides when the run ends and what is printed.
+    first_epoch = start_step // interval
+    last_epoch = first_epoch + max(math.ceil((total - start_step) / interval), 0)
+    summary = EpochSummary(total, last_epoch, c["global_batch_size"], print_fn=_say)
+    callbacks = [StopAtStep(total), *extra_callbacks, summary]
     monitor = None
     if chief:
         callbacks.append(keras.callbacks.CSVLogger(f"{model_dir}/metrics.csv", append=True))
@@ -592,21 +680,24 @@ def _train(c, strategy, chief, started):
                    else "val_loss" if eval_ds is not None else "loss")
         callbacks.append(BestPreset(f"{model_dir}/best", monitor,
                                     mode="max" if monitor.endswith("accuracy") else "min",
-                                    description=f"best {monitor} of {c['preset']} run"))
+                                    description=f"best {monitor} of {c['preset']} run",
+                                    print_fn=_say))
     callbacks.append(StepCheckpoint(ckpt_dir))
-    callbacks += extra_callbacks
+    callbacks += qat_callbacks
 
     train_started = time.perf_counter()
     if start_step < total:
-        stream = train_stream(ds, info, c, height, channels, transform, start_step, total)
+        stream = train_stream(model, ds, info, c, start_step, total)
         _keras_multi_worker_fixes(model, strategy, stream.element_spec)
-        model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
+        model.fit(stream, epochs=last_epoch, initial_epoch=first_epoch,
                   steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks,
                   shuffle=False,
                   verbose=1 if chief and sys.stdout.isatty() else 0)
     else:
-        _say(f"already trained to step {start_step}: nothing to do but evaluate")
+        _say(f"already trained to step {start_step} ({total} asked): nothing to do but "
+             "evaluate")
     train_seconds = time.perf_counter() - train_started
+    steps_done = int(model.optimizer.iterations.numpy())
 
     test_metrics = {k[4:]: float(v) for k, v in summary.last_logs.items()
                     if k.startswith("val_")}
@@ -616,7 +707,7 @@ def _train(c, strategy, chief, started):
     results = {
         "preset": c["preset"], "dataset": c["dataset"], "eval_dataset": eval_spec,
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-        "global_batch_size": c["global_batch_size"], "steps": total,
+        "global_batch_size": c["global_batch_size"], "steps": steps_done,
         "start_step": start_step, "parameters": params,
         "test_metrics": test_metrics, "test_accuracy": test_metrics.get("accuracy"),
         "train_seconds": round(train_seconds, 2), "model_dir": model_dir,
@@ -641,6 +732,20 @@ def _train(c, strategy, chief, started):
              f"{results['wall_seconds']:.1f}s wall; presets in {model_dir}/best, /last")
     results["model"] = model
     return results
+
+
+# What a checkpoint belongs to: resuming it under other values of these would
+# train another model, on other batches, or from another optimizer's state.
+# (Schedules, evaluation cadence, strategy and a larger --train_steps may change.)
+RUN_IDENTITY = ("preset", "dataset", "global_batch_size", "seed", "optimizer")
+
+
+def run_record(c, model):
+    """The settings ``run.json`` records beside the checkpoints (flat, JSON values)."""
+    record = {key: c[key] for key in RUN_IDENTITY}
+    record["family"] = type(model).__name__
+    record.update({f"model.{k}": v for k, v in model.get_zoo_config().items()})
+    return record
 
 
 def _keras_multi_worker_fixes(model, strategy, element_spec):
@@ -682,30 +787,26 @@ def _keras_multi_worker_fixes(model, strategy, element_spec):
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def parse_spec_kind(spec):
-    from keras_zoo.data import parse_spec
-
-    return parse_spec(spec)[0]
-
-
-def _load_eval(spec, c, height, channels, num_classes):
+def _load_eval(model, spec, c):
+    """(examples, info, spec) of the evaluation data; a tfds set without a
+    test split falls back to its validation split."""
     from keras_zoo import data
 
     try:
-        return data.load(spec, "test", image_shape=(height, height, channels),
-                         num_classes=num_classes, seed=c["seed"] + 1, data_dir=c["data_dir"])
+        return (*model.load_data(spec, "test", seed=c["seed"] + 1, data_dir=c["data_dir"]),
+                spec)
     except data.DatasetError:
         if c["eval_dataset"] or not spec.endswith(":test"):
             raise
         spec = spec[: -len("test")] + "validation"  # tfds sets without a test split
-        return data.load(spec, "validation", data_dir=c["data_dir"])
+        return (*model.load_data(spec, "validation", seed=c["seed"] + 1,
+                                 data_dir=c["data_dir"]), spec)
 
 
-def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, per_replica,
-             params, started):
+def _dry_run(c, model, strategy, ds, info, total, per_replica, params, started):
     import keras
 
-    stream = train_stream(ds, info, c, height, channels, transform, 0, total)
+    stream = train_stream(model, ds, info, c, 0, total)
     marks = []
 
     class _Timer(keras.callbacks.Callback):
@@ -723,7 +824,7 @@ def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, p
     _say(f"dry run ok: {params:,} parameters ({trainable:,} trainable); per-replica batch "
          f"{per_replica} x {strategy.num_replicas_in_sync} replicas; first step (trace + "
          f"compile) {first:.1f}s; step time {step * 1000:.0f} ms "
-         f"({c['global_batch_size'] / step:,.0f} img/s)")
+         f"({c['global_batch_size'] / step:,.1f} examples/s)")
     return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
             "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
             "first_step_seconds": first, "step_seconds": step,
@@ -756,8 +857,10 @@ def user_errors():
     """The exception types that mean 'a setting is wrong' (one line, exit 2)."""
     from keras_zoo.data import DatasetError
     from keras_zoo.presets import PresetError
+    from keras_zoo.training import CheckpointError
 
-    return (TrainError, PresetError, DatasetError, distribute.DistributeError)
+    return (TrainError, PresetError, DatasetError, CheckpointError,
+            distribute.DistributeError)
 
 
 def main(argv):
@@ -775,9 +878,19 @@ def _fail(message):
     sys.exit(2)
 
 
+def parse_flags(argv):
+    """absl's parser with our error convention: a misspelt flag or a bad value
+    is one ``error:`` line and exit status 2 (absl's own is a FATAL line, a
+    usage hint and status 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
 def run():
     """Console script ``keras-zoo-train``."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -100,9 +100,10 @@ def evaluate(float_preset, qat_preset, run):
     qat_model = keras_zoo.from_preset(qat_preset)
     files = {"float32": f"{run}/float32.tflite", "ptq_int8": f"{run}/ptq_int8.tflite",
              "qat_int8": f"{qat_preset}/../qat_int8.tflite"}
+    # The classifiers' own signature only (not the embedding one), for all three.
     export_tflite(float_model, {"none": files["float32"], "int8": files["ptq_int8"]},
-                  representative_data="digits:train")
-    export_tflite(qat_model, {"int8": files["qat_int8"]})
+                  signature="serving_default", representative_data="digits:train")
+    export_tflite(qat_model, {"int8": files["qat_int8"]}, signature="serving_default")
     reference = float_model.predict(x, batch_size=120, verbose=0).argmax(1)
     qat_keras = qat_model.predict(x, batch_size=120, verbose=0).argmax(1)
     result = {"float_keras_accuracy": float(np.mean(reference == y)),

@@ -3,6 +3,8 @@
 import keras
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class MultiHeadAttention(layers.Layer):
@@ -18,19 +20,35 @@ class MultiHeadAttention(layers.Layer):
         num_heads: number of heads; ``hidden_dim`` must divide by it.
         dropout: dropout on the attention probabilities (training only).
         use_bias: bias on the projections (True in ViT/BERT).
+        weight_init: initialisation scheme of ``keras_zoo.layers.initializers``
+            ("keras": glorot_uniform over each fused kernel; "big_vision":
+            xavier with the fans of q, k and v as separate (D, D) matrices).
 
     Call args:
         query: (batch, q_len, dim). value: optional (batch, kv_len, dim).
         attention_mask: boolean, True = may attend; (batch, kv_len) padding
             mask, or (batch, q_len, kv_len), or (batch, heads, q_len, kv_len).
         use_causal_mask: position i attends only to positions <= i.
+        cache, cache_index: incremental decoding (see ``init_cache``). For
+            self-attention, ``cache`` is (batch, 2, heads, max_len, head_dim):
+            the keys/values of this call's ``q_len`` positions are written at
+            ``cache_index`` and the queries attend to cache positions
+            ``< cache_index + q_len`` (and causally when asked); the call
+            returns ``(output, new_cache)``. One decoding step therefore
+            costs O(current length), not a recomputation of the prefix. For
+            cross-attention, ``cache`` holds the projected keys/values of the
+            memory (``cross_attention_cache(memory)``), computed once per
+            source sentence and passed instead of ``value``; the call then
+            returns ``(output, cache)`` too, for a uniform interface.
     """
 
-    def __init__(self, num_heads, dropout=0.0, use_bias=True, **kwargs):
+    def __init__(self, num_heads, dropout=0.0, use_bias=True, weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.dropout = dropout
         self.use_bias = use_bias
+        self.weight_init = weight_init
+        initializer(weight_init, "attention_kernel")  # an unknown scheme fails here
         self._attention_dropout = layers.Dropout(dropout)
 
     def build(self, query_shape, value_shape=None):
@@ -42,7 +60,10 @@ class MultiHeadAttention(layers.Layer):
         self.head_dim = dim // self.num_heads
         self.is_cross_attention = value_shape is not None
         dense = lambda units, name: layers.Dense(
-            units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name
+            units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name,
+            kernel_initializer=initializer(
+                self.weight_init, "attention_kernel", parts=units // dim),
+            bias_initializer=initializer(self.weight_init, "attention_bias"),
         )
         if self.is_cross_attention:
             self.q = dense(dim, "q")
@@ -74,22 +95,77 @@ class MultiHeadAttention(layers.Layer):
         attention_mask=None,
         use_causal_mask=False,
         training=None,
+        cache=None,
+        cache_index=None,
     ):
         if self.is_cross_attention:
-            if value is None:
-                raise ValueError("this attention layer was built for cross-attention")
+            if cache is not None:
+                k, v = cache[:, 0], cache[:, 1]
+            elif value is None:
+                raise ValueError("this attention layer was built for cross-attention: "
+                                 "pass value= (the memory) or a cross-attention cache")
+            else:
+                k, v = self._split_heads(self.kv(value), 2)
             (q,) = self._split_heads(self.q(query), 1)
-            k, v = self._split_heads(self.kv(value), 2)
+            mask = self._combine_masks(
+                attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2])
+        elif cache is not None:
+            if cache_index is None:
+                raise ValueError("a self-attention cache needs cache_index (the position "
+                                 "of the first query token)")
+            q, k, v = self._split_heads(self.qkv(query), 3)
+            index = ops.cast(cache_index, "int32")
+            zero = ops.zeros((), "int32")
+            cache = ops.slice_update(
+                cache, (zero, zero, zero, index, zero),
+                ops.cast(ops.stack([k, v], axis=1), cache.dtype))
+            k, v = cache[:, 0], cache[:, 1]
+            mask = self._cache_mask(attention_mask, use_causal_mask, index,
+                                    ops.shape(q)[2], ops.shape(k)[2])
         else:
             q, k, v = self._split_heads(self.qkv(query), 3)
-        mask = self._combine_masks(
-            attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2]
-        )
+            mask = self._combine_masks(
+                attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2])
         context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
         b, t = ops.shape(context)[0], ops.shape(context)[2]
         context = ops.transpose(context, (0, 2, 1, 3))
         context = ops.reshape(context, (b, t, self.num_heads * self.head_dim))
-        return self.out(context)
+        output = self.out(context)
+        return output if cache is None else (output, cache)
+
+    # ---- incremental decoding
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """An empty self-attention cache: zeros of (batch, 2, heads, max_length, head_dim)."""
+        return ops.zeros((batch_size, 2, self.num_heads, max_length, self.head_dim),
+                         dtype=dtype or self.compute_dtype)
+
+    def cross_attention_cache(self, memory):
+        """Projected keys/values of ``memory`` (batch, kv_len, dim) for a
+        cross-attention layer: (batch, 2, heads, kv_len, head_dim). Computed
+        once per source, reused at every decoding step."""
+        if not self.is_cross_attention:
+            raise ValueError("cross_attention_cache is for a cross-attention layer")
+        k, v = self._split_heads(self.kv(memory), 2)
+        return ops.stack([k, v], axis=1)
+
+    @staticmethod
+    def _cache_mask(attention_mask, use_causal_mask, index, q_len, max_len):
+        """(B|1, 1, q, max_len) boolean: cache slots filled so far (and the past
+        of each query when causal), and'ed with a (B, max_len) padding mask."""
+        j = ops.arange(max_len, dtype="int32")[None, :]
+        i = ops.arange(q_len, dtype="int32")[:, None]
+        # Without the causal rule every query sees all slots written so far.
+        limit = index + i if use_causal_mask else index + q_len - 1 + 0 * i
+        mask = (j <= limit)[None, None]
+        if attention_mask is not None:
+            padding = ops.cast(attention_mask, "bool")
+            if len(padding.shape) == 2:
+                padding = padding[:, None, None, :]
+            elif len(padding.shape) == 3:
+                padding = padding[:, None, :, :]
+            mask = ops.logical_and(mask, padding)
+        return mask
 
     def _attend(self, q, k, v, mask, training):
         """softmax(q k^T / sqrt(d)) v on (B, H, T, D) tensors.
@@ -135,7 +211,8 @@ class MultiHeadAttention(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_heads=self.num_heads, dropout=self.dropout, use_bias=self.use_bias
+            num_heads=self.num_heads, dropout=self.dropout, use_bias=self.use_bias,
+            weight_init=self.weight_init,
         )
         return config
 

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class PatchEmbedding(layers.Layer):
@@ -13,14 +15,18 @@ class PatchEmbedding(layers.Layer):
 
     A Conv2D with kernel = stride = patch_size is exactly "flatten each patch,
     multiply by one matrix", in one fused op. (B, H, W, C) -> (B, N, hidden_dim)
-    with N = (H / patch_size) * (W / patch_size).
+    with N = (H / patch_size) * (W / patch_size). ``weight_init``: a scheme of
+    ``keras_zoo.layers.initializers`` (the kernel is one (p*p*C, D) matrix,
+    so its fans are p*p*C and D, not Keras' conv fans p*p*C and p*p*D).
     """
 
-    def __init__(self, patch_size, hidden_dim, use_bias=True, **kwargs):
+    def __init__(self, patch_size, hidden_dim, use_bias=True, weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.use_bias = use_bias
+        self.weight_init = weight_init
+        initializer(weight_init, "patch_kernel", 1)  # an unknown scheme fails here
 
     def build(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -30,9 +36,12 @@ class PatchEmbedding(layers.Layer):
                     f"image size {h}x{w} is not divisible by patch_size="
                     f"{self.patch_size}; pick an image size that is a multiple of it"
                 )
+        fan_in = self.patch_size * self.patch_size * input_shape[-1]
         self.projection = layers.Conv2D(
             self.hidden_dim, self.patch_size, strides=self.patch_size,
-            use_bias=self.use_bias, dtype=self.dtype_policy, name="projection")
+            use_bias=self.use_bias, dtype=self.dtype_policy, name="projection",
+            kernel_initializer=initializer(self.weight_init, "patch_kernel", fan_in),
+            bias_initializer=initializer(self.weight_init, "patch_bias", fan_in))
         self.projection.build(input_shape)
 
     def call(self, images):
@@ -48,7 +57,7 @@ class PatchEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim,
-                      use_bias=self.use_bias)
+                      use_bias=self.use_bias, weight_init=self.weight_init)
         return config
 
 
@@ -57,12 +66,19 @@ class ClassToken(layers.Layer):
     """Prepends one learned [CLS] vector to the sequence: (B, N, D) -> (B, 1+N, D).
 
     Attention lets this token gather a summary of the image; the classifier
-    reads it (BERT's [CLS], carried over to ViT).
+    reads it (BERT's [CLS], carried over to ViT). Its initial value follows
+    ``weight_init`` (zeros in big_vision and Keras, N(0, 0.02) in MAE and DINO).
     """
+
+    def __init__(self, weight_init="keras", **kwargs):
+        super().__init__(**kwargs)
+        self.weight_init = weight_init
+        initializer(weight_init, "class_token")  # an unknown scheme fails here
 
     def build(self, input_shape):
         self.token = self.add_weight(
-            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+            shape=(1, 1, input_shape[-1]), name="token",
+            initializer=initializer(self.weight_init, "class_token"))
 
     def call(self, x):
         b = ops.shape(x)[0]
@@ -73,6 +89,9 @@ class ClassToken(layers.Layer):
         n = None if input_shape[1] is None else input_shape[1] + 1
         return (input_shape[0], n, input_shape[2])
 
+    def get_config(self):
+        return {**super().get_config(), "weight_init": self.weight_init}
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class LearnedPositionEmbedding(layers.Layer):
@@ -81,6 +100,10 @@ class LearnedPositionEmbedding(layers.Layer):
     ``num_prefix_tokens`` positions (the CLS token) precede a square grid of
     patches. When a checkpoint is loaded at another image size the grid part
     is resampled bicubically (see ``resample``), as timm and big_vision do.
+    Initial values: N(0, ``initializer_stddev``), the ViT code's
+    ``normal(stddev=0.02)`` (and timm/DINO's ``trunc_normal_(std=.02)``, whose
+    cut-off at +-2 is 100 std away); Keras' TruncatedNormal would cut at 2 std
+    and give std 0.0176.
     """
 
     def __init__(self, num_prefix_tokens=0, initializer_stddev=0.02, **kwargs):
@@ -91,7 +114,7 @@ class LearnedPositionEmbedding(layers.Layer):
     def build(self, input_shape):
         self.embedding = self.add_weight(
             shape=(1, input_shape[1], input_shape[2]),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_stddev),
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev),
             name="embedding")
 
     def call(self, x):
@@ -156,16 +179,28 @@ def sincos_2d(grid_size, dim, max_wavelength=10000.0):
 class SinusoidalPositionEmbedding(layers.Layer):
     """Adds a fixed (non-learned) position table: 1D as in the 2017 Transformer,
     or 2D sin-cos over a square patch grid (``grid=True``), after
-    ``num_prefix_tokens`` positions that get zeros (MAE's CLS token)."""
+    ``num_prefix_tokens`` positions that get zeros (MAE's CLS token).
 
-    def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0, **kwargs):
+    ``max_length`` (1D): a table of that many positions, for sequences of
+    any length up to it; ``call(x, index=i)`` adds positions i, i+1, ...
+    (one decoding step at a time)."""
+
+    def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0,
+                 max_length=None, **kwargs):
         super().__init__(**kwargs)
         self.grid = grid
         self.num_prefix_tokens = num_prefix_tokens
         self.max_wavelength = max_wavelength
+        self.max_length = max_length
+        if max_length is not None and grid:
+            raise ValueError("max_length is for 1D tables; a grid table has its image's size")
 
     def build(self, input_shape):
-        n, dim = input_shape[1] - self.num_prefix_tokens, input_shape[2]
+        dim = input_shape[2]
+        if self.max_length is not None:
+            self.table = sinusoidal_1d(self.max_length, dim, self.max_wavelength)[None]
+            return
+        n = input_shape[1] - self.num_prefix_tokens
         if self.grid:
             g = math.isqrt(n)
             if g * g != n:
@@ -176,8 +211,12 @@ class SinusoidalPositionEmbedding(layers.Layer):
         table = np.concatenate([np.zeros((self.num_prefix_tokens, dim), "float32"), table])
         self.table = table[None]
 
-    def call(self, x):
-        return x + ops.cast(ops.convert_to_tensor(self.table), x.dtype)
+    def call(self, x, index=0):
+        table = ops.convert_to_tensor(self.table)
+        if self.max_length is not None:
+            positions = ops.cast(index, "int32") + ops.arange(ops.shape(x)[1], dtype="int32")
+            table = ops.take(table, positions, axis=1)
+        return x + ops.cast(table, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -185,5 +224,52 @@ class SinusoidalPositionEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens,
-                      max_wavelength=self.max_wavelength)
+                      max_wavelength=self.max_wavelength, max_length=self.max_length)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class TokenEmbedding(layers.Layer):
+    """Token ids -> vectors, and (``reverse``) vectors -> logits over the same
+    table: the weight tying of the 2017 Transformer (one matrix for source,
+    target and pre-softmax), GPT-2 and BERT's MLM head.
+
+    Args:
+        vocab_size, dim: table shape.
+        scale: multiplies the looked-up vectors (the 2017 paper: sqrt(dim)).
+        initializer_stddev: normal init (the 2017 paper / tensor2tensor:
+            dim**-0.5, so scaled embeddings start at unit variance; GPT/BERT 0.02).
+    """
+
+    def __init__(self, vocab_size, dim, scale=1.0, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.scale = scale
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            shape=(self.vocab_size, self.dim), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev))
+
+    def call(self, inputs, reverse=False):
+        """ids (...) -> (..., dim); with ``reverse=True``: vectors (..., dim) ->
+        logits (..., vocab_size) = x @ table^T, in float32."""
+        if reverse:
+            return ops.matmul(ops.cast(inputs, "float32"),
+                              ops.transpose(ops.cast(self.embeddings, "float32")))
+        x = ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
+        x = ops.cast(x, self.compute_dtype)
+        return x * ops.cast(self.scale, x.dtype) if self.scale != 1.0 else x
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocab_size,), "float32")
+        return keras.KerasTensor(tuple(inputs.shape) + (self.dim,), self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, dim=self.dim, scale=self.scale,
+                      initializer_stddev=self.initializer_stddev)
         return config
