@@ -21,8 +21,9 @@ Offline, CPU. For each model and seed:
 
 ``--prune_sparsity`` adds magnitude pruning to step 3 and reports the
 exported file's zero fraction of int8 weights and its gzip size.
-Runs already finished in ``--output_dir`` are reused. Prints a Markdown table
-(and the load average) and writes ``results.json``.
+Runs already trained and evaluated in ``--output_dir`` are reused
+(``<run>/result.json``), so tables can gather runs made one at a time.
+Prints a Markdown table (and the load average) and writes ``results.json``.
 """
 
 import gzip
@@ -71,6 +72,11 @@ def run_one(name, seed, out):
     base = trainer.load_config_file(os.path.join(CONFIGS, recipe["config"]))
     base.update(preset=name, seed=seed)
     run = os.path.join(out, name, f"seed{seed}")
+    suffix = f"_prune{FLAGS.prune_sparsity:g}" if FLAGS.prune_sparsity else ""
+    done = os.path.join(run, f"result{suffix}.json")
+    if os.path.exists(done):  # evaluated before: reuse, so tables can gather runs
+        with open(done) as f:
+            return json.load(f)
     _train({**base, "model_dir": f"{run}/float"})
     qat = {**base, "preset": f"{run}/float/best", "qat": True, "qat_config": QAT_CONFIG,
            "epochs": recipe["qat_epochs"],
@@ -87,6 +93,8 @@ def run_one(name, seed, out):
             content = f.read()
         result["unpruned_qat_int8"] = {"size_bytes": len(content),
                                        "gzip_bytes": len(gzip.compress(content, 9))}
+    with open(done, "w") as f:
+        json.dump(result, f, indent=2)
     return result
 
 
