@@ -7,6 +7,7 @@
 
 from keras_zoo.models import (
     DINO,
+    GPT,
     MAE,
     MLP,
     VAE,
@@ -28,5 +29,5 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
+__all__ = ["DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
            "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset", "list_presets"]

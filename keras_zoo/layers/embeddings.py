@@ -187,3 +187,84 @@ class SinusoidalPositionEmbedding(layers.Layer):
         config.update(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens,
                       max_wavelength=self.max_wavelength)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class TokenEmbedding(layers.Layer):
+    """Token ids -> vectors, and with ``reverse=True`` vectors -> logits over
+    the vocabulary through the same matrix: the tied output layer of GPT
+    (Radford et al. 2019) and of BERT's masked-LM head (Press & Wolf 2017,
+    "Using the Output Embedding to Improve Language Models").
+
+    ``embeddings`` is (vocabulary_size, hidden_dim), initialised Normal(0, 0.02)
+    as in GPT-2 and BERT. Reverse logits are float32 (a stable softmax under
+    mixed precision).
+    """
+
+    def __init__(self, vocabulary_size, hidden_dim, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            shape=(self.vocabulary_size, self.hidden_dim), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev))
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            # x E^T as one matmul with a transposed operand (no copy of E).
+            logits = ops.einsum("...d,vd->...v", inputs, ops.cast(self.embeddings, inputs.dtype))
+            return ops.cast(logits, "float32")
+        return ops.cast(ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0),
+                        self.compute_dtype)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocabulary_size,),
+                                     "float32")
+        return keras.KerasTensor(tuple(inputs.shape) + (self.hidden_dim,), self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocabulary_size=self.vocabulary_size, hidden_dim=self.hidden_dim,
+                      initializer_stddev=self.initializer_stddev)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned vector per absolute position (GPT, BERT): x (B, T, D) +
+    table[start_index : start_index + T].
+
+    ``start_index`` (a scalar, may be a tensor) is the position of the first
+    token: 0 for a whole sequence, the number of tokens already in the cache
+    for an incremental decoding step. The table has ``max_positions`` rows;
+    a sequence may not reach past it.
+    """
+
+    def __init__(self, max_positions, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = max_positions
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            shape=(self.max_positions, input_shape[-1]), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev))
+
+    def call(self, x, start_index=0):
+        length, dim = ops.shape(x)[1], ops.shape(x)[2]
+        start = ops.cast(start_index, "int32")
+        table = ops.slice(self.embeddings, (start, ops.zeros((), "int32")), (length, dim))
+        return x + ops.cast(table, x.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_positions=self.max_positions,
+                      initializer_stddev=self.initializer_stddev)
+        return config

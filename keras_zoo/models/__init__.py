@@ -3,6 +3,7 @@
 from keras_zoo.models.autoencoder import Autoencoder, SparseAutoencoder
 from keras_zoo.models.base import ZooModel
 from keras_zoo.models.dino import DINO
+from keras_zoo.models.gpt import GPT
 from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
@@ -11,5 +12,5 @@ from keras_zoo.models.resnet import ResNet
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
+__all__ = ["DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
            "SparseAutoencoder", "ViT", "ZooModel"]
