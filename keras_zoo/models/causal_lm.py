@@ -253,14 +253,20 @@ class CausalLM(ZooModel):
         return generated
 
     def _compiled_step(self):
-        """``call_with_cache`` compiled once per backend (XLA on TF and JAX)."""
+        """``call_with_cache`` compiled once per backend: XLA on JAX and, on
+        TensorFlow, with a GPU or TPU; a TF graph function on CPU, where XLA
+        recompiles for every new prompt length and cache size at a cost of
+        minutes on a busy 2-core machine (tiny GPT: first call 165 s vs 10 s
+        as a graph function; warm, 32 tokens took 0.39 s vs 0.55 s)."""
         if "_zoo_step" not in vars(self):
             backend = keras.backend.backend()
             fn = self.call_with_cache
             if backend == "tensorflow":
                 import tensorflow as tf
 
-                fn = tf.function(fn, jit_compile=True, reduce_retracing=True)
+                accelerator = bool(tf.config.list_logical_devices("GPU")
+                                   or tf.config.list_logical_devices("TPU"))
+                fn = tf.function(fn, jit_compile=accelerator, reduce_retracing=True)
             elif backend == "jax":
                 fn = self._stateless_step()
             vars(self)["_zoo_step"] = fn
