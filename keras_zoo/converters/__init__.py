@@ -1,4 +1,5 @@
 """Converters for foreign checkpoints; importing this package registers them
 with ``keras_zoo.presets`` (which imports it lazily, on the first foreign folder)."""
 
-from keras_zoo.converters import keras_hub  # noqa: F401  (registers ViT, ResNet)
+# hf_gpt2: GPT2LMHeadModel, GPT2Model (hf: folders); keras_hub: ViT, ResNet.
+from keras_zoo.converters import hf_gpt2, keras_hub  # noqa: F401
