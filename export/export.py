@@ -438,20 +438,25 @@ _FLAGS = None
 
 def run():
     """Console script entry point (keras-zoo-export)."""
-    global _FLAGS
-    from absl import app
+    from keras_zoo.data.datasets import DatasetError
+    from keras_zoo.presets import PresetError
 
+    global _FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _FLAGS = _define_flags()
+    run_guarded(main, "export", (ExportError, PresetError, DatasetError))
+
+
+def run_guarded(main, label, errors):
+    """``absl.app.run(main)``, printing an error of the ``errors`` types as
+    one line (exit status 2) instead of a traceback."""
+    from absl import app
 
     def guarded(argv):
-        from keras_zoo.data.datasets import DatasetError
-        from keras_zoo.presets import PresetError
-
         try:
             main(argv)
-        except (ExportError, PresetError, DatasetError) as e:
-            print(f"export error: {e}", file=sys.stderr)
+        except errors as e:
+            print(f"{label} error: {e}", file=sys.stderr)
             sys.exit(2)
     app.run(guarded)
 
