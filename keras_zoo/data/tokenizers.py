@@ -234,8 +234,12 @@ class SentencePieceTokenizer(Tokenizer):
             import tensorflow as tf
             import tensorflow_text
 
-            self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
-                                                              out_type=tf.int32)
+            # Made eagerly even when first called inside a tf.data trace (the
+            # trainer's flat_map): a resource made in a function graph leaks
+            # a symbolic tensor into the next trace.
+            with tf.init_scope():
+                self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
+                                                                  out_type=tf.int32)
         return self._tf.tokenize(texts)
 
     def _files(self):
@@ -372,9 +376,10 @@ class BytePairTokenizer(Tokenizer):
             import keras_hub
             import tensorflow as tf
 
-            layer = keras_hub.tokenizers.BytePairTokenizer(
-                vocabulary=self.vocabulary, merges=self.merges, dtype="int32",
-                unsplittable_tokens=sorted(set(self.special_tokens.values())) or None)
+            with tf.init_scope():  # eagerly, as SentencePieceTokenizer.tf_encode
+                layer = keras_hub.tokenizers.BytePairTokenizer(
+                    vocabulary=self.vocabulary, merges=self.merges, dtype="int32",
+                    unsplittable_tokens=sorted(set(self.special_tokens.values())) or None)
             # In a graph keras-hub returns the ragged tensor (eagerly it
             # converts to Python lists); tf.data traces this function inline.
             self._tf = tf.function(layer.tokenize)

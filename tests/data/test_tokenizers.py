@@ -130,3 +130,20 @@ def test_bpe_bad_files_fail_in_one_line(tmp_path):
         BytePairTokenizer({"a": 0, "b": 1}, ["a b"], special_tokens={}).encode("ab")
     with pytest.raises(TokenizerError, match=r"special tokens \['<\|endoftext\|>'\] are not"):
         BytePairTokenizer({"a": 0}, [])
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "bpe"])
+def test_tf_encode_first_called_inside_a_tf_data_trace(kind):
+    """The trainer first tokenizes inside flat_map's traced function: the TF
+    op must not be created in (and leak out of) that graph."""
+    import tensorflow as tf
+
+    from keras_zoo.data.tokenizers import BytePairTokenizer
+
+    tok = (SentencePieceTokenizer.train(TEXTS, vocab_size=400) if kind == "sentencepiece"
+           else BytePairTokenizer.from_folder(GPT2_FIXTURE))
+    texts = tf.data.Dataset.from_tensor_slices(["Permission denied", "Unknown option"])
+    stream = tf.data.Dataset.range(2).flat_map(
+        lambda _: texts.map(lambda t: tok.tf_encode(tf.reshape(t, (1,)))[0]))
+    got = [row.tolist() for row in stream.as_numpy_iterator()]
+    assert got == tok.encode(["Permission denied", "Unknown option"]) * 2
