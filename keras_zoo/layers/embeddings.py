@@ -214,9 +214,13 @@ class TokenEmbedding(layers.Layer):
 
     def call(self, inputs, reverse=False):
         if reverse:
-            # x E^T as one matmul with a transposed operand (no copy of E).
-            logits = ops.einsum("...d,vd->...v", inputs, ops.cast(self.embeddings, inputs.dtype))
-            return ops.cast(logits, "float32")
+            # x E^T as one 2-D matmul: (tokens, dim) x (dim, vocab). (An einsum
+            # "...d,vd->...v" on TensorFlow differentiated into a (B, T, V, D)
+            # intermediate: gigabytes for a small model.)
+            shape = ops.shape(inputs)
+            flat = ops.reshape(inputs, (-1, shape[-1]))
+            logits = ops.matmul(flat, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))
+            return ops.cast(ops.reshape(logits, (*shape[:-1], self.vocabulary_size)), "float32")
         return ops.cast(ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0),
                         self.compute_dtype)
 
