@@ -230,16 +230,18 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tf_encode(self, texts):
         """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
-        if self._tf is None:
-            import tensorflow as tf
-            import tensorflow_text
+        import tensorflow as tf
+        import tensorflow_text
 
-            # Made eagerly even when first called inside a tf.data trace (the
-            # trainer's flat_map): a resource made in a function graph leaks
-            # a symbolic tensor into the next trace.
-            with tf.init_scope():
-                self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
-                                                                  out_type=tf.int32)
+        if not tf.executing_eagerly():
+            # Inside a traced tf.data function the model goes into the graph as
+            # a constant: tf.distribute re-creates dataset graphs from their
+            # serialized form, which an eagerly captured resource does not survive.
+            return tensorflow_text.SentencepieceTokenizer(
+                model=self.proto, out_type=tf.int32).tokenize(texts)
+        if self._tf is None:
+            self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
+                                                              out_type=tf.int32)
         return self._tf.tokenize(texts)
 
     def _files(self):

@@ -253,36 +253,12 @@ class CausalLM(ZooModel):
         return generated
 
     def _compiled_step(self):
-        """``call_with_cache`` compiled once per backend: XLA on JAX and, on
-        TensorFlow, with a GPU or TPU; a TF graph function on CPU, where XLA
-        recompiles for every new prompt length and cache size at a cost of
-        minutes on a busy 2-core machine (tiny GPT: first call 165 s vs 10 s
-        as a graph function; warm, 32 tokens took 0.39 s vs 0.55 s)."""
+        """``call_with_cache`` compiled once (XLA on TF and JAX)."""
+        from keras_zoo.models.decoding import compiled
+
         if "_zoo_step" not in vars(self):
-            backend = keras.backend.backend()
-            fn = self.call_with_cache
-            if backend == "tensorflow":
-                import tensorflow as tf
-
-                accelerator = bool(tf.config.list_logical_devices("GPU")
-                                   or tf.config.list_logical_devices("TPU"))
-                fn = tf.function(fn, jit_compile=accelerator, reduce_retracing=True)
-            elif backend == "jax":
-                fn = self._stateless_step()
-            vars(self)["_zoo_step"] = fn
+            vars(self)["_zoo_step"] = compiled(self, self.call_with_cache)
         return vars(self)["_zoo_step"]
-
-    def _stateless_step(self):
-        """JAX: close over the current weight values, jit the pure function."""
-        import jax
-
-        def pure(values, token_ids, cache, index):
-            with keras.StatelessScope(state_mapping=list(zip(self.variables, values))):
-                return self.call_with_cache(token_ids, cache, index)
-
-        jitted = jax.jit(pure)
-        return lambda token_ids, cache, index: jitted(
-            [v.value for v in self.variables], token_ids, cache, index)
 
     # ---- evaluation
 
