@@ -189,7 +189,7 @@ def run():
     global _FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _FLAGS = _define_flags()
-    run_guarded(main, "generate", (ExportError, TokenizerError))
+    run_guarded(main, (ExportError, TokenizerError))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_saved_model_carries_the_signatures_and_the_vocabulary(tmp_path):
     assert loaded.encode("File not found") == model.tokenizer.encode("File not found")
     served = tf.saved_model.load(path).signatures["encode"]
     source = np.array([[5, 6, 3, 0, 0, 0, 0, 0]], np.int32)
-    _, cross, mask = model.encode(source)
+    _, cross, _mask = model.encode(source)
     out = served(source_ids=tf.constant(source))
     np.testing.assert_allclose(out["cross_cache"].numpy(), keras.ops.convert_to_numpy(cross),
                                atol=1e-5)
