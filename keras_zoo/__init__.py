@@ -14,7 +14,9 @@ from keras_zoo.models import (
     Autoencoder,
     LatentClassifier,
     LeNet,
+    Mamba,
     ResNet,
+    Simba,
     SparseAutoencoder,
     Transformer,
     ViT,
@@ -31,5 +33,6 @@ def from_preset(preset, load_weights=True, **overrides):
 
 
 __all__ = ["DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
-           "PresetError", "ResNet", "SparseAutoencoder", "Transformer", "ViT", "ZooModel",
+           "Mamba", "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT",
+           "ZooModel",
            "from_preset", "list_presets"]

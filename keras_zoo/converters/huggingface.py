@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from keras_zoo.data.tokenizers import Tokenizer, register_tokenizer
 from keras_zoo.presets import PresetError
 
 _IMPORTERS = {}  # HF architecture name -> fn(folder, config, tensors, overrides, load_weights)
@@ -147,6 +148,80 @@ def load(cls, folder, overrides=None, load_weights=True):
     return model
 
 
+# ---------------------------------------------------------------- tokenizer
+
+@register_tokenizer
+class HuggingFaceTokenizer(Tokenizer):
+    """A Hugging Face ``tokenizer.json`` (any model: byte-level BPE such as
+    GPT-NeoX's, WordPiece, Unigram) run by the ``tokenizers`` library, so ids
+    and text are exactly the checkpoint's. Travels in a keras_zoo preset as
+    ``hf_tokenizer.json``. ``tf_encode`` calls the same library from tf.data
+    (``tf.py_function``: host-side, like all input pipelines here)."""
+
+    FILE = "hf_tokenizer.json"
+
+    def __init__(self, json_bytes, special_tokens=None):
+        from tokenizers import Tokenizer as _Rust
+
+        super().__init__(special_tokens)
+        self.json_bytes = bytes(json_bytes)
+        self._hf = _Rust.from_str(self.json_bytes.decode("utf-8"))
+
+    @classmethod
+    def from_hf_folder(cls, folder, config):
+        """The folder's tokenizer.json, special tokens from config.json's ids."""
+        with open(os.path.join(folder, "tokenizer.json"), "rb") as f:
+            tokenizer = cls(f.read())
+        roles = {"start": "bos_token_id", "end": "eos_token_id", "pad": "pad_token_id",
+                 "unk": "unk_token_id"}
+        for role, key in roles.items():
+            token = None if config.get(key) is None else tokenizer.id_to_token(config[key])
+            if token is not None:
+                tokenizer.special_tokens[role] = token
+        return tokenizer
+
+    @property
+    def vocab_size(self):
+        return self._hf.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token):
+        return self._hf.token_to_id(token)
+
+    def id_to_token(self, i):
+        return self._hf.id_to_token(int(i))
+
+    def _encode_one(self, text):
+        return self._hf.encode(text, add_special_tokens=False).ids
+
+    def _decode_one(self, ids):
+        return self._hf.decode(ids, skip_special_tokens=False)
+
+    def tf_encode(self, texts):
+        import tensorflow as tf
+
+        def encode(batch):
+            ids = [self._encode_one(t.decode("utf-8")) for t in batch.numpy()]
+            return (np.asarray([i for row in ids for i in row], "int32"),
+                    np.asarray([len(row) for row in ids], "int64"))
+
+        values, lengths = tf.py_function(encode, [texts], (tf.int32, tf.int64))
+        values.set_shape([None])
+        lengths.set_shape([None])
+        return tf.RaggedTensor.from_row_lengths(values, lengths)
+
+    def _files(self):
+        return {self.FILE: self.json_bytes}
+
+    @classmethod
+    def from_files(cls, files, special_tokens=None, **config):
+        return cls(files[cls.FILE], special_tokens)
+
+
+def _attach_hf_tokenizer(model, folder, config):
+    if os.path.exists(os.path.join(folder, "tokenizer.json")):
+        model.tokenizer = HuggingFaceTokenizer.from_hf_folder(folder, config)
+
+
 # ---------------------------------------------------------------- Mamba
 
 @register_importer("MambaForCausalLM")
@@ -154,7 +229,8 @@ def _mamba(folder, config, tensors, overrides, load_weights):
     """MambaForCausalLM (the state-spaces ``-hf`` checkpoints): backbone.embeddings,
     backbone.layers.N.{norm, mixer.{in_proj, conv1d, x_proj, dt_proj, A_log, D,
     out_proj}}, backbone.norm_f, lm_head when untied. Biases are taken from
-    the file, not from the config's flags."""
+    the file, not from the config's flags; the folder's tokenizer.json (GPT-NeoX
+    BPE) becomes ``model.tokenizer``."""
     from keras_zoo.models.mamba import Mamba
 
     if config.get("hidden_act", "silu") not in ("silu", "swish"):
@@ -177,8 +253,8 @@ def _mamba(folder, config, tensors, overrides, load_weights):
     rank = config.get("time_step_rank", "auto")
     kwargs = {
         # HF keeps the vocabulary unpadded; pad only if that gives the file's rows.
-        "vocabulary_size": rows,
-        "pad_vocabulary_multiple": 8 if rows % 8 == 0 else 1,
+        "vocab_size": rows,
+        "pad_vocab_multiple": 8 if rows % 8 == 0 else 1,
         "hidden_dim": config["hidden_size"],
         "num_layers": config["num_hidden_layers"],
         "state_dim": config.get("state_size", 16),
@@ -193,6 +269,7 @@ def _mamba(folder, config, tensors, overrides, load_weights):
     if kwargs["dt_rank"] == math.ceil(kwargs["hidden_dim"] / 16):
         kwargs["dt_rank"] = None
     model = Mamba(**{**kwargs, **overrides})
+    _attach_hf_tokenizer(model, folder, config)
     if not load_weights:
         return model
     embedding_layer, blocks, final_norm, head = model._parts
