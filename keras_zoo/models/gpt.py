@@ -165,6 +165,10 @@ class GPT(CausalLM):
         return keras.Model([token_id, cache, index], [logits, next_cache],
                            name=f"{self.name}_decode")
 
+    # the rows of a ``decode`` call share one position (``index``): they
+    # decode in lockstep; export verification runs Keras at the exported batch
+    lockstep_signatures = ("decode",)
+
     def serving_signatures(self):
         """``prefill`` (a prompt of ``prefill_length`` tokens) and ``decode``
         (one token), both over a cache of ``max_positions`` slots."""
