@@ -89,6 +89,14 @@ flags.DEFINE_integer("steps_per_execution", 1, "Steps per compiled call (TPU: 50
                      "host overhead); --eval_every must be a multiple of it.")
 flags.DEFINE_integer("shuffle_buffer", 10_000, "Shuffle buffer (capped at ~1 GB of images).")
 flags.DEFINE_integer("seed", 0, "Seed of weights init, data order and dropout.")
+flags.DEFINE_boolean("qat", False, "Quantization-aware fine-tuning (keras_zoo.quantization) of "
+                     "--preset (a trained preset folder or a run's best/): fake-quantized "
+                     "kernels and activations, ranges calibrated on the first training batches. "
+                     "export.export --quantization=int8 then needs no representative data.")
+flags.DEFINE_string("qat_config", None, "QAT options (keras_zoo.quantization.DEFAULTS) as JSON "
+                    "or key=value,...")
+flags.DEFINE_float("prune_sparsity", None, "Magnitude-prune the quantized kernels to this "
+                   "sparsity (polynomial schedule over the first 3/4 of the run); implies --qat.")
 flags.DEFINE_boolean("dry_run", False, "Build the model under the strategy, compile, run one "
                      "XLA step on fake data of the real shapes, print parameters, per-replica "
                      "batch and step time, exit. Nothing is written.")
@@ -98,7 +106,7 @@ KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "str
         "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "lr_schedule",
         "adam_beta_2", "adam_epsilon", "optimizer",
         "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
-        "shuffle_buffer", "seed", "dry_run")
+        "shuffle_buffer", "seed", "qat", "qat_config", "prune_sparsity", "dry_run")
 SHUFFLE_BYTES = 1 << 30
 
 
@@ -270,6 +278,9 @@ def resolve(config):
             raise TrainError(f"--{key} must be a finite number, got {c[key]}")
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
+    c["qat_config"] = parse_overrides(c["qat_config"])
+    if c["prune_sparsity"] is not None and not 0.0 < c["prune_sparsity"] < 1.0:
+        raise TrainError(f"--prune_sparsity must be in (0, 1), got {c['prune_sparsity']}")
     if not 0 <= c["min_learning_rate"] <= c["learning_rate"]:
         raise TrainError(f"--min_learning_rate={c['min_learning_rate']:g} must be between 0 "
                          f"and --learning_rate={c['learning_rate']:g} (the cosine decays from "
@@ -483,6 +494,23 @@ def make_optimizer(c, total_steps, model):
     return optimizer, schedule
 
 
+def _quantize_aware(model, c, strategy, ds, info, total):
+    """--qat / --prune_sparsity: the quantize-aware model (ranges calibrated on the
+    first 16 training batches) and the callbacks it needs; nothing family-specific."""
+    from keras_zoo import quantization
+
+    calibration = train_stream(model, ds, info, c, 0, total).take(16)
+    with strategy.scope():
+        model, callbacks = quantization.for_training(
+            model, c["qat_config"], c["prune_sparsity"], calibration, total)
+    state = quantization.get_state(model)
+    _say(f"qat: {len(state.names)} activation quantizers, "
+         f"{sum(p.role == 'compute' for _, p in vars(model)['_qat_plan'].layers.values())} "
+         f"quantized kernels ({state.qat_config['weights']})"
+         + (f", pruning to {c['prune_sparsity']:g}" if c["prune_sparsity"] else ""))
+    return model, callbacks
+
+
 def build_model(c, num_classes):
     """from_preset with the overrides; a classifier whose head does not match the
     dataset's class count gets ``num_classes`` from the data (unless overridden)."""
@@ -587,6 +615,9 @@ def _train(c, strategy, chief, started):
                          f"multiple of --steps_per_execution={spe}")
     rounds = math.ceil(total / interval)
 
+    qat_callbacks = []
+    if c["qat"] or c["prune_sparsity"] is not None:
+        model, qat_callbacks = _quantize_aware(model, c, strategy, ds, info, total)
     jit, jit_reason = resolve_jit(c["jit_compile"], strategy, c["dry_run"])
     with strategy.scope():
         optimizer, schedule = make_optimizer(c, total, model)
@@ -652,6 +683,7 @@ def _train(c, strategy, chief, started):
                                     description=f"best {monitor} of {c['preset']} run",
                                     print_fn=_say))
     callbacks.append(StepCheckpoint(ckpt_dir))
+    callbacks += qat_callbacks
 
     train_started = time.perf_counter()
     if start_step < total:

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from export import tflite, verify
+from export import qat, tflite, verify
 from export.tflite import QUANTIZATIONS, ExportError
 
 FORMATS = ("saved_model", "tflite")
@@ -263,6 +263,7 @@ def export_model(model, output, format="tflite", quantization="none", signature=
     _check_writable(output, "saved_model")
     reap_stale_work_dirs(output)
     if quantization == "int8":
+        qat.check_saved_model_int8(model)
         model = keras_int8(model)
     specs = signature_specs(model, batch_size, signature)
     work = _work_dir(output)
@@ -295,21 +296,28 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         parse_spec(representative_data)  # a bad spec fails before the slow part
     batch_size = 1 if batch_size is None else batch_size
     specs = signature_specs(model, batch_size, signature)
+    quantize_aware = qat.is_quantize_aware(model)  # its ranges come from training
     for output in outputs.values():
         reap_stale_work_dirs(output)
     representative = None
-    if "int8" in outputs:
+    if "int8" in outputs and not quantize_aware:
         representative = _representative(specs, representative_data, calibration_samples)
     work = _work_dir(next(iter(outputs.values())))
     results = {}
     try:
         saved = os.path.join(work, "static_saved_model")
-        write_saved_model(saved, specs)
+        if not quantize_aware:
+            write_saved_model(saved, specs)
         for quantization, output in outputs.items():
-            content = tflite.convert(
-                saved, quantization, representative, int8_io=int8_io, allow_flex=allow_flex,
-                signature_keys=sorted(specs), float_ops=float_ops, float_scopes=float_scopes,
-                debug_report=debug_quantization if quantization == "int8" else None)
+            if quantize_aware:
+                content = qat.convert(model, specs, work, quantization, write_saved_model,
+                                      int8_io, allow_flex, float_ops)
+            else:
+                content = tflite.convert(
+                    saved, quantization, representative, int8_io=int8_io,
+                    allow_flex=allow_flex, signature_keys=sorted(specs), float_ops=float_ops,
+                    float_scopes=float_scopes,
+                    debug_report=debug_quantization if quantization == "int8" else None)
             ops = tflite.model_ops(content)
             if ops["flex"] and not allow_flex:
                 raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the "
@@ -439,8 +447,9 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         batch = inputs[0][1][0]
         data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
         arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
-        lockstep = key in getattr(model, "lockstep_signatures", ())
-        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch, lockstep)
+        with qat.reference_mode(model, result["quantization"], fmt):
+            lockstep = key in getattr(model, "lockstep_signatures", ())
+            reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch, lockstep)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
         n = len(next(iter(exported.values())))

@@ -234,3 +234,211 @@ def dequantize_output(value, detail):
 
 def file_size(path):
     return os.path.getsize(path)
+
+
+# ---------------------------------------------------------------- quantize-aware models
+
+def convert_qat(saved_model_dir, int8_io=False, allow_flex=False, signature_keys=None,
+                float_ops=INT8_FLOAT_OPS):
+    """Integer TFLite from a SavedModel whose activations carry FakeQuant ranges
+    (keras_zoo.quantization in "export" mode): no representative data.
+
+    Tensors with a range become int8 and the converter quantizes the float
+    kernels of FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D per output channel
+    (what the training graph simulated); tensors without one stay float. An op
+    in ``float_ops`` that the converter made int8 because both its sides have
+    ranges (GELU between two dense layers) is put back in float between a
+    DEQUANTIZE and a QUANTIZE (``float_islands``): that is what the training
+    graph computed, and XNNPACK has no int8 kernel for it.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                         signature_keys=signature_keys)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if int8_io:
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    return float_islands(_run(converter.convert), float_ops)
+
+
+# Reductions the converter runs in int8 with the scale of their input copied to
+# their output when the graph gives the output no range of its own. In a
+# quantize-aware graph such an output was float (a LayerNorm's mean): rounding
+# it to the input's grid is an error training never saw, which the
+# normalisation then divides by a small standard deviation (measured on the
+# tiny ViT: LayerNorm output off by 14 quantization steps). They run in float.
+PROPAGATED_SCALE_OPS = ("MEAN", "SUM")
+
+
+def float_islands(content, float_ops, propagated=PROPAGATED_SCALE_OPS):
+    """Rewrites every int8 op of a type in ``float_ops``, and every op of a type
+    in ``propagated`` whose output has exactly its input's scale and zero
+    point, as DEQUANTIZE -> float op -> QUANTIZE (same graph otherwise).
+    Returns ``content`` unchanged when there is none."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    rewriter = _IslandRewriter(schema.ModelT.InitFromPackedBuf(content, 0), float_ops,
+                               propagated)
+    if not sum(rewriter.rewrite(sub) for sub in rewriter.model.subgraphs):
+        return content
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(rewriter.model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+class _IslandRewriter:
+    def __init__(self, model, float_ops, propagated):
+        from ai_edge_litert import schema_py_generated as schema
+
+        self.schema, self.model = schema, model
+        self.builtin = {k: v for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+        self.wanted = {self.builtin[o] for o in float_ops if o in self.builtin}
+        self.copied = {self.builtin[o] for o in propagated if o in self.builtin}
+
+    def code_of(self, op):
+        c = self.model.operatorCodes[op.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    def opcode(self, name):
+        codes = self.model.operatorCodes
+        for i, c in enumerate(codes):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == self.builtin[name]:
+                return i
+        code = self.schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = self.builtin[name]
+        code.version = 2  # int8 <-> float conversions
+        codes.append(code)
+        return len(codes) - 1
+
+    def activation(self, sub, i):
+        """An int8 tensor computed at run time (not a constant weight)."""
+        t = sub.tensors[i]
+        data = self.model.buffers[t.buffer].data if t.buffer else None
+        return (t.type == self.schema.TensorType.INT8 and t.quantization is not None
+                and (data is None or not len(data)))
+
+    def float_twin(self, sub, i, suffix):
+        src, t = sub.tensors[i], self.schema.TensorT()
+        t.shape, t.shapeSignature = src.shape, src.shapeSignature
+        t.type, t.buffer = self.schema.TensorType.FLOAT32, 0
+        t.name = (src.name or b"") + suffix
+        sub.tensors.append(t)
+        return len(sub.tensors) - 1
+
+    def conversion(self, name, source, target):
+        op = self.schema.OperatorT()
+        op.opcodeIndex = self.opcode(name)
+        op.inputs, op.outputs = [source], [target]
+        return op
+
+    @staticmethod
+    def same_scale(sub, op):
+        a, b = (sub.tensors[op.inputs[0]].quantization, sub.tensors[op.outputs[0]].quantization)
+        scales = [list(getattr(q, "scale", None) or []) for q in (a, b)]
+        zeros = [list(getattr(q, "zeroPoint", None) or []) for q in (a, b)]
+        return bool(scales[0]) and scales[0] == scales[1] and zeros[0] == zeros[1]
+
+    def rewrite(self, sub):
+        """Rewrites one subgraph in place; returns how many ops became float."""
+        readers = {}
+        for op in sub.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        dequantize = self.opcode("DEQUANTIZE")
+        alias, dropped, new_ops, changed = {}, set(), [], 0
+        for op in sub.operators:
+            code = self.code_of(op)
+            copied_scale = code in self.copied and self.same_scale(sub, op)
+            if not any(i >= 0 and self.activation(sub, i) for i in op.inputs) or \
+                    not (code in self.wanted or copied_scale):
+                new_ops.append(op)
+                continue
+            changed += 1
+            inputs = list(op.inputs)
+            for k, i in enumerate(inputs):
+                if i >= 0 and self.activation(sub, i):
+                    inputs[k] = self.float_twin(sub, i, b"/dequantized")
+                    new_ops.append(self.conversion("DEQUANTIZE", i, inputs[k]))
+            op.inputs = inputs
+            after, outputs = [], list(op.outputs)
+            for k, o in enumerate(outputs):
+                if not self.activation(sub, o):
+                    continue
+                outputs[k] = self.float_twin(sub, o, b"/float")
+                users = readers.get(o, [])
+                if copied_scale:
+                    # The int8 output only existed because the converter copied
+                    # a scale: readers that dequantize it read the float instead.
+                    for user in users:
+                        if user.opcodeIndex == dequantize:
+                            alias[user.outputs[0]] = outputs[k]
+                            dropped.add(id(user))
+                    users = [u for u in users if id(u) not in dropped]
+                if users or o in sub.outputs or not copied_scale:
+                    after.append(self.conversion("QUANTIZE", outputs[k], o))
+            op.outputs = outputs
+            new_ops.append(op)
+            new_ops.extend(after)
+        sub.operators = [op for op in new_ops if id(op) not in dropped]
+        for op in sub.operators:
+            op.inputs = [alias.get(i, i) for i in op.inputs]
+        sub.outputs = [alias.get(i, i) for i in sub.outputs]
+        return changed
+
+
+def op_precisions(content):
+    """{op name: {"int8": n, "float32": n, ...}}: each op counted under the type
+    of its first non-constant input (QUANTIZE and DEQUANTIZE under "convert")."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if k.isupper()}
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    out = {}
+    for sub in model.subgraphs:
+        for op in sub.operators:
+            c = model.operatorCodes[op.opcodeIndex]
+            name = builtin.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
+            kind = "convert"
+            if name not in ("QUANTIZE", "DEQUANTIZE"):
+                kind = "const"
+                for i in op.inputs:
+                    t = sub.tensors[i] if i >= 0 else None
+                    if t is None or (t.buffer and model.buffers[t.buffer].data is not None
+                                     and len(model.buffers[t.buffer].data)):
+                        continue
+                    if t.type == schema.TensorType.INT32 and name in (
+                            "SPLIT", "RESHAPE", "TRANSPOSE", "MEAN"):
+                        continue  # an axis or shape operand
+                    kind = types[t.type]
+                    break
+            counts = out.setdefault(name, {})
+            counts[kind] = counts.get(kind, 0) + 1
+    return {k: out[k] for k in sorted(out)}
+
+
+def weight_sparsity(content):
+    """{"zero_fraction", "kernel_weights"}: zeros among the weights (filter
+    operand) of FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D ops, int8 or
+    float, e.g. after magnitude pruning."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    kernel_ops = {schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.CONV_2D,
+                  schema.BuiltinOperator.DEPTHWISE_CONV_2D}
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32}
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    zeros = total = 0
+    for sub in model.subgraphs:
+        for op in sub.operators:
+            c = model.operatorCodes[op.opcodeIndex]
+            if max(c.builtinCode, c.deprecatedBuiltinCode) not in kernel_ops or len(op.inputs) < 2:
+                continue
+            t = sub.tensors[op.inputs[1]]
+            data = model.buffers[t.buffer].data if t.buffer else None
+            if data is None or t.type not in dtypes:
+                continue
+            values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtypes[t.type])
+            zeros += int(values.size - np.count_nonzero(values))
+            total += values.size
+    return {"zero_fraction": zeros / total if total else 0.0, "kernel_weights": total}

@@ -34,13 +34,26 @@ class ZooModel(keras.Model):
         config = {k: v for k, v in list(bound.arguments.items())[1:]
                   if k not in ("kwargs", "name")}
         check_sizes(cls.__name__, config)
+        qat = bound.arguments.get("kwargs", {}).get("qat")
+        if qat is not None:
+            config["qat"] = qat
         vars(instance)["_zoo_config"] = _plain(config)  # bypasses Keras' attribute tracking
         return instance
+
+    def __init__(self, *args, qat=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if qat is not None:
+            # Quantization-aware training: the config's "qat" entry (plain data)
+            # makes the model's kernels and activations fake-quantized, so
+            # .keras files and presets carry it like any other option.
+            from keras_zoo import quantization
+
+            quantization.apply(self, qat)
 
     @classmethod
     def config_keys(cls):
         return [k for k in inspect.signature(cls.__init__).parameters
-                if k not in ("self", "kwargs", "name")]
+                if k not in ("self", "kwargs", "name")] + ["qat"]
 
     def get_zoo_config(self):
         """The constructor arguments of this model: JSON-ready data."""
