@@ -7,6 +7,7 @@
 
 from keras_zoo.models import (
     DINO,
+    GPT,
     MAE,
     MLP,
     VAE,
@@ -31,6 +32,7 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
-           "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT", "ZooModel",
+__all__ = ["DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
+           "Mamba", "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT",
+           "ZooModel",
            "from_preset", "list_presets"]

@@ -257,8 +257,13 @@ class TokenEmbedding(layers.Layer):
         """ids (...) -> (..., dim); with ``reverse=True``: vectors (..., dim) ->
         logits (..., vocab_size) = x @ table^T, in float32."""
         if reverse:
-            return ops.matmul(ops.cast(inputs, "float32"),
-                              ops.transpose(ops.cast(self.embeddings, "float32")))
+            # One 2-D matmul, (tokens, dim) x (dim, vocab): the gradient of a
+            # batched (B, T, dim) x (dim, vocab) product for the table is a
+            # (B, dim, vocab) tensor summed over B (1.2 GB for GPT-2 at batch 8).
+            shape = ops.shape(inputs)
+            flat = ops.reshape(ops.cast(inputs, "float32"), (-1, shape[-1]))
+            logits = ops.matmul(flat, ops.transpose(ops.cast(self.embeddings, "float32")))
+            return ops.reshape(logits, (*shape[:-1], self.vocab_size))
         x = ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
         x = ops.cast(x, self.compute_dtype)
         return x * ops.cast(self.scale, x.dtype) if self.scale != 1.0 else x
@@ -271,5 +276,42 @@ class TokenEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, dim=self.dim, scale=self.scale,
+                      initializer_stddev=self.initializer_stddev)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned vector per absolute position (GPT, BERT): x (B, T, D) +
+    table[start_index : start_index + T].
+
+    ``start_index`` (a scalar, may be a tensor) is the position of the first
+    token: 0 for a whole sequence, the number of tokens already in the cache
+    for an incremental decoding step. The table has ``max_positions`` rows;
+    a sequence may not reach past it.
+    """
+
+    def __init__(self, max_positions, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = max_positions
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            shape=(self.max_positions, input_shape[-1]), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev))
+
+    def call(self, x, start_index=0):
+        length, dim = ops.shape(x)[1], ops.shape(x)[2]
+        start = ops.cast(start_index, "int32")
+        table = ops.slice(self.embeddings, (start, ops.zeros((), "int32")), (length, dim))
+        return x + ops.cast(table, x.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_positions=self.max_positions,
                       initializer_stddev=self.initializer_stddev)
         return config
