@@ -13,7 +13,8 @@ shape (global crops one size, local crops another) as XLA and TPUs require.
 import math
 
 import keras
-import tensorflow as tf
+
+from keras_zoo.backend import tf
 
 
 def random_resized_crop(images, size, scale, rng, ratio=(3.0 / 4.0, 4.0 / 3.0)):
@@ -102,8 +103,8 @@ class MultiCrop:
         self.grayscale_probability = grayscale_probability
         self.blur_probability = tuple(blur_probability)
         self.solarization_probability = solarization_probability
-        self._rng = (tf.random.Generator.from_seed(seed) if seed is not None
-                     else tf.random.Generator.from_non_deterministic_state())
+        self._seed = seed
+        self._generator = None  # a tf.random.Generator, made on first use (see _rng)
         seeds = [None] * 6 if seed is None else [seed + i for i in range(1, 7)]
         self._flip = keras.layers.RandomFlip("horizontal", seed=seeds[0])
         self._grayscale = keras.layers.RandomGrayscale(grayscale_probability, seed=seeds[1])
@@ -120,6 +121,18 @@ class MultiCrop:
         sizes = (global_crop_size, global_crop_size, local_crop_size)
         self._blurs = [_gaussian_blur(size, p, s) if p > 0 else None
                        for size, p, s in zip(sizes, self.blur_probability, seeds[3:])]
+
+    @property
+    def _rng(self):
+        # Made on first use rather than in __init__, so that building a DINO
+        # model (which validates its crop settings here) needs no TensorFlow;
+        # init_scope: the first use is usually while tf.data traces the map.
+        if self._generator is None:
+            with tf.init_scope():
+                self._generator = (
+                    tf.random.Generator.from_seed(self._seed) if self._seed is not None
+                    else tf.random.Generator.from_non_deterministic_state())
+        return self._generator
 
     def _photometric(self, views, blur, solarization):
         """blur: a RandomGaussianBlur layer or None."""

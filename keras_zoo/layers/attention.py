@@ -3,6 +3,8 @@
 import keras
 from keras import layers, ops
 
+from keras_zoo import config
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class MultiHeadAttention(layers.Layer):
@@ -24,6 +26,11 @@ class MultiHeadAttention(layers.Layer):
         attention_mask: boolean, True = may attend; (batch, kv_len) padding
             mask, or (batch, q_len, kv_len), or (batch, heads, q_len, kv_len).
         use_causal_mask: position i attends only to positions <= i.
+
+    ``keras_zoo.config.set_attention_implementation`` picks the lowering:
+    two matmuls (CPU, TensorFlow, TFLite) or the backend's fused
+    ``keras.ops.dot_product_attention`` (default on JAX GPU/TPU); same
+    weights, same numbers.
     """
 
     def __init__(self, num_heads, dropout=0.0, use_bias=True, **kwargs):
@@ -55,15 +62,18 @@ class MultiHeadAttention(layers.Layer):
         self.out = dense(dim, "out")
         self.out.build(query_shape)
 
-    def _split_heads(self, x, parts):
+    def _split_heads(self, x, parts, heads_first=True):
         # (B, T, parts * H * D) -> `parts` tensors of (B, H, T, D), heads-first
         # so the two attention products are plain batched matmuls. One
         # reshape + one transpose for all parts, then one split on the head
         # axis (not `parts` strided slices: without XLA each slice's gradient
         # is a zero-padded full-size tensor, and an unstack lowers to TFLite
         # UNPACK, which XNNPACK does not delegate; SPLIT it does).
+        # heads_first=False: (B, T, H, D), the fused op's layout, no transpose.
         b, t = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (b, t, parts * self.num_heads, self.head_dim))
+        if not heads_first:
+            return ops.split(x, parts, axis=2) if parts > 1 else [x]
         x = ops.transpose(x, (0, 2, 1, 3))
         return ops.split(x, parts, axis=1) if parts > 1 else [x]
 
@@ -75,19 +85,30 @@ class MultiHeadAttention(layers.Layer):
         use_causal_mask=False,
         training=None,
     ):
+        # The fused op has no attention dropout: training with it uses matmuls.
+        fused = config.use_fused_attention() and not (self.dropout > 0 and training)
         if self.is_cross_attention:
             if value is None:
                 raise ValueError("this attention layer was built for cross-attention")
-            (q,) = self._split_heads(self.q(query), 1)
-            k, v = self._split_heads(self.kv(value), 2)
+            (q,) = self._split_heads(self.q(query), 1, heads_first=not fused)
+            k, v = self._split_heads(self.kv(value), 2, heads_first=not fused)
         else:
-            q, k, v = self._split_heads(self.qkv(query), 3)
-        mask = self._combine_masks(
-            attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2]
-        )
-        context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
-        b, t = ops.shape(context)[0], ops.shape(context)[2]
-        context = ops.transpose(context, (0, 2, 1, 3))
+            q, k, v = self._split_heads(self.qkv(query), 3, heads_first=not fused)
+        q_len, kv_len = (ops.shape(q)[1], ops.shape(k)[1]) if fused else \
+            (ops.shape(q)[2], ops.shape(k)[2])
+        if fused and use_causal_mask and attention_mask is None and \
+                q.shape[1] is not None and q.shape[1] == k.shape[1]:
+            # Square causal attention: the kernel's own mask (flash skips the
+            # blocks above the diagonal).
+            context = ops.dot_product_attention(q, k, v, is_causal=True)
+        elif fused:
+            mask = self._combine_masks(attention_mask, use_causal_mask, q_len, kv_len)
+            context = ops.dot_product_attention(q, k, v, mask=mask)  # (B, T, H, D)
+        else:
+            mask = self._combine_masks(attention_mask, use_causal_mask, q_len, kv_len)
+            context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
+            context = ops.transpose(context, (0, 2, 1, 3))
+        b, t = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (b, t, self.num_heads * self.head_dim))
         return self.out(context)
 

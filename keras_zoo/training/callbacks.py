@@ -18,7 +18,8 @@ import tempfile
 import time
 
 import keras
-import tensorflow as tf
+
+from keras_zoo.backend import tf
 
 _CKPT = re.compile(r"ckpt-(\d+)\.weights\.h5$")
 

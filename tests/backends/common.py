@@ -1,0 +1,99 @@
+"""What the TensorFlow side (test_jax.py) and the JAX side (jax_cases.py) of the
+cross-backend tests share: inputs, weights, forward outputs, a training batch.
+Imports no TensorFlow (the JAX side runs with TensorFlow blocked)."""
+
+import numpy as np
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # forward outputs across backends
+
+
+def perturb(model, seed=0):
+    """Adds N(0, 0.05) to every float weight, so no output is trivially zero
+    (ViT's zero-initialised head) and every weight matters to the parity.
+    BatchNorm variances stay positive; integer state (seed generators) is kept."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if "float" not in str(v.dtype) or not v.shape:
+            continue
+        value = np.asarray(v.numpy()) + rng.normal(0.0, 0.05, v.shape)
+        if "variance" in v.path:
+            value = np.abs(value) + 0.5
+        v.assign(value.astype(str(v.dtype)))
+
+
+def example_inputs(model, batch=2, seed=1):
+    """Deterministic inputs for every input of a (functional) model: floats in
+    [0, 1), integers (token ids) in [0, 8); unknown lengths become 8."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec in model.inputs:
+        shape = (batch,) + tuple(8 if d is None else d for d in spec.shape[1:])
+        if "int" in str(spec.dtype):
+            out.append(rng.integers(0, 8, shape).astype(str(spec.dtype)))
+        else:
+            out.append(rng.random(shape).astype("float32"))
+    return out[0] if len(out) == 1 else out
+
+
+def _arrays(prefix, value):
+    if isinstance(value, dict):
+        return {k: v for key in sorted(value) for k, v in _arrays(f"{prefix}.{key}",
+                                                                  value[key]).items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _arrays(f"{prefix}.{i}", item).items()}
+    return {prefix: np.asarray(value)}
+
+
+def forward(model):
+    """{output name: array}: ``predict`` of the model on ``example_inputs``
+    when it is deterministic (two runs agree; MAE's masking is random), and
+    every serving signature that is a Keras model (VAE encoder/decoder,
+    MAE's unmasked encoder, DINO's teacher backbone)."""
+    from keras import ops
+
+    out = {}
+    x = example_inputs(model)
+    first = model.predict(x, verbose=0)
+    if all(np.array_equal(a, b) for a, b in zip(
+            _arrays("", first).values(), _arrays("", model.predict(x, verbose=0)).values())):
+        out.update(_arrays("model", first))
+    for name, fn in sorted(model.serving_signatures().items()):
+        if fn is model or not hasattr(fn, "inputs"):
+            continue
+        out.update(_arrays(f"serving.{name}", ops.convert_to_numpy(fn(example_inputs(fn)))))
+    return out
+
+
+def assert_same_outputs(got, expected, what):
+    assert sorted(got) == sorted(expected), f"{what}: outputs {sorted(got)} vs {sorted(expected)}"
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], **TOLERANCE,
+                                   err_msg=f"{what}: output {key}")
+
+
+def _dino_views(model, x):
+    c = model.get_zoo_config()
+    rng = np.random.default_rng(3)
+    views = {"global_crops": np.stack([x, x[::-1]], axis=1)}
+    if c["num_local_crops"]:
+        side, channels = c["local_crop_size"], x.shape[-1]
+        views["local_crops"] = rng.random(
+            (len(x), c["num_local_crops"], side, side, channels)).astype("float32")
+    return views
+
+
+# A family whose training batch is not (inputs, labels) names how to build one
+# here (DINO trains on multi-crop views, which its tf.data transform makes).
+TRAIN_INPUTS = {"DINO": _dino_views}
+
+
+def train_batch(model, batch=4):
+    """(x, y) for one training step: example inputs and integer labels below
+    the output width (ignored by the families with their own objective)."""
+    x = example_inputs(model, batch=batch, seed=2)
+    if type(model).__name__ in TRAIN_INPUTS:
+        x = TRAIN_INPUTS[type(model).__name__](model, x)
+    width = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    y = np.arange(batch) % (width or 1)
+    return x, y.astype("int32")

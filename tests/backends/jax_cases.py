@@ -1,0 +1,230 @@
+"""The model tests under KERAS_BACKEND=jax, with TensorFlow blocked.
+
+Not collected by the main run (the file name does not start with test_):
+tests/backends/test_jax.py launches it in a subprocess through
+tests/backends/run_jax.py, after writing, under TensorFlow, a preset folder
+and forward outputs for every tiny preset into $ZOO_BACKENDS_DIR.
+"""
+
+import json
+import math
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_zoo
+from keras_zoo import config
+from keras_zoo.training.optimizers import AdamW
+from tests.backends import common
+
+ROOT = os.environ.get("ZOO_BACKENDS_DIR", "")
+SHARD = os.environ.get("ZOO_BACKENDS_SHARD", "0/1")
+
+
+def _shard(names):
+    index, count = map(int, SHARD.split("/"))
+    return [n for i, n in enumerate(sorted(names)) if i % count == index]
+
+
+def _load_npz(path):
+    with np.load(path) as f:
+        return dict(f)
+
+
+def test_runs_on_jax_without_tensorflow():
+    assert keras.backend.backend() == "jax"
+    assert not [m for m, module in sys.modules.items()
+                if m.split(".")[0] == "tensorflow" and module is not None]
+    with pytest.raises(ImportError):
+        import tensorflow  # noqa: F401
+
+
+@pytest.mark.parametrize("name", _shard(keras_zoo.list_presets(tiny=True)))
+def test_tiny_preset(name):
+    """From TensorFlow's preset folder: parameter counts and forward outputs
+    equal TensorFlow's; __call__ equals predict; one fit step trains; the
+    trained model's preset reloads exactly here (and on TF: test_jax.py)."""
+    if not ROOT:
+        pytest.fail("ZOO_BACKENDS_DIR is not set: run tests/backends/test_jax.py")
+    with open(os.path.join(ROOT, "tf_side.json")) as f:
+        tf_side = json.load(f)[name]
+    model = keras_zoo.from_preset(os.path.join(ROOT, "tf", name))
+    assert type(model).__name__ == tf_side["family"]
+    assert [model.trainable_parameter_count(), model.count_params()] == tf_side["counts"]
+    out = common.forward(model)
+    common.assert_same_outputs(out, _load_npz(os.path.join(ROOT, "tf", name + ".npz")),
+                               f"{name}: JAX vs TensorFlow")
+
+    x = common.example_inputs(model)
+    if "model" in out or any(k.startswith("model.") for k in out):
+        called = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x))
+        for key, value in common._arrays("model", called).items():
+            np.testing.assert_allclose(value, out[key], rtol=1e-5, atol=1e-6)
+
+    model.compile(optimizer=AdamW(1e-3), **model.compile_defaults())
+    before = [np.array(v) for v in model.trainable_variables]
+    bx, by = common.train_batch(model)
+    logs = model.fit(bx, by, batch_size=len(by), epochs=1, verbose=0).history
+    assert logs and all(math.isfinite(v[-1]) for v in logs.values()), logs
+    changed = [not np.array_equal(b, np.array(v))
+               for b, v in zip(before, model.trainable_variables)]
+    assert sum(changed) >= len(changed) // 2, f"{name}: {sum(changed)}/{len(changed)} moved"
+
+    folder = os.path.join(ROOT, "jax", name)
+    model.save_to_preset(folder)
+    trained = common.forward(model)
+    np.savez(folder + ".npz", **trained)
+    common.assert_same_outputs(common.forward(keras_zoo.from_preset(folder)), trained,
+                               f"{name}: JAX preset reloaded on JAX")
+
+
+def test_tensorflow_only_pieces_raise_one_clear_error_without_tensorflow():
+    from keras_zoo import data, distribute
+    from keras_zoo.backend import BackendError
+
+    with pytest.raises(BackendError, match=r"needs TensorFlow .*Keras backend is 'jax'"):
+        data.load("digits")
+    with pytest.raises(BackendError, match=r"needs the TensorFlow Keras backend; "
+                                           r"KERAS_BACKEND is 'jax'"):
+        distribute.get_strategy("one_device")
+    with pytest.raises(BackendError, match="remote preset paths"):
+        keras_zoo.from_preset("gs://bucket/run/best")
+
+
+def test_fused_kernel_fallbacks_match_keras_on_jax():
+    """keras_zoo's AdamW and GELU gradient fall back to Keras' arithmetic on JAX."""
+    import jax
+
+    from keras_zoo.layers.activations import gelu
+
+    x = np.linspace(-4, 4, 101).astype("float32")
+    np.testing.assert_allclose(
+        jax.grad(lambda t: gelu(t).sum())(x),
+        jax.grad(lambda t: keras.activations.gelu(t, approximate=False).sum())(x),
+        rtol=1e-6, atol=1e-7)
+    weights = []
+    for optimizer in (AdamW(1e-2, weight_decay=0.1), keras.optimizers.AdamW(1e-2, weight_decay=0.1)):
+        keras.utils.set_random_seed(0)
+        model = keras_zoo.from_preset("mlp_small")
+        model.compile(optimizer=optimizer, **model.compile_defaults())
+        x, y = common.train_batch(model)
+        for _ in range(2):
+            model.train_on_batch(x, y)
+        weights.append([np.array(v) for v in model.trainable_variables])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- objectives
+
+def _dino_record(root):
+    data = _load_npz(os.path.join(root, "dino_steps.npz"))
+    model = keras_zoo.from_preset(os.path.join(root, "dino_start"))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+                  **model.compile_defaults())
+    values = lambda vs: [np.array(v) for v in vs]
+    record = {"teacher": [values(model.teacher_weights)],
+              "student": [values(model.student_weights)],
+              "center": [np.array(model.centering.center)], "logs": []}
+    for step in range(3):
+        views = {k[len(f"{step}."):]: v for k, v in data.items() if k.startswith(f"{step}.")}
+        record["logs"].append(model.train_on_batch(views, np.zeros(4, "int32"),
+                                                   return_dict=True))
+        record["teacher"].append(values(model.teacher_weights))
+        record["student"].append(values(model.student_weights))
+        record["center"].append(np.array(model.centering.center))
+    return model, record
+
+
+def test_dino_teacher_and_centre_after_three_jax_steps_match_tensorflow():
+    """The EMA formula and the centre's running mean hold on JAX, the last
+    layer stays frozen in epoch 1, and all of it equals the TensorFlow run
+    from the same preset on the same views (test_jax.py recorded it)."""
+    model, record = _dino_record(ROOT)
+    tf_run = _load_npz(os.path.join(ROOT, "dino_tf_run.npz"))
+    for step in range(3):
+        m = 1 - (1 - 0.9) * (math.cos(math.pi * step / 4) + 1) / 2
+        assert record["logs"][step]["teacher_momentum"] == pytest.approx(m, abs=1e-6)
+        for t0, s1, t1 in zip(record["teacher"][step], record["student"][step + 1],
+                              record["teacher"][step + 1]):
+            np.testing.assert_allclose(t1, m * t0 + (1 - m) * s1, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(record["logs"][step]["loss"], tf_run[f"loss.{step}"],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(record["center"][step + 1], tf_run[f"center.{step + 1}"],
+                                   rtol=1e-4, atol=1e-6)
+        for i, t in enumerate(record["teacher"][step + 1]):
+            np.testing.assert_allclose(t, tf_run[f"teacher.{step + 1}.{i}"], rtol=1e-4,
+                                       atol=2e-6, err_msg=f"teacher weight {i}, step {step}")
+    v = next(i for i, w in enumerate(model.student_weights) if w.name == "weight_v")
+    np.testing.assert_array_equal(record["student"][2][v], record["student"][0][v])
+    assert not np.allclose(record["student"][3][v], record["student"][2][v])
+
+
+def test_dino_centre_is_the_running_mean_of_teacher_outputs_on_jax():
+    root = ROOT
+    data = _load_npz(os.path.join(root, "dino_steps.npz"))
+    model = keras_zoo.from_preset(os.path.join(root, "dino_start"))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **model.compile_defaults())
+    center = np.array(model.centering.center)
+    views = {k[2:]: v for k, v in data.items() if k.startswith("0.")}
+    g = views["global_crops"].transpose(1, 0, 2, 3, 4).reshape((-1,) + views[
+        "global_crops"].shape[2:])
+    logits = keras.ops.convert_to_numpy(model.teacher_head(model.teacher_backbone(g)))
+    model.train_on_batch(views, np.zeros(4, "int32"))
+    np.testing.assert_allclose(np.array(model.centering.center),
+                               0.9 * center + 0.1 * logits.mean(0, keepdims=True),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_vae_kl_term_is_the_closed_form_in_a_jax_training_step():
+    """Encoder pinned to constant (mu, log var): the KL the JAX train step
+    reports is 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar), and the loss is
+    reconstruction + beta * KL."""
+    model = keras_zoo.VAE(hidden_units=[32], latent_dim=3, beta=2.0, seed=0)
+    mu, log_var = np.array([0.5, -1.0, 2.0]), np.array([0.2, -0.7, 1.1])
+    for name, bias in (("z_mean", mu), ("z_log_var", log_var)):
+        layer = model.encoder.get_layer(name)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), bias.astype("float32")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), **model.compile_defaults())
+    x = np.random.default_rng(1).random((4, 32, 32, 1)).astype("float32")
+    logs = model.train_on_batch(x, return_dict=True)
+    closed = 0.5 * np.sum(mu ** 2 + np.exp(log_var) - 1 - log_var)
+    np.testing.assert_allclose(logs["kl"], closed, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], logs["reconstruction"] + 2.0 * closed, rtol=1e-5)
+    np.testing.assert_allclose(logs["elbo"], -(logs["reconstruction"] + closed), rtol=1e-5)
+    # The reparameterized z differs between steps: the seed state advances.
+    second = model.train_on_batch(x, return_dict=True)
+    assert second["reconstruction"] != logs["reconstruction"]
+
+
+# ---------------------------------------------------------------- attention
+
+@pytest.mark.parametrize("kwargs", [{}, {"use_causal_mask": True}, {"padding": True},
+                                    {"cross": True}])
+def test_fused_and_matmul_attention_agree_on_jax(kwargs):
+    from keras_zoo.layers import MultiHeadAttention
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 24)).astype("float32")  # head size 6: scale not a power of 2
+    call = {"use_causal_mask": kwargs.get("use_causal_mask", False)}
+    args = (x,)
+    if kwargs.get("padding"):
+        mask = np.ones((2, 5), bool)
+        mask[1, 3:] = False
+        call["attention_mask"] = mask
+    if kwargs.get("cross"):
+        args = (x, rng.normal(size=(2, 7, 24)).astype("float32"))
+    layer = MultiHeadAttention(4)
+    outs = {}
+    try:
+        for impl in ("matmul", "fused"):
+            config.set_attention_implementation(impl)
+            outs[impl] = keras.ops.convert_to_numpy(layer(*args, **call))
+    finally:
+        config.set_attention_implementation("auto")
+    np.testing.assert_allclose(outs["fused"], outs["matmul"], rtol=1e-5, atol=1e-6)
+    assert not config.use_fused_attention()  # auto on a CPU: matmul
