@@ -88,7 +88,6 @@ KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "str
         "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "optimizer",
         "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
         "shuffle_buffer", "seed", "dry_run")
-CACHE_BYTES = 2 << 30  # cache a dataset in memory when it is below this
 SHUFFLE_BYTES = 1 << 30
 
 
@@ -275,8 +274,14 @@ def check_preset(preset):
 
 
 def default_eval_spec(spec):
-    from keras_zoo.data import parse_spec
+    """The evaluation split that goes with a training spec: a text set's
+    validation split, an image set's test split."""
+    from keras_zoo.data import is_text_spec, parse_spec
+    from keras_zoo.data import text as text_data
 
+    if is_text_spec(spec):
+        kind, name, _ = text_data.parse_spec(spec)
+        return f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation"
     kind, name, _ = parse_spec(spec)
     if kind == "bundled":
         return f"{name}:test"
@@ -285,51 +290,48 @@ def default_eval_spec(spec):
     return f"synthetic:{name}"
 
 
+def check_dataset_spec(spec):
+    """Fails fast (before building anything) on a spec no loader knows."""
+    from keras_zoo.data import is_text_spec, parse_spec
+
+    if not is_text_spec(spec):
+        parse_spec(spec)
+
+
 # ---------------------------------------------------------------- data
 
-def _cacheable(info, image_size, channels):
-    dims = [d or image_size for d in (info.image_shape or (image_size, image_size, channels))]
-    return info.num_examples is not None and \
-        info.num_examples * math.prod(dims) * 4 <= CACHE_BYTES
-
-
-def train_stream(ds, info, c, image_size, channels, transform, start_step, total_steps):
+def train_stream(model, examples, info, c, start_step, total_steps):
     """The training batches from global step ``start_step`` on. Each pass over
-    the data is shuffled with its own seed (seed, pass), so the stream is a
-    pure function of the step: a resumed run sees the same batches an
-    uninterrupted one would, without replaying the passes before it."""
+    the examples is shuffled with its own seed (seed, pass) and batched by the
+    family (``model.batch_data``), so the stream is a pure function of the
+    step: a resumed run sees the same batches an uninterrupted one would.
+    When the family knows how many batches a pass makes, the passes before
+    the resume point are not replayed."""
     import tensorflow as tf
 
-    from keras_zoo.data import pipeline
-
     batch = c["global_batch_size"]
-    pass_len = (info.num_examples or 0) // batch
-    buffer = max(1, min(c["shuffle_buffer"],
-                        SHUFFLE_BYTES // (image_size * image_size * channels * 4)))
-    if _cacheable(info, image_size, channels):
-        ds = ds.cache()
+    pass_len = model.steps_per_pass(info, batch)
+    buffer = max(1, min(c["shuffle_buffer"], SHUFFLE_BYTES // max(1, info.example_bytes)))
     seed = c["seed"]
 
     def one_pass(index):
-        shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
-        return pipeline(shuffled, batch, image_size, channels, training=False, cache=False)
+        shuffled = examples.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + index)
+        return model.batch_data(shuffled, info, batch, training=True)
 
-    if pass_len:
-        first_pass = start_step // pass_len
-        passes = tf.data.Dataset.range(first_pass, math.ceil(total_steps / pass_len))
-        # With global seed 0, tf's get_seed compares (0, op_seed) == (0, 0) and a
-        # tensor op seed cannot be a Python bool: trace the passes without a global
-        # seed (the op seed alone still fixes the order), then restore it.
-        tf.random.set_seed(None)
-        try:
-            stream = passes.flat_map(one_pass).skip(start_step - first_pass * pass_len)
-        finally:
-            tf.random.set_seed(seed)
-    else:  # size unknown: one endless shuffle; a resume replays the batches before it
-        stream = pipeline(ds, batch, image_size, channels, training=True, seed=seed,
-                          shuffle_buffer=buffer, repeat=True, cache=False).skip(start_step)
-    if transform is not None:
-        stream = stream.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if not getattr(model, "batches_per_pass_exact", True):
+        pass_len = None  # an estimate: resume by replaying the stream from step 0
+    first_pass = start_step // pass_len if pass_len else 0
+    last_pass = math.ceil(total_steps / pass_len) if pass_len else None
+    # With global seed 0, tf's get_seed compares (0, op_seed) == (0, 0) and a
+    # tensor op seed cannot be a Python bool: trace the passes without a global
+    # seed (the op seed alone still fixes the order), then restore it.
+    tf.random.set_seed(None)
+    try:
+        passes = (tf.data.Dataset.range(first_pass, last_pass) if last_pass
+                  else tf.data.Dataset.range(2**62))
+        stream = passes.flat_map(one_pass).skip(start_step - first_pass * (pass_len or 0))
+    finally:
+        tf.random.set_seed(seed)
     options = tf.data.Options()
     # Every worker holds the whole (shuffled) stream and keeps its slice of each global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -337,25 +339,11 @@ def train_stream(ds, info, c, image_size, channels, transform, start_step, total
     return stream.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_stream(ds, info, batch, image_size, channels, weighted):
-    """Test batches of static shape. ``weighted``: the last partial batch is
-    padded with weight-0 examples so every test image counts exactly once
-    (accuracy is exact; the loss of the padded batch is scaled by its real share)."""
+def eval_stream(model, examples, info, batch):
+    """Evaluation batches of static shape, every example once (``model.batch_data``)."""
     import tensorflow as tf
 
-    from keras_zoo.data import to_model_input
-
-    ds = ds.map(lambda x, y: (to_model_input(x, image_size, channels), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    if weighted and info.num_examples:
-        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
-        pad = -info.num_examples % batch
-        if pad:
-            ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
-    ds = ds.batch(batch, drop_remainder=True)
-    if _cacheable(info, image_size, channels):
-        ds = ds.cache()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return model.batch_data(examples, info, batch, training=False).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------- model
@@ -427,9 +415,7 @@ def train(config):
     global _quiet
     started = time.perf_counter()
     c = resolve(config)
-    from keras_zoo.data import parse_spec
-
-    parse_spec(c["dataset"])  # unknown datasets fail before any slow setup
+    check_dataset_spec(c["dataset"])  # unknown datasets fail before any slow setup
     check_preset(c["preset"])
     if c["num_cpu_devices"]:
         distribute.split_cpu(c["num_cpu_devices"])
@@ -471,22 +457,15 @@ def _train(c, strategy, chief, started):
     _say(f"strategy: {distribute.describe(strategy)}; global batch {c['global_batch_size']}"
          f" = {strategy.num_replicas_in_sync} x {per_replica} per replica")
     keras.utils.set_random_seed(c["seed"])
-    synthetic = c["dry_run"] or parse_spec_kind(c["dataset"]) == "synthetic"
-    ds = info = None
-    if not synthetic:
-        ds, info = data.load(c["dataset"], "train", seed=c["seed"], data_dir=c["data_dir"])
+    spec = c["dataset"]
+    if c["dry_run"]:  # fake data of the real shapes, made by the family
+        spec = f"synthetic:{2 * c['steps_per_execution'] * c['global_batch_size']}"
     with strategy.scope():
-        model = build_model(c, info.num_classes if info else None)
-    _, height, _, channels = model.inputs[0].shape
-    num_classes = model.get_zoo_config().get("num_classes") or 10
-    if synthetic:
-        spe = c["steps_per_execution"]
-        spec = (f"synthetic:{2 * spe * c['global_batch_size']}" if c["dry_run"]
-                else c["dataset"])
-        ds, info = data.load(spec, "train", image_shape=(height, height, channels),
-                             num_classes=num_classes, seed=c["seed"])
-    pass_len = (info.num_examples or 0) // c["global_batch_size"]
-    if info.num_examples is not None and pass_len == 0:
+        model = build_model(c, None if c["dry_run"] else data.num_classes_of(spec, c["data_dir"]))
+    ds, info = model.load_data(spec, "train", seed=c["seed"], data_dir=c["data_dir"])
+    model.prepare_data(ds, info, None if c["dry_run"] else c["model_dir"])
+    pass_len = model.steps_per_pass(info, c["global_batch_size"]) or 0
+    if info.num_examples is not None and info.num_examples < c["global_batch_size"]:
         raise TrainError(f"dataset {c['dataset']!r} has {info.num_examples} examples, fewer "
                          f"than one global batch of {c['global_batch_size']}")
     if c["dry_run"]:
@@ -517,13 +496,11 @@ def _train(c, strategy, chief, started):
         model.compile(optimizer=optimizer, **compile_args, jit_compile=jit,
                       steps_per_execution=spe)
     params = model.count_params()
+    inputs = ", ".join(str(tuple(t.shape[1:])) for t in model.inputs)
     _say(f"model: {c['preset']} ({type(model).__name__}, {params:,} parameters, input "
-         f"{tuple(model.inputs[0].shape[1:])}), {c['mixed_precision']}, "
-         f"jit_compile={jit} ({jit_reason})")
-    transform = model.train_input_transform()
+         f"{inputs}), {c['mixed_precision']}, jit_compile={jit} ({jit_reason})")
     if c["dry_run"]:
-        return _dry_run(c, model, strategy, ds, info, height, channels, transform, total,
-                        per_replica, params, started)
+        return _dry_run(c, model, strategy, ds, info, total, per_replica, params, started)
 
     model_dir = c["model_dir"].rstrip("/")
     work_dir = model_dir if chief else f"{model_dir}/workers/{distribute.worker_id(strategy)}"
@@ -540,15 +517,14 @@ def _train(c, strategy, chief, started):
          f"model_dir {model_dir}")
 
     eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
-    eval_ds = None
+    eval_ds, extra_callbacks = None, []
     if eval_spec.lower() != "none":
-        weighted = compile_args.get("loss") is not None
-        test, test_info = _load_eval(eval_spec, c, height, channels, num_classes)
-        eval_ds = eval_stream(test, test_info, c["global_batch_size"], height, channels,
-                              weighted)
+        test, test_info, eval_spec = _load_eval(model, eval_spec, c)
+        eval_ds = eval_stream(model, test, test_info, c["global_batch_size"])
+        extra_callbacks = model.evaluation_callbacks(test, test_info, c["global_batch_size"])
 
     summary = EpochSummary(total, interval, rounds, c["global_batch_size"], print_fn=_say)
-    callbacks = [StopAtStep(total, interval), summary]
+    callbacks = [StopAtStep(total, interval), *extra_callbacks, summary]
     monitor = None
     if chief:
         callbacks.append(keras.callbacks.CSVLogger(f"{model_dir}/metrics.csv", append=True))
@@ -564,7 +540,7 @@ def _train(c, strategy, chief, started):
 
     train_started = time.perf_counter()
     if start_step < total:
-        stream = train_stream(ds, info, c, height, channels, transform, start_step, total)
+        stream = train_stream(model, ds, info, c, start_step, total)
         _keras_multi_worker_fixes(model, strategy, stream.element_spec)
         model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
                   steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks,
@@ -648,30 +624,26 @@ def _keras_multi_worker_fixes(model, strategy, element_spec):
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def parse_spec_kind(spec):
-    from keras_zoo.data import parse_spec
-
-    return parse_spec(spec)[0]
-
-
-def _load_eval(spec, c, height, channels, num_classes):
+def _load_eval(model, spec, c):
+    """(examples, info, spec) of the evaluation data; a tfds set without a
+    test split falls back to its validation split."""
     from keras_zoo import data
 
     try:
-        return data.load(spec, "test", image_shape=(height, height, channels),
-                         num_classes=num_classes, seed=c["seed"] + 1, data_dir=c["data_dir"])
+        return (*model.load_data(spec, "test", seed=c["seed"] + 1, data_dir=c["data_dir"]),
+                spec)
     except data.DatasetError:
         if c["eval_dataset"] or not spec.endswith(":test"):
             raise
         spec = spec[: -len("test")] + "validation"  # tfds sets without a test split
-        return data.load(spec, "validation", data_dir=c["data_dir"])
+        return (*model.load_data(spec, "validation", seed=c["seed"] + 1,
+                                 data_dir=c["data_dir"]), spec)
 
 
-def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, per_replica,
-             params, started):
+def _dry_run(c, model, strategy, ds, info, total, per_replica, params, started):
     import keras
 
-    stream = train_stream(ds, info, c, height, channels, transform, 0, total)
+    stream = train_stream(model, ds, info, c, 0, total)
     marks = []
 
     class _Timer(keras.callbacks.Callback):
@@ -689,7 +661,7 @@ def _dry_run(c, model, strategy, ds, info, height, channels, transform, total, p
     _say(f"dry run ok: {params:,} parameters ({trainable:,} trainable); per-replica batch "
          f"{per_replica} x {strategy.num_replicas_in_sync} replicas; first step (trace + "
          f"compile) {first:.1f}s; step time {step * 1000:.0f} ms "
-         f"({c['global_batch_size'] / step:,.0f} img/s)")
+         f"({c['global_batch_size'] / step:,.0f} examples/s)")
     return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
             "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
             "first_step_seconds": first, "step_seconds": step,

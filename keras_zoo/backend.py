@@ -54,14 +54,14 @@ class _LazyTensorFlow:
 tf = _LazyTensorFlow()
 
 
-_TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow_datasets", "tensorflow_text", "tf_keras",
-                        "keras_hub")
+_TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow_datasets", "tensorflow_text", "tf_keras")
 
 
 def block_tensorflow():
     """Makes TensorFlow (and the packages built on it: tensorflow_datasets,
-    tensorflow_text, tf_keras, keras_hub) unimportable in this process, as if
-    not installed. For JAX or torch processes on a machine that has TensorFlow:
+    tensorflow_text, tf_keras) unimportable in this process, as if not
+    installed (keras_hub still imports; its samplers run on any backend, its
+    tokenizers need tensorflow_text). For JAX or torch processes on a machine that has TensorFlow:
     Keras imports it opportunistically (``keras.utils.set_random_seed`` seeds
     it too), and a TensorFlow that initialises its GPU runtime takes the
     memory JAX expects to own. Raises BackendError if it is already imported."""

@@ -207,13 +207,16 @@ def save_to_preset(model, directory, description=""):
     tmp_weights = os.path.join(local, "tmp_" + WEIGHTS_FILE)
     _save_model_weights(model, tmp_weights)
     os.replace(tmp_weights, os.path.join(local, WEIGHTS_FILE))
-    manifest = {"sha256": {n: sha256_of(os.path.join(local, n))
-                           for n in (CONFIG_FILE, WEIGHTS_FILE)}}
+    names = [CONFIG_FILE, WEIGHTS_FILE]
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:  # text families: the vocabulary travels with the weights
+        names += tokenizer.save(local)
+    manifest = {"sha256": {n: sha256_of(os.path.join(local, n)) for n in names}}
     _atomic_json(os.path.join(local, MANIFEST_FILE), manifest)
     if remote:
         gfile = _gfile()
         gfile.makedirs(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE):
+        for name in names + [MANIFEST_FILE]:
             gfile.copy(os.path.join(local, name), directory.rstrip("/") + "/" + name,
                        overwrite=True)
         shutil.rmtree(local, ignore_errors=True)
@@ -225,6 +228,7 @@ def save_to_preset(model, directory, description=""):
 def load(cls, preset, load_weights=True, **overrides):
     """Implements ``Family.from_preset``; ``cls`` may be ZooModel (any family)."""
     preset = str(preset)
+    folder = None  # where the weights (and a text family's tokenizer) come from
     if _exists(preset):
         folder = _localize(preset)
         raw = read_json(os.path.join(folder, CONFIG_FILE))
@@ -256,7 +260,25 @@ def load(cls, preset, load_weights=True, **overrides):
     elif load_weights and not weights:
         log.info("preset %r has no published weights here; %s is randomly initialised",
                  source, family)
+    _attach_tokenizer(target, folder)
     return target
+
+
+def _attach_tokenizer(model, folder):
+    """Text families carry their tokenizer: read it from the preset folder."""
+    if not hasattr(model, "tokenizer") or folder is None:
+        return
+    from keras_zoo.data.tokenizers import Tokenizer, TokenizerError
+
+    if Tokenizer.exists(folder):
+        try:
+            model.tokenizer = Tokenizer.load(folder)
+        except TokenizerError as e:
+            raise PresetError(str(e)) from None
+    elif getattr(model, "requires_tokenizer", False):
+        raise PresetError(f"preset folder {folder!r} has no tokenizer.json: a "
+                          f"{type(model).__name__} preset must carry its vocabulary "
+                          "(save it with model.save_to_preset after setting model.tokenizer)")
 
 
 def _load_weights_file(model, path):

@@ -34,6 +34,12 @@ class DatasetInfo:
     num_classes: int
     image_shape: tuple  # native (H, W, C) before resizing; None dims = variable
     num_examples: int | None
+    task = "image"
+
+    @property
+    def example_bytes(self):
+        """float32 bytes of one image at its native size (unknown dims: 224)."""
+        return 4 * int(np.prod([d or 224 for d in self.image_shape or (224, 224, 3)]))
 
 
 def parse_spec(spec, default_split="train"):
@@ -69,6 +75,35 @@ def load(spec, split="train", image_shape=(32, 32, 1), num_classes=10, seed=0,
     if kind == "tfds":
         return _load_tfds(name, split, data_dir)
     return _load_synthetic(name, image_shape, num_classes, seed)
+
+
+CACHE_BYTES = 2 << 30  # keep a dataset in memory when it is below this
+
+
+def load_images(spec, split="train", image_shape=(32, 32, 1), num_classes=10, seed=0,
+                data_dir=None):
+    """``load``, then cached in memory when the whole split fits in CACHE_BYTES
+    (decoded once, reshuffled every pass)."""
+    ds, info = load(spec, split, image_shape=image_shape, num_classes=num_classes, seed=seed,
+                    data_dir=data_dir)
+    if info.num_examples is not None and info.num_examples * info.example_bytes <= CACHE_BYTES:
+        ds = ds.cache()
+    return ds, info
+
+
+def num_classes_of(spec, data_dir=None):
+    """The class count of a labelled dataset spec (images or labelled text), or None."""
+    from keras_zoo.data import text
+
+    if text.is_text_spec(spec):
+        _, info = text.load(spec, "train", data_dir=data_dir)
+        return info.num_classes
+    kind, name, _ = parse_spec(spec)
+    if kind == "synthetic":
+        return None
+    if kind == "bundled":
+        return _BUNDLED_INFO[name]["num_classes"]
+    return _load_tfds(name, "train", data_dir)[1].num_classes
 
 
 def _load_bundled(name, split):
@@ -157,6 +192,25 @@ def pipeline(ds, batch_size, image_size, num_channels, training, seed=0,
     if augment is not None and training:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def image_batches(ds, info, batch_size, image_size, num_channels, training, transform=None,
+                  weighted=False):
+    """The default ``ZooModel.batch_data``: images resized to the model's
+    input, static batches. Training: batches then ``transform`` (DINO's
+    multi-crop). Evaluation with ``weighted``: (x, y, w) where the partial
+    last batch is padded with weight-0 copies, so every example counts once."""
+    ds = ds.map(lambda x, y: (to_model_input(x, image_size, num_channels), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if not training and weighted and info.num_examples:
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+        pad = -info.num_examples % batch_size
+        if pad:
+            ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if training and transform is not None:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
 
 
 def check_nonempty(ds, spec, batch_size):

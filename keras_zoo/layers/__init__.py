@@ -14,11 +14,11 @@ from keras_zoo.layers.embeddings import (
 from keras_zoo.layers.feedforward import FeedForward
 from keras_zoo.layers.masking import InsertMaskTokens, RandomPatchMasking
 from keras_zoo.layers.normalization import BatchNormalization, LayerNormalization
-from keras_zoo.layers.transformer import TransformerEncoderBlock
+from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
     "BasicBlock", "BatchNormalization", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
     "LayerNormalization", "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
-    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TransformerEncoderBlock", "causal_mask",
+    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TransformerDecoderBlock", "TransformerEncoderBlock", "causal_mask",
     "gelu", "sincos_2d", "sinusoidal_1d",
 ]

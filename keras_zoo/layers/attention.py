@@ -26,6 +26,17 @@ class MultiHeadAttention(layers.Layer):
         attention_mask: boolean, True = may attend; (batch, kv_len) padding
             mask, or (batch, q_len, kv_len), or (batch, heads, q_len, kv_len).
         use_causal_mask: position i attends only to positions <= i.
+        cache, cache_index: incremental decoding (see ``init_cache``). For
+            self-attention, ``cache`` is (batch, 2, heads, max_len, head_dim):
+            the keys/values of this call's ``q_len`` positions are written at
+            ``cache_index`` and the queries attend to cache positions
+            ``< cache_index + q_len`` (and causally when asked); the call
+            returns ``(output, new_cache)``. One decoding step therefore
+            costs O(current length), not a recomputation of the prefix. For
+            cross-attention, ``cache`` holds the projected keys/values of the
+            memory (``cross_attention_cache(memory)``), computed once per
+            source sentence and passed instead of ``value``; the call then
+            returns ``(output, cache)`` too, for a uniform interface.
 
     ``keras_zoo.config.set_attention_implementation`` picks the lowering:
     two matmuls (CPU, TensorFlow, TFLite) or the backend's fused
@@ -62,18 +73,15 @@ class MultiHeadAttention(layers.Layer):
         self.out = dense(dim, "out")
         self.out.build(query_shape)
 
-    def _split_heads(self, x, parts, heads_first=True):
+    def _split_heads(self, x, parts):
         # (B, T, parts * H * D) -> `parts` tensors of (B, H, T, D), heads-first
         # so the two attention products are plain batched matmuls. One
         # reshape + one transpose for all parts, then one split on the head
         # axis (not `parts` strided slices: without XLA each slice's gradient
         # is a zero-padded full-size tensor, and an unstack lowers to TFLite
         # UNPACK, which XNNPACK does not delegate; SPLIT it does).
-        # heads_first=False: (B, T, H, D), the fused op's layout, no transpose.
         b, t = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (b, t, parts * self.num_heads, self.head_dim))
-        if not heads_first:
-            return ops.split(x, parts, axis=2) if parts > 1 else [x]
         x = ops.transpose(x, (0, 2, 1, 3))
         return ops.split(x, parts, axis=1) if parts > 1 else [x]
 
@@ -84,33 +92,98 @@ class MultiHeadAttention(layers.Layer):
         attention_mask=None,
         use_causal_mask=False,
         training=None,
+        cache=None,
+        cache_index=None,
     ):
-        # The fused op has no attention dropout: training with it uses matmuls.
-        fused = config.use_fused_attention() and not (self.dropout > 0 and training)
         if self.is_cross_attention:
-            if value is None:
-                raise ValueError("this attention layer was built for cross-attention")
-            (q,) = self._split_heads(self.q(query), 1, heads_first=not fused)
-            k, v = self._split_heads(self.kv(value), 2, heads_first=not fused)
+            if cache is not None:
+                k, v = cache[:, 0], cache[:, 1]
+            elif value is None:
+                raise ValueError("this attention layer was built for cross-attention: "
+                                 "pass value= (the memory) or a cross-attention cache")
+            else:
+                k, v = self._split_heads(self.kv(value), 2)
+            (q,) = self._split_heads(self.q(query), 1)
+            mask = self._combine_masks(
+                attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2])
+        elif cache is not None:
+            if cache_index is None:
+                raise ValueError("a self-attention cache needs cache_index (the position "
+                                 "of the first query token)")
+            q, k, v = self._split_heads(self.qkv(query), 3)
+            index = ops.cast(cache_index, "int32")
+            zero = ops.zeros((), "int32")
+            cache = ops.slice_update(
+                cache, (zero, zero, zero, index, zero),
+                ops.cast(ops.stack([k, v], axis=1), cache.dtype))
+            k, v = cache[:, 0], cache[:, 1]
+            mask = self._cache_mask(attention_mask, use_causal_mask, index,
+                                    ops.shape(q)[2], ops.shape(k)[2])
         else:
-            q, k, v = self._split_heads(self.qkv(query), 3, heads_first=not fused)
-        q_len, kv_len = (ops.shape(q)[1], ops.shape(k)[1]) if fused else \
-            (ops.shape(q)[2], ops.shape(k)[2])
-        if fused and use_causal_mask and attention_mask is None and \
-                q.shape[1] is not None and q.shape[1] == k.shape[1]:
-            # Square causal attention: the kernel's own mask (flash skips the
-            # blocks above the diagonal).
-            context = ops.dot_product_attention(q, k, v, is_causal=True)
-        elif fused:
-            mask = self._combine_masks(attention_mask, use_causal_mask, q_len, kv_len)
-            context = ops.dot_product_attention(q, k, v, mask=mask)  # (B, T, H, D)
+            q, k, v = self._split_heads(self.qkv(query), 3)
+            mask = self._combine_masks(
+                attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2])
+        if config.use_fused_attention() and not (self.dropout > 0 and training):
+            # Plain causal self-attention: the kernel's own causal rule (flash
+            # attention then skips the blocks above the diagonal).
+            causal_only = use_causal_mask and attention_mask is None and cache is None \
+                and not self.is_cross_attention
+            context = self._attend_fused(q, k, v, None if causal_only else mask, causal_only)
         else:
-            mask = self._combine_masks(attention_mask, use_causal_mask, q_len, kv_len)
             context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
-            context = ops.transpose(context, (0, 2, 1, 3))
-        b, t = ops.shape(context)[0], ops.shape(context)[1]
+        b, t = ops.shape(context)[0], ops.shape(context)[2]
+        context = ops.transpose(context, (0, 2, 1, 3))
         context = ops.reshape(context, (b, t, self.num_heads * self.head_dim))
-        return self.out(context)
+        output = self.out(context)
+        return output if cache is None else (output, cache)
+
+    # ---- incremental decoding
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """An empty self-attention cache: zeros of (batch, 2, heads, max_length, head_dim)."""
+        return ops.zeros((batch_size, 2, self.num_heads, max_length, self.head_dim),
+                         dtype=dtype or self.compute_dtype)
+
+    def cross_attention_cache(self, memory):
+        """Projected keys/values of ``memory`` (batch, kv_len, dim) for a
+        cross-attention layer: (batch, 2, heads, kv_len, head_dim). Computed
+        once per source, reused at every decoding step."""
+        if not self.is_cross_attention:
+            raise ValueError("cross_attention_cache is for a cross-attention layer")
+        k, v = self._split_heads(self.kv(memory), 2)
+        return ops.stack([k, v], axis=1)
+
+    @staticmethod
+    def _cache_mask(attention_mask, use_causal_mask, index, q_len, max_len):
+        """(B|1, 1, q, max_len) boolean: cache slots filled so far (and the past
+        of each query when causal), and'ed with a (B, max_len) padding mask."""
+        j = ops.arange(max_len, dtype="int32")[None, :]
+        i = ops.arange(q_len, dtype="int32")[:, None]
+        # Without the causal rule every query sees all slots written so far.
+        limit = index + i if use_causal_mask else index + q_len - 1 + 0 * i
+        mask = (j <= limit)[None, None]
+        if attention_mask is not None:
+            padding = ops.cast(attention_mask, "bool")
+            if len(padding.shape) == 2:
+                padding = padding[:, None, None, :]
+            elif len(padding.shape) == 3:
+                padding = padding[:, None, :, :]
+            mask = ops.logical_and(mask, padding)
+        return mask
+
+    @staticmethod
+    def _attend_fused(q, k, v, mask, is_causal):
+        """``keras.ops.dot_product_attention`` on (B, H, T, D) tensors: the
+        backend's fused kernel (cuDNN / Pallas flash attention on JAX GPU/TPU).
+        It has no attention dropout, so training with dropout uses ``_attend``.
+        The op takes (B, T, H, D); under XLA the transposes in and out cancel
+        the ones around this call."""
+        def swap(t):
+            return ops.transpose(t, (0, 2, 1, 3))
+
+        context = ops.dot_product_attention(swap(q), swap(k), swap(v), mask=mask,
+                                            is_causal=is_causal)
+        return swap(context)
 
     def _attend(self, q, k, v, mask, training):
         """softmax(q k^T / sqrt(d)) v on (B, H, T, D) tensors.

@@ -12,16 +12,22 @@ class FeedForward(layers.Layer):
 
     ViT uses GELU with ``hidden_dim = 4 * dim``; the 2017 Transformer ReLU with
     2048 for a 512-wide model. The output width defaults to the input width.
+    ``activation_dropout`` is the rate after the activation (default: the same
+    as ``dropout``, as timm's ViT MLP); the 2017 paper and GPT-2 use dropout
+    on the block's output only (``activation_dropout=0``).
     """
 
     def __init__(self, hidden_dim, activation="gelu", dropout=0.0, output_dim=None,
-                 **kwargs):
+                 activation_dropout=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
         self.activation = activation
         self.dropout = dropout
         self.output_dim = output_dim
+        self.activation_dropout = activation_dropout
         self._dropout = layers.Dropout(dropout)
+        self._activation_dropout = layers.Dropout(
+            dropout if activation_dropout is None else activation_dropout)
 
     def build(self, input_shape):
         out_dim = self.output_dim or input_shape[-1]
@@ -34,7 +40,7 @@ class FeedForward(layers.Layer):
         self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
 
     def call(self, x, training=None):
-        x = self._dropout(self._activation(self.fc1(x)), training=training)
+        x = self._activation_dropout(self._activation(self.fc1(x)), training=training)
         return self._dropout(self.fc2(x), training=training)
 
     def compute_output_shape(self, input_shape):
@@ -43,5 +49,6 @@ class FeedForward(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim, activation=self.activation,
-                      dropout=self.dropout, output_dim=self.output_dim)
+                      dropout=self.dropout, output_dim=self.output_dim,
+                      activation_dropout=self.activation_dropout)
         return config

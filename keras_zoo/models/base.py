@@ -101,6 +101,72 @@ class ZooModel(keras.Model):
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         }
 
+    # ---- data: how a dataset spec becomes batches. The trainer asks, the
+    # family answers; the image pipeline is the default, text families
+    # tokenize, pack or bucket and build their targets in their own file.
+
+    def load_data(self, spec, split="train", seed=0, data_dir=None):
+        """``(examples, info)``: the unbatched examples of a dataset spec and
+        its info (``num_examples``, ``example_bytes``). Default: images and
+        labels (``keras_zoo.data.load``), cached in memory when small."""
+        from keras_zoo import data
+
+        if data.is_text_spec(spec):
+            raise data.DatasetError(
+                f"dataset {spec!r} is text; {type(self).__name__} trains on images "
+                "(digits, tfds:NAME, synthetic)")
+        shape = tuple(self.inputs[0].shape[1:])
+        return data.load_images(spec, split, image_shape=shape,
+                                num_classes=self.get_zoo_config().get("num_classes") or 10,
+                                seed=seed, data_dir=data_dir)
+
+    def prepare_data(self, examples, info, work_dir=None):
+        """Called once by the trainer on the training examples before any
+        batch is made: fit what the family learns from the training split (a
+        text family's tokenizer), keeping it under ``work_dir`` so that a
+        resumed run reuses it. Default: nothing to fit."""
+
+    def batch_data(self, examples, info, batch_size, training):
+        """Static-shaped batches ``(x, y[, sample_weight])`` from examples.
+
+        ``training=True``: the examples arrive shuffled (the trainer shuffles
+        each pass with its own seed, for exact resume); the family batches
+        and augments (``train_input_transform``). ``training=False``: every
+        example exactly once; a partial last batch is padded with weight-0
+        examples when the family's loss takes sample weights."""
+        from keras_zoo.data import image_batches
+
+        _, size, _, channels = self.inputs[0].shape
+        weighted = not training and self.compile_defaults().get("loss") is not None
+        return image_batches(examples, info, batch_size, size, channels, training,
+                             transform=self._train_transform() if training else None,
+                             weighted=weighted)
+
+    def _train_transform(self):
+        """``train_input_transform()``, made once: it may own random-generator
+        state, which must not be re-created (or created inside the tf.data
+        function the trainer traces per pass)."""
+        if "_zoo_transform" not in vars(self):
+            import tensorflow as tf
+
+            with tf.init_scope():
+                vars(self)["_zoo_transform"] = self.train_input_transform()
+        return vars(self)["_zoo_transform"]
+
+    # True when ``steps_per_pass`` is exact for every shuffle (fixed-size
+    # batches): a resumed run then skips whole passes instead of replaying them.
+    batches_per_pass_exact = True
+
+    def steps_per_pass(self, info, batch_size):
+        """Training batches in one pass over ``info``'s examples (an estimate
+        when ``batches_per_pass_exact`` is False), or None when unknown."""
+        return (info.num_examples or 0) // batch_size or None
+
+    def evaluation_callbacks(self, examples, info, batch_size):
+        """Extra Keras callbacks the trainer runs at each evaluation (a
+        translation family's BLEU on a sample of the validation split)."""
+        return []
+
     def train_input_transform(self):
         """None, or a tf.data map fn ``(images, labels) -> (x, y)`` applied to
         each training batch before it reaches ``train_step`` (DINO's

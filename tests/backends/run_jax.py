@@ -3,8 +3,8 @@
     KERAS_BACKEND=jax python -m tests.backends.run_jax tests/backends/jax_cases.py -q
 
 ``keras_zoo.backend.block_tensorflow`` makes tensorflow (and
-tensorflow_datasets, tensorflow_text, tf_keras, keras_hub) unimportable, as if
-not installed, so a TensorFlow import anywhere keras_zoo's Keras code door
+tensorflow_datasets, tensorflow_text, tf_keras) unimportable, as if not
+installed, so a TensorFlow import anywhere keras_zoo's Keras code door
 reaches fails these tests."""
 
 import os

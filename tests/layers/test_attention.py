@@ -76,3 +76,41 @@ def test_causal_mask_shape_for_cached_decoding():
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="not divisible by num_heads=3"):
         MultiHeadAttention(num_heads=3)(np.zeros((1, 2, 8), "float32"))
+
+
+def test_self_attention_cache_equals_recomputing_the_prefix():
+    """Prefill 3 tokens, then decode 4 one at a time: same outputs as the full causal pass."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 7, 16)).astype("float32")
+    layer = MultiHeadAttention(num_heads=4)
+    full = ops.convert_to_numpy(layer(x, use_causal_mask=True))
+    cache = layer.init_cache(batch_size=2, max_length=9)
+    out, cache = layer(x[:, :3], use_causal_mask=True, cache=cache, cache_index=0)
+    steps = [ops.convert_to_numpy(out)]
+    for t in range(3, 7):
+        out, cache = layer(x[:, t:t + 1], use_causal_mask=True, cache=cache, cache_index=t)
+        steps.append(ops.convert_to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    # The cache holds exactly the keys/values of the 7 positions, zeros after.
+    cache = ops.convert_to_numpy(cache)
+    assert np.abs(cache[:, :, :, 7:]).max() == 0
+    assert np.abs(cache[:, :, :, :7]).sum(axis=(0, 1, 2, 4)).min() > 0
+
+
+def test_cross_attention_cache_equals_projecting_the_memory():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3, 16)).astype("float32")
+    memory = rng.normal(size=(2, 5, 16)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    layer = MultiHeadAttention(num_heads=2)
+    direct = ops.convert_to_numpy(layer(x, memory, attention_mask=mask))
+    cached, _ = layer(x, attention_mask=mask, cache=layer.cross_attention_cache(memory))
+    np.testing.assert_allclose(ops.convert_to_numpy(cached), direct, atol=1e-6)
+
+
+def test_self_attention_cache_needs_an_index():
+    layer = MultiHeadAttention(num_heads=2)
+    x = np.zeros((1, 1, 8), "float32")
+    layer(x)
+    with pytest.raises(ValueError, match="cache_index"):
+        layer(x, cache=layer.init_cache(1, 4))
