@@ -67,3 +67,26 @@ def test_auto_is_matmul_on_tensorflow_and_bad_names_are_clear_errors():
     with pytest.raises(ValueError, match=r"one of \('auto', 'fused', 'matmul'\), got 'flash'"):
         config.set_attention_implementation("flash")
     assert config.attention_implementation() == "fused"  # unchanged by the bad call
+
+
+def test_cached_decoding_agrees_either_way():
+    """Prefill 3 tokens, then 2 one-token steps over the key/value cache."""
+    x = np.random.default_rng(2).normal(size=(2, 5, 24)).astype("float32")
+    layer = MultiHeadAttention(4)
+    layer(x, use_causal_mask=True)  # builds
+
+    def decode():
+        cache = layer.init_cache(batch_size=2, max_length=7)
+        out, cache = layer(x[:, :3], use_causal_mask=True, cache=cache, cache_index=0)
+        outs = [out]
+        for t in (3, 4):
+            out, cache = layer(x[:, t:t + 1], use_causal_mask=True, cache=cache,
+                               cache_index=t)
+            outs.append(out)
+        return keras.ops.convert_to_numpy(keras.ops.concatenate(outs, axis=1))
+
+    outs = _both(decode)
+    np.testing.assert_allclose(outs["fused"], outs["matmul"], rtol=1e-5, atol=1e-6)
+    config.set_attention_implementation("matmul")
+    np.testing.assert_allclose(outs["matmul"], keras.ops.convert_to_numpy(
+        layer(x, use_causal_mask=True)), rtol=1e-5, atol=1e-6)  # = the full causal pass
