@@ -62,6 +62,16 @@ flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate, reached after war
                    "cosine decay to min_learning_rate.")
 flags.DEFINE_integer("warmup_steps", None, "Linear warmup steps; default 5% of the steps.")
 flags.DEFINE_float("min_learning_rate", 0.0, "Learning rate at the end of the cosine decay.")
+SCHEDULES = ("cosine", "inverse_sqrt")
+flags.DEFINE_enum("lr_schedule", "cosine", list(SCHEDULES),
+                  "cosine: linear warmup to --learning_rate, cosine decay to "
+                  "--min_learning_rate. inverse_sqrt: the Transformer paper's schedule, "
+                  "linear warmup to --learning_rate then decay as 1/sqrt(step) "
+                  "(--learning_rate=d_model^-0.5 * warmup^-0.5 reproduces its formula).")
+flags.DEFINE_float("adam_beta_2", None, "Adam/AdamW/LAMB beta_2 (default: Keras', 0.999; "
+                   "the Transformer paper: 0.98).")
+flags.DEFINE_float("adam_epsilon", None, "Adam/AdamW/LAMB epsilon (default: Keras', 1e-7; "
+                   "the Transformer paper: 1e-9).")
 OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 flags.DEFINE_enum("optimizer", "adamw", list(OPTIMIZERS),
@@ -85,7 +95,8 @@ flags.DEFINE_boolean("dry_run", False, "Build the model under the strategy, comp
 
 KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "strategy", "tpu",
         "num_cpu_devices", "model_dir", "global_batch_size", "epochs", "train_steps",
-        "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "optimizer",
+        "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "lr_schedule",
+        "adam_beta_2", "adam_epsilon", "optimizer",
         "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
         "shuffle_buffer", "seed", "dry_run")
 SHUFFLE_BYTES = 1 << 30
@@ -194,7 +205,11 @@ def resolve(config):
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
     c["jit_compile"] = _jit_setting(c["jit_compile"])
-    for key, choices in (("strategy", distribute.STRATEGIES),
+    if c["adam_beta_2"] is not None and not 0 < c["adam_beta_2"] < 1:
+        raise TrainError(f"--adam_beta_2 must be in (0, 1), got {c['adam_beta_2']}")
+    if c["adam_epsilon"] is not None and c["adam_epsilon"] <= 0:
+        raise TrainError(f"--adam_epsilon must be positive, got {c['adam_epsilon']}")
+    for key, choices in (("lr_schedule", SCHEDULES), ("strategy", distribute.STRATEGIES),
                          ("optimizer", OPTIMIZERS),
                          ("mixed_precision", PRECISIONS)):
         if c[key] not in choices:
@@ -281,7 +296,9 @@ def default_eval_spec(spec):
 
     if is_text_spec(spec):
         kind, name, _ = text_data.parse_spec(spec)
-        return f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation"
+        pair = text_data.direction(spec)
+        suffix = f":{'-'.join(pair)}" if pair else ""
+        return (f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation") + suffix
     kind, name, _ = parse_spec(spec)
     if kind == "bundled":
         return f"{name}:test"
@@ -354,18 +371,27 @@ def make_optimizer(c, total_steps, model):
 
     from keras_zoo.training import optimizers
 
+    wd = c["weight_decay"]
+    name = c["optimizer"]
     warmup = c["warmup_steps"] if c["warmup_steps"] is not None else total_steps // 20
     warmup = min(warmup, max(total_steps - 1, 0))
     lr = c["learning_rate"]
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else lr,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=c["min_learning_rate"] / lr,
-        warmup_target=lr if warmup else None,
-        warmup_steps=warmup)
+    if c["lr_schedule"] == "inverse_sqrt":
+        from keras_zoo.training.schedules import InverseSqrtSchedule
+
+        schedule = InverseSqrtSchedule(lr, max(warmup, 1))
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr,
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=c["min_learning_rate"] / lr,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup)
     common = {"learning_rate": schedule, "global_clipnorm": c["clipnorm"]}
-    wd = c["weight_decay"]
-    name = c["optimizer"]
+    if name in ("adam", "adamw", "lamb"):
+        common.update({k: c[f"adam_{k}"] for k in ("beta_2", "epsilon")
+                       if c[f"adam_{k}"] is not None})
+
     # Adam(W): keras_zoo's, Keras' arithmetic in TF's fused kernel (one pass per variable).
     if name == "adamw":
         optimizer = optimizers.AdamW(weight_decay=wd, **common)
@@ -513,7 +539,7 @@ def _train(c, strategy, chief, started):
         _say(f"resuming from step {start_step} ({found[1]})")
     length = f"{c['epochs']} epochs of {pass_len} steps" if c["epochs"] else "train_steps"
     _say(f"schedule: {total} steps ({rounds} x {interval}, {length}), "
-         f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, cosine; "
+         f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, {c['lr_schedule']}; "
          f"model_dir {model_dir}")
 
     eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
@@ -661,7 +687,7 @@ def _dry_run(c, model, strategy, ds, info, total, per_replica, params, started):
     _say(f"dry run ok: {params:,} parameters ({trainable:,} trainable); per-replica batch "
          f"{per_replica} x {strategy.num_replicas_in_sync} replicas; first step (trace + "
          f"compile) {first:.1f}s; step time {step * 1000:.0f} ms "
-         f"({c['global_batch_size'] / step:,.0f} examples/s)")
+         f"({c['global_batch_size'] / step:,.1f} examples/s)")
     return {"dry_run": True, "parameters": params, "trainable_parameters": trainable,
             "per_replica_batch_size": per_replica, "replicas": strategy.num_replicas_in_sync,
             "first_step_seconds": first, "step_seconds": step,

@@ -79,6 +79,9 @@ def signature_specs(model, batch_size=None, signature=None):
             shape = (batch_size,) + tuple(tensor.shape[1:])
             inputs.append((name, shape, str(tensor.dtype)))
         names = list(getattr(fn_model, "output_names", None) or [])
+        struct = getattr(fn_model, "_outputs_struct", None)
+        if isinstance(struct, dict):  # dict outputs flatten in sorted-key order
+            names = sorted(struct)
         if len(names) != len(fn_model.outputs) or len(set(names)) != len(names):
             names = [f"output_{i}" for i in range(len(fn_model.outputs))]
         out[key] = (fn_model, inputs, [_clean_name(n, f"output_{i}")
@@ -94,6 +97,8 @@ def _clean_name(name, default):
 def _serving_fn(fn_model, input_names, output_names):
     def serve(*args):
         outputs = fn_model(list(args) if len(args) > 1 else args[0], training=False)
+        if isinstance(outputs, dict):  # named outputs (a decoder step's logits + cache)
+            return {_clean_name(k, k): v for k, v in outputs.items()}
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return dict(zip(output_names, outputs))

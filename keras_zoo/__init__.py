@@ -15,6 +15,7 @@ from keras_zoo.models import (
     LeNet,
     ResNet,
     SparseAutoencoder,
+    Transformer,
     ViT,
     ZooModel,
 )
@@ -29,4 +30,4 @@ def from_preset(preset, load_weights=True, **overrides):
 
 
 __all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
-           "PresetError", "ResNet", "SparseAutoencoder", "ViT", "ZooModel", "from_preset", "list_presets"]
+           "PresetError", "ResNet", "SparseAutoencoder", "Transformer", "ViT", "ZooModel", "from_preset", "list_presets"]

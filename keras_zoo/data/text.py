@@ -24,10 +24,12 @@ import difflib
 import gzip
 import json
 import os
+import re
 
 from keras_zoo.data.datasets import BUNDLED_DIR, DatasetError
 
 SPLITS = ("train", "validation", "test")
+_DIRECTION = re.compile(r"[a-z]{2,3}-[a-z]{2,3}")
 TRANSLATION, DOCUMENTS, CLASSIFICATION = "translation", "documents", "classification"
 BUNDLED_TEXT = {
     "gettext_en_de": ("gettext_en_de.jsonl.gz", TRANSLATION, ("en", "de")),
@@ -61,13 +63,20 @@ def is_text_spec(spec):
 
 
 def parse_spec(spec, default_split="train"):
-    """'gettext_en_de:test' -> ('bundled', 'gettext_en_de', 'test')."""
+    """'gettext_en_de:test' -> ('bundled', 'gettext_en_de', 'test').
+
+    A translation set may end in ``:SRC-TGT`` to pick the direction
+    (``tfds:wmt14_translate/de-en:train:en-de`` is English -> German);
+    ``direction(spec)`` returns it."""
     if not spec or not isinstance(spec, str):
         raise DatasetError(f"dataset spec must be a non-empty string, got {spec!r}")
     parts = spec.split(":")
+    if _DIRECTION.fullmatch(parts[-1]) and len(parts) >= 2 and parts[0] != "tfds" \
+            or (parts[0] == "tfds" and len(parts) == 4 and _DIRECTION.fullmatch(parts[-1])):
+        parts = parts[:-1]
     if len(parts) > 3 or (parts[0] != "tfds" and len(parts) > 2):
-        raise DatasetError(f"{spec!r}: too many ':' parts; write NAME[:SPLIT] or "
-                           "tfds:NAME[:SPLIT]")
+        raise DatasetError(f"{spec!r}: too many ':' parts; write NAME[:SPLIT][:SRC-TGT] or "
+                           "tfds:NAME[:SPLIT][:SRC-TGT]")
     if parts[0] == "tfds":
         if len(parts) < 2 or not parts[1]:
             raise DatasetError(f"{spec!r}: write tfds:NAME[:SPLIT], e.g. "
@@ -87,9 +96,22 @@ def parse_spec(spec, default_split="train"):
 def load(spec, split="train", data_dir=None):
     """(unbatched tf.data.Dataset of dicts, TextInfo) for a text spec."""
     kind, name, split = parse_spec(spec, split)
-    if kind == "bundled":
-        return _load_bundled(name, split)
-    return _load_tfds(name, split, data_dir)
+    ds, info = _load_bundled(name, split) if kind == "bundled" else \
+        _load_tfds(name, split, data_dir)
+    wanted = direction(spec)
+    if wanted is None or info.task != TRANSLATION or wanted == tuple(info.languages):
+        return ds, info
+    if wanted != tuple(reversed(info.languages)):
+        raise DatasetError(f"{spec!r}: {name} translates between {'-'.join(info.languages)}, "
+                           f"not {'-'.join(wanted)}")
+    ds = ds.map(lambda e: {"source": e["target"], "target": e["source"]})
+    return ds, dataclasses.replace(info, languages=wanted)
+
+
+def direction(spec):
+    """('en', 'de') from a spec ending in ':en-de', else None."""
+    last = spec.split(":")[-1] if isinstance(spec, str) else ""
+    return tuple(last.split("-")) if _DIRECTION.fullmatch(last) and ":" in spec else None
 
 
 def require_task(info, task, family):

@@ -229,10 +229,16 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tf_encode(self, texts):
         """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (same as ``encode``)."""
-        if self._tf is None:
-            import tensorflow as tf
-            import tensorflow_text
+        import tensorflow as tf
+        import tensorflow_text
 
+        if not tf.executing_eagerly():
+            # Inside a traced tf.data function the model goes into the graph as
+            # a constant: tf.distribute re-creates dataset graphs from their
+            # serialized form, which an eagerly captured resource does not survive.
+            return tensorflow_text.SentencepieceTokenizer(
+                model=self.proto, out_type=tf.int32).tokenize(texts)
+        if self._tf is None:
             self._tf = tensorflow_text.SentencepieceTokenizer(model=self.proto,
                                                               out_type=tf.int32)
         return self._tf.tokenize(texts)

@@ -8,6 +8,7 @@ from keras_zoo.layers.embeddings import (
     LearnedPositionEmbedding,
     PatchEmbedding,
     SinusoidalPositionEmbedding,
+    TokenEmbedding,
     sincos_2d,
     sinusoidal_1d,
 )
@@ -19,6 +20,6 @@ from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEnc
 __all__ = [
     "BasicBlock", "BatchNormalization", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
     "LayerNormalization", "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
-    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TransformerDecoderBlock", "TransformerEncoderBlock", "causal_mask",
+    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TokenEmbedding", "TransformerDecoderBlock", "TransformerEncoderBlock", "causal_mask",
     "gelu", "sincos_2d", "sinusoidal_1d",
 ]

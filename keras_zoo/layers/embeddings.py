@@ -156,16 +156,28 @@ def sincos_2d(grid_size, dim, max_wavelength=10000.0):
 class SinusoidalPositionEmbedding(layers.Layer):
     """Adds a fixed (non-learned) position table: 1D as in the 2017 Transformer,
     or 2D sin-cos over a square patch grid (``grid=True``), after
-    ``num_prefix_tokens`` positions that get zeros (MAE's CLS token)."""
+    ``num_prefix_tokens`` positions that get zeros (MAE's CLS token).
 
-    def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0, **kwargs):
+    ``max_length`` (1D): a table of that many positions, for sequences of
+    any length up to it; ``call(x, index=i)`` adds positions i, i+1, ...
+    (one decoding step at a time)."""
+
+    def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0,
+                 max_length=None, **kwargs):
         super().__init__(**kwargs)
         self.grid = grid
         self.num_prefix_tokens = num_prefix_tokens
         self.max_wavelength = max_wavelength
+        self.max_length = max_length
+        if max_length is not None and grid:
+            raise ValueError("max_length is for 1D tables; a grid table has its image's size")
 
     def build(self, input_shape):
-        n, dim = input_shape[1] - self.num_prefix_tokens, input_shape[2]
+        dim = input_shape[2]
+        if self.max_length is not None:
+            self.table = sinusoidal_1d(self.max_length, dim, self.max_wavelength)[None]
+            return
+        n = input_shape[1] - self.num_prefix_tokens
         if self.grid:
             g = math.isqrt(n)
             if g * g != n:
@@ -176,8 +188,12 @@ class SinusoidalPositionEmbedding(layers.Layer):
         table = np.concatenate([np.zeros((self.num_prefix_tokens, dim), "float32"), table])
         self.table = table[None]
 
-    def call(self, x):
-        return x + ops.cast(ops.convert_to_tensor(self.table), x.dtype)
+    def call(self, x, index=0):
+        table = ops.convert_to_tensor(self.table)
+        if self.max_length is not None:
+            positions = ops.cast(index, "int32") + ops.arange(ops.shape(x)[1], dtype="int32")
+            table = ops.take(table, positions, axis=1)
+        return x + ops.cast(table, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -185,5 +201,52 @@ class SinusoidalPositionEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens,
-                      max_wavelength=self.max_wavelength)
+                      max_wavelength=self.max_wavelength, max_length=self.max_length)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class TokenEmbedding(layers.Layer):
+    """Token ids -> vectors, and (``reverse``) vectors -> logits over the same
+    table: the weight tying of the 2017 Transformer (one matrix for source,
+    target and pre-softmax), GPT-2 and BERT's MLM head.
+
+    Args:
+        vocab_size, dim: table shape.
+        scale: multiplies the looked-up vectors (the 2017 paper: sqrt(dim)).
+        initializer_stddev: normal init (the 2017 paper / tensor2tensor:
+            dim**-0.5, so scaled embeddings start at unit variance; GPT/BERT 0.02).
+    """
+
+    def __init__(self, vocab_size, dim, scale=1.0, initializer_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.scale = scale
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            shape=(self.vocab_size, self.dim), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev))
+
+    def call(self, inputs, reverse=False):
+        """ids (...) -> (..., dim); with ``reverse=True``: vectors (..., dim) ->
+        logits (..., vocab_size) = x @ table^T, in float32."""
+        if reverse:
+            return ops.matmul(ops.cast(inputs, "float32"),
+                              ops.transpose(ops.cast(self.embeddings, "float32")))
+        x = ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
+        x = ops.cast(x, self.compute_dtype)
+        return x * ops.cast(self.scale, x.dtype) if self.scale != 1.0 else x
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocab_size,), "float32")
+        return keras.KerasTensor(tuple(inputs.shape) + (self.dim,), self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, dim=self.dim, scale=self.scale,
+                      initializer_stddev=self.initializer_stddev)
         return config

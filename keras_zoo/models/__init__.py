@@ -8,8 +8,9 @@ from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
 from keras_zoo.models.mlp import MLP
 from keras_zoo.models.resnet import ResNet
+from keras_zoo.models.transformer import Transformer
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
 __all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
-           "SparseAutoencoder", "ViT", "ZooModel"]
+           "SparseAutoencoder", "Transformer", "ViT", "ZooModel"]

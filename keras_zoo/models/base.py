@@ -184,6 +184,27 @@ class ZooModel(keras.Model):
         return sum(int(keras.ops.size(w)) for w in self.trainable_weights)
 
 
+class _FunctionCall(keras.layers.Layer):
+    """Calls ``fn`` on its inputs and owns ``owned`` (already built layers of
+    a model), so a signature model made of it tracks their weights."""
+
+    def __init__(self, fn, owned, **kwargs):
+        super().__init__(**kwargs)
+        self._fn = fn
+        self.owned = list(owned)
+
+    def call(self, inputs):
+        return self._fn(inputs)
+
+
+def signature_model(inputs, fn, owned_layers, name):
+    """A functional ``keras.Model`` for an exported signature whose body is a
+    method of the family (``fn(inputs)`` -> tensor or dict), e.g. one
+    decoder step over a cache. ``owned_layers``: the layers ``fn`` uses."""
+    return keras.Model(inputs, _FunctionCall(fn, owned_layers, name=f"{name}_fn")(inputs),
+                       name=name)
+
+
 def _plain(value):
     if isinstance(value, tuple):
         return [_plain(v) for v in value]

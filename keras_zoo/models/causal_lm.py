@@ -253,30 +253,12 @@ class CausalLM(ZooModel):
         return generated
 
     def _compiled_step(self):
-        """``call_with_cache`` compiled once per backend (XLA on TF and JAX)."""
+        """``call_with_cache`` compiled once (XLA on TF and JAX)."""
+        from keras_zoo.models.decoding import compiled
+
         if "_zoo_step" not in vars(self):
-            backend = keras.backend.backend()
-            fn = self.call_with_cache
-            if backend == "tensorflow":
-                import tensorflow as tf
-
-                fn = tf.function(fn, jit_compile=True, reduce_retracing=True)
-            elif backend == "jax":
-                fn = self._stateless_step()
-            vars(self)["_zoo_step"] = fn
+            vars(self)["_zoo_step"] = compiled(self, self.call_with_cache)
         return vars(self)["_zoo_step"]
-
-    def _stateless_step(self):
-        """JAX: close over the current weight values, jit the pure function."""
-        import jax
-
-        def pure(values, token_ids, cache, index):
-            with keras.StatelessScope(state_mapping=list(zip(self.variables, values))):
-                return self.call_with_cache(token_ids, cache, index)
-
-        jitted = jax.jit(pure)
-        return lambda token_ids, cache, index: jitted(
-            [v.value for v in self.variables], token_ids, cache, index)
 
     # ---- evaluation
 

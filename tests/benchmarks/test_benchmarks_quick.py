@@ -152,3 +152,13 @@ def test_speedups_quick_times_each_keras_original_against_ours():
     assert [row[0].split(" ")[0] for row in rows] == ["attention", "GELU", "AdamW", "BatchNorm"]
     for row in rows:
         assert row[3].endswith("x") and float(row[3][:-1]) > 0
+
+
+def test_transformer_benchmark_quick_compares_equal_models():
+    out = _run_script("benchmarks.text_transformer")
+    rows = {row[0]: row for row in _table(out, "run")}
+    assert set(rows) == {"train keras_zoo", "train keras_hub", "greedy decode, with cache",
+                         "greedy decode, without cache"}
+    # The same architecture on both sides: equal parameter counts.
+    assert rows["train keras_zoo"][1] == rows["train keras_hub"][1] != ""
+    assert all(float(row[2].replace(",", "")) > 0 for row in rows.values())

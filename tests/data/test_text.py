@@ -56,3 +56,18 @@ def test_an_image_model_refuses_a_text_dataset():
     model = keras_zoo.from_preset("lenet5")
     with pytest.raises(data.DatasetError, match="is text; LeNet trains on images"):
         model.load_data("gettext_en_de")
+
+
+def test_a_translation_spec_can_pick_its_direction():
+    _, forward = text.load("gettext_en_de:test")
+    ds, info = text.load("gettext_en_de:test:de-en")
+    assert forward.languages == ("en", "de") and info.languages == ("de", "en")
+    pair = next(iter(ds))
+    record = text.read_bundled("gettext_en_de", "test")[0]
+    assert pair["source"].numpy().decode() == record["de"]
+    assert pair["target"].numpy().decode() == record["en"]
+    assert text.parse_spec("tfds:wmt14_translate/de-en:train:en-de") == \
+        ("tfds", "wmt14_translate/de-en", "train")
+    assert text.direction("tfds:wmt14_translate/de-en:train:en-de") == ("en", "de")
+    with pytest.raises(data.DatasetError, match="translates between en-de, not en-fr"):
+        text.load("gettext_en_de:test:en-fr")
