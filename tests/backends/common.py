@@ -21,18 +21,36 @@ def perturb(model, seed=0):
         v.assign(value.astype(str(v.dtype)))
 
 
+_TEXTS = ["File not found", "Permission denied", "Open the file", "Close the window",
+          "Datei nicht gefunden", "Zugriff verweigert", "Fenster schliessen"] * 10
+
+
+def prepare(model, seed=0):
+    """What the TensorFlow side does before saving a tiny preset: ``perturb``,
+    and give a text family (a ``tokenizer`` property that is None) a small
+    SentencePiece vocabulary, which its preset folder must carry."""
+    perturb(model, seed)
+    if "tokenizer" in dir(type(model)) and model.tokenizer is None:
+        from keras_zoo.data.tokenizers import SentencePieceTokenizer
+
+        model.tokenizer = SentencePieceTokenizer.train(_TEXTS, vocab_size=300)
+
+
 def example_inputs(model, batch=2, seed=1):
-    """Deterministic inputs for every input of a (functional) model: floats in
-    [0, 1), integers (token ids) in [0, 8); unknown lengths become 8."""
+    """Deterministic inputs in the structure of ``model.input`` (a tensor, a
+    list or a dict of them): floats in [0, 1), integers (token ids) in
+    [0, 8); unknown lengths become 8."""
+    import keras
+
     rng = np.random.default_rng(seed)
-    out = []
-    for spec in model.inputs:
+
+    def one(spec):
         shape = (batch,) + tuple(8 if d is None else d for d in spec.shape[1:])
         if "int" in str(spec.dtype):
-            out.append(rng.integers(0, 8, shape).astype(str(spec.dtype)))
-        else:
-            out.append(rng.random(shape).astype("float32"))
-    return out[0] if len(out) == 1 else out
+            return rng.integers(0, 8, shape).astype(str(spec.dtype))
+        return rng.random(shape).astype("float32")
+
+    return keras.tree.map_structure(one, model.input)
 
 
 def _arrays(prefix, value):
@@ -50,6 +68,7 @@ def forward(model):
     when it is deterministic (two runs agree; MAE's masking is random), and
     every serving signature that is a Keras model (VAE encoder/decoder,
     MAE's unmasked encoder, DINO's teacher backbone)."""
+    import keras
     from keras import ops
 
     out = {}
@@ -61,7 +80,8 @@ def forward(model):
     for name, fn in sorted(model.serving_signatures().items()):
         if fn is model or not hasattr(fn, "inputs"):
             continue
-        out.update(_arrays(f"serving.{name}", ops.convert_to_numpy(fn(example_inputs(fn)))))
+        result = keras.tree.map_structure(ops.convert_to_numpy, fn(example_inputs(fn)))
+        out.update(_arrays(f"serving.{name}", result))
     return out
 
 

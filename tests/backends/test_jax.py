@@ -56,7 +56,7 @@ def _write_tf_side(root, names):
     for i, name in enumerate(names):
         keras.utils.set_random_seed(i)
         model = keras_zoo.from_preset(name)
-        common.perturb(model, seed=i)
+        common.prepare(model, seed=i)
         model.save_to_preset(str(root / "tf" / name))
         np.savez(root / "tf" / f"{name}.npz", **common.forward(model))
         summary[name] = {"family": type(model).__name__,
