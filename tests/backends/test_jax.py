@@ -113,3 +113,18 @@ def test_objectives_and_attention_on_jax(tmp_path):
     np.savez(tmp_path / "dino_tf_run.npz", **run)
     out = _run_jax(tmp_path, "-k", "not test_tiny_preset")
     assert "11 passed" in out, out[-3000:]
+
+
+def test_the_export_door_on_jax_is_one_clear_error():
+    """The exporter traces TensorFlow functions: under another backend (with
+    TensorFlow installed) it refuses with one line naming the backend."""
+    code = ("from export.export import export_model\n"
+            "from keras_zoo.backend import BackendError\n"
+            "try:\n    export_model(None, 'unused.tflite')\n"
+            "except BackendError as e:\n    print('REFUSED', e)\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REFUSED export.export_model (SavedModel / TFLite) needs the TensorFlow Keras " \
+           "backend; KERAS_BACKEND is 'jax'" in done.stdout, done.stdout + done.stderr[-2000:]
