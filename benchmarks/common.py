@@ -17,6 +17,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -280,6 +281,15 @@ def fmt(value, digits=1, suffix=""):
     if isinstance(value, str):
         return value
     return f"{value:,.{digits}f}{suffix}"
+
+
+def fmt_significant(value, significant=3, suffix=""):
+    """``fmt`` with at least ``significant`` significant digits (and one decimal):
+    a 0.04 ms latency prints as 0.0412, not 0.0."""
+    if value is None or isinstance(value, str) or value == 0:
+        return fmt(value, 1, suffix)
+    digits = max(1, significant - 1 - math.floor(math.log10(abs(value))))
+    return fmt(value, digits, suffix)
 
 
 def markdown_table(headers, rows):

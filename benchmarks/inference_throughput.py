@@ -120,7 +120,8 @@ def report(args, jobs, results, notes):
         cli.keep_best(best, label, impl, ips or 0.0)
         default = " (default)" if label.get("default") else ""
         rows.append([name, impl, f"{result['params']:,}", result["jit"] + default,
-                     common.fmt(result["latency"] * 1e3, 1), common.fmt(1 / result["latency"], 1),
+                     common.fmt_significant(result["latency"] * 1e3),
+                     common.fmt(1 / result["latency"], 1),
                      common.fmt(ips, 1), common.fmt(gflops),
                      common.fmt(share * 100 if share else None, 0, " %")])
     lines.append(common.markdown_table(

@@ -113,7 +113,8 @@ def defaults():
 # ---------------------------------------------------------------- configuration
 
 def load_config_file(path):
-    """A config file as a dict: Python (``CONFIG`` or ``get_config()``) or JSON."""
+    """A config file as a dict: Python (``CONFIG`` or ``get_config()``) or JSON.
+    A file that does not parse or run is one TrainError naming the file and line."""
     import json
 
     if not os.path.isfile(path):
@@ -121,15 +122,74 @@ def load_config_file(path):
     if path.endswith(".json"):
         with open(path) as f:
             try:
-                return json.load(f)
+                config = json.load(f)
             except json.JSONDecodeError as e:
-                raise TrainError(f"--config {path!r} is not valid JSON: {e}") from None
-    namespace = runpy.run_path(path)
-    if "get_config" in namespace:
-        return dict(namespace["get_config"]())
-    if "CONFIG" in namespace:
-        return dict(namespace["CONFIG"])
-    raise TrainError(f"--config {path!r} defines neither CONFIG nor get_config()")
+                raise TrainError(f"--config {path}:{e.lineno}: not valid JSON: {e.msg}") \
+                    from None
+    else:
+        try:
+            namespace = runpy.run_path(path)
+            if "get_config" in namespace:
+                config = namespace["get_config"]()
+            elif "CONFIG" in namespace:
+                config = namespace["CONFIG"]
+            else:
+                raise TrainError(f"--config {path!r} defines neither CONFIG nor get_config()")
+        except SyntaxError as e:
+            raise TrainError(f"--config {path}:{e.lineno}: syntax error: {e.msg}") from None
+        except TrainError:
+            raise
+        except Exception as e:  # noqa: BLE001  (whatever the file's code raises)
+            raise TrainError(f"--config {path}:{_line_in(e, path)}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(config, dict):
+        raise TrainError(f"--config {path!r}: expected a dict of settings, got "
+                         f"{type(config).__name__}")
+    return config
+
+
+def _line_in(error, path):
+    """The line of ``path`` in ``error``'s traceback (the innermost), or '?'."""
+    import traceback
+
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    return lines[-1] if lines else "?"
+
+
+def _key_line(path, key):
+    """The first line of ``path`` that names ``key`` in quotes, or '?'."""
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if f'"{key}"' in line or f"'{key}'" in line:
+                return number
+    return "?"
+
+
+def check_types(config, where=None):
+    """Each setting must have its flag's type; ``where(key)`` says where it came
+    from (a config file and line) in the message."""
+    for key, value in config.items():
+        if key not in KEYS or value is None:
+            continue
+        kind = FLAGS[key].flag_type()
+        if kind == "int":
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif kind == "float":
+            ok, expected = (isinstance(value, (int, float)) and not isinstance(value, bool),
+                            "a number")
+        elif kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif key == "model_overrides":
+            ok, expected = isinstance(value, (str, dict)), "a JSON object or key=value,..."
+        elif key == "jit_compile":
+            ok, expected = isinstance(value, (str, bool)), "auto, true or false"
+        else:
+            ok, expected = isinstance(value, str), "a string"
+        if not ok:
+            prefix = f"{where(key)}: " if where else ""
+            raise TrainError(f"{prefix}{key}={value!r} ({type(value).__name__}): expected "
+                             f"{expected}")
 
 
 def parse_overrides(value):
@@ -168,6 +228,8 @@ def config_from_flags():
         if unknown:
             raise TrainError(f"--config {FLAGS.config!r} has unknown keys {unknown}; "
                              f"known: {', '.join(KEYS)}")
+        check_types(from_file, lambda key: f"--config {FLAGS.config}:"
+                    f"{_key_line(FLAGS.config, key)}")
         config.update(from_file)
         if "epochs" in from_file and not FLAGS["epochs"].present and FLAGS["train_steps"].present:
             config["epochs"] = None  # a train_steps flag replaces the file's epochs
@@ -185,6 +247,7 @@ def resolve(config):
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         raise TrainError(f"unknown setting(s) {unknown}; known: {', '.join(KEYS)}")
+    check_types(config)
     c = {**defaults(), **config}
     c["model_overrides"] = parse_overrides(c["model_overrides"])
     if not c["preset"]:
@@ -202,8 +265,20 @@ def resolve(config):
             raise TrainError(f"--{key} must be positive, got {c[key]}")
     if c["warmup_steps"] is not None and c["warmup_steps"] < 0:
         raise TrainError(f"--warmup_steps must be >= 0, got {c['warmup_steps']}")
+    for key in ("learning_rate", "min_learning_rate", "weight_decay", "clipnorm"):
+        if c[key] is not None and not math.isfinite(c[key]):
+            raise TrainError(f"--{key} must be a finite number, got {c[key]}")
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
+    if not 0 <= c["min_learning_rate"] <= c["learning_rate"]:
+        raise TrainError(f"--min_learning_rate={c['min_learning_rate']:g} must be between 0 "
+                         f"and --learning_rate={c['learning_rate']:g} (the cosine decays from "
+                         "the peak down to it)")
+    if c["weight_decay"] < 0:
+        raise TrainError(f"--weight_decay must be >= 0, got {c['weight_decay']:g}")
+    if c["clipnorm"] is not None and c["clipnorm"] <= 0:
+        raise TrainError(f"--clipnorm must be positive (a global gradient norm), got "
+                         f"{c['clipnorm']:g}; leave it unset for no clipping")
     c["jit_compile"] = _jit_setting(c["jit_compile"])
     if c["adam_beta_2"] is not None and not 0 < c["adam_beta_2"] < 1:
         raise TrainError(f"--adam_beta_2 must be in (0, 1), got {c['adam_beta_2']}")
@@ -442,6 +517,8 @@ def train(config):
     started = time.perf_counter()
     c = resolve(config)
     check_dataset_spec(c["dataset"])  # unknown datasets fail before any slow setup
+    if c["eval_dataset"] and c["eval_dataset"].lower() != "none":
+        check_dataset_spec(c["eval_dataset"])
     check_preset(c["preset"])
     if c["num_cpu_devices"]:
         distribute.split_cpu(c["num_cpu_devices"])
@@ -473,10 +550,11 @@ def _train(c, strategy, chief, started):
         EpochSummary,
         StepCheckpoint,
         StopAtStep,
-        latest_checkpoint,
+        check_run_record,
         read_metrics_csv,
-        restore_checkpoint,
+        restore_latest,
         write_curves,
+        write_run_record,
     )
 
     per_replica = distribute.per_replica_batch_size(c["global_batch_size"], strategy)
@@ -532,11 +610,17 @@ def _train(c, strategy, chief, started):
     work_dir = model_dir if chief else f"{model_dir}/workers/{distribute.worker_id(strategy)}"
     ckpt_dir = f"{work_dir}/checkpoints"
     start_step = 0
-    found = latest_checkpoint(ckpt_dir)
+    record = run_record(c, model)
+    check_run_record(ckpt_dir, record, model_dir)
+    with strategy.scope():
+        found = restore_latest(model, ckpt_dir, print_fn=_say)
+    write_run_record(ckpt_dir, record)
     if found:
-        with strategy.scope():
-            start_step = restore_checkpoint(model, found[1])
+        start_step = found[0]
         _say(f"resuming from step {start_step} ({found[1]})")
+    if start_step < total and (total - start_step) % spe:
+        raise TrainError(f"{total - start_step} steps to go (from step {start_step} to "
+                         f"{total}) is not a multiple of --steps_per_execution={spe}")
     length = f"{c['epochs']} epochs of {pass_len} steps" if c["epochs"] else "train_steps"
     _say(f"schedule: {total} steps ({rounds} x {interval}, {length}), "
          f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, {c['lr_schedule']}; "
@@ -549,8 +633,12 @@ def _train(c, strategy, chief, started):
         eval_ds = eval_stream(model, test, test_info, c["global_batch_size"])
         extra_callbacks = model.evaluation_callbacks(test, test_info, c["global_batch_size"])
 
-    summary = EpochSummary(total, interval, rounds, c["global_batch_size"], print_fn=_say)
-    callbacks = [StopAtStep(total, interval), *extra_callbacks, summary]
+    # Epochs of ``interval`` steps from the restored step on; the optimizer's step
+    # counter (not the epoch count) decides when the run ends and what is printed.
+    first_epoch = start_step // interval
+    last_epoch = first_epoch + max(math.ceil((total - start_step) / interval), 0)
+    summary = EpochSummary(total, last_epoch, c["global_batch_size"], print_fn=_say)
+    callbacks = [StopAtStep(total), *extra_callbacks, summary]
     monitor = None
     if chief:
         callbacks.append(keras.callbacks.CSVLogger(f"{model_dir}/metrics.csv", append=True))
@@ -561,20 +649,23 @@ def _train(c, strategy, chief, started):
                    else "val_loss" if eval_ds is not None else "loss")
         callbacks.append(BestPreset(f"{model_dir}/best", monitor,
                                     mode="max" if monitor.endswith("accuracy") else "min",
-                                    description=f"best {monitor} of {c['preset']} run"))
+                                    description=f"best {monitor} of {c['preset']} run",
+                                    print_fn=_say))
     callbacks.append(StepCheckpoint(ckpt_dir))
 
     train_started = time.perf_counter()
     if start_step < total:
         stream = train_stream(model, ds, info, c, start_step, total)
         _keras_multi_worker_fixes(model, strategy, stream.element_spec)
-        model.fit(stream, epochs=rounds, initial_epoch=start_step // interval,
+        model.fit(stream, epochs=last_epoch, initial_epoch=first_epoch,
                   steps_per_epoch=interval, validation_data=eval_ds, callbacks=callbacks,
                   shuffle=False,
                   verbose=1 if chief and sys.stdout.isatty() else 0)
     else:
-        _say(f"already trained to step {start_step}: nothing to do but evaluate")
+        _say(f"already trained to step {start_step} ({total} asked): nothing to do but "
+             "evaluate")
     train_seconds = time.perf_counter() - train_started
+    steps_done = int(model.optimizer.iterations.numpy())
 
     test_metrics = {k[4:]: float(v) for k, v in summary.last_logs.items()
                     if k.startswith("val_")}
@@ -584,7 +675,7 @@ def _train(c, strategy, chief, started):
     results = {
         "preset": c["preset"], "dataset": c["dataset"], "eval_dataset": eval_spec,
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-        "global_batch_size": c["global_batch_size"], "steps": total,
+        "global_batch_size": c["global_batch_size"], "steps": steps_done,
         "start_step": start_step, "parameters": params,
         "test_metrics": test_metrics, "test_accuracy": test_metrics.get("accuracy"),
         "train_seconds": round(train_seconds, 2), "model_dir": model_dir,
@@ -609,6 +700,20 @@ def _train(c, strategy, chief, started):
              f"{results['wall_seconds']:.1f}s wall; presets in {model_dir}/best, /last")
     results["model"] = model
     return results
+
+
+# What a checkpoint belongs to: resuming it under other values of these would
+# train another model, on other batches, or from another optimizer's state.
+# (Schedules, evaluation cadence, strategy and a larger --train_steps may change.)
+RUN_IDENTITY = ("preset", "dataset", "global_batch_size", "seed", "optimizer")
+
+
+def run_record(c, model):
+    """The settings ``run.json`` records beside the checkpoints (flat, JSON values)."""
+    record = {key: c[key] for key in RUN_IDENTITY}
+    record["family"] = type(model).__name__
+    record.update({f"model.{k}": v for k, v in model.get_zoo_config().items()})
+    return record
 
 
 def _keras_multi_worker_fixes(model, strategy, element_spec):
@@ -720,8 +825,10 @@ def user_errors():
     """The exception types that mean 'a setting is wrong' (one line, exit 2)."""
     from keras_zoo.data import DatasetError
     from keras_zoo.presets import PresetError
+    from keras_zoo.training import CheckpointError
 
-    return (TrainError, PresetError, DatasetError, distribute.DistributeError)
+    return (TrainError, PresetError, DatasetError, CheckpointError,
+            distribute.DistributeError)
 
 
 def main(argv):
@@ -739,9 +846,19 @@ def _fail(message):
     sys.exit(2)
 
 
+def parse_flags(argv):
+    """absl's parser with our error convention: a misspelt flag or a bad value
+    is one ``error:`` line and exit status 2 (absl's own is a FATAL line, a
+    usage hint and status 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
 def run():
     """Console script ``keras-zoo-train``."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@
     python -m export.export --model_dir=runs/vit --format=saved_model --output=vit_sm
 
 The exporter is generic: it writes each function a family returns from
-``ZooModel.serving_signatures()`` under its name, with named inputs (the
-Keras ``Input`` names) and named outputs (the output layer names).
+``ZooModel.export_signatures()`` (its ``serving_signatures()``, plus
+``embedding`` when the family has an embedding hook) under its name, with
+named inputs (the Keras ``Input`` names) and named outputs (the output layer
+names). ``--signature=NAME`` writes one of them alone.
 SavedModels keep a dynamic batch unless ``--batch_size`` is given; TFLite
 files always have a static batch (1 by default). Files are written under a
-temporary name and renamed, so a failed export leaves nothing behind.
+temporary name and renamed, so a failed export leaves nothing behind, and the
+temporary folder of a killed one is removed by the next export to that output.
+``--output`` of a TFLite file must not be a folder (not even an empty one);
+a SavedModel replaces an earlier SavedModel or an empty folder.
 
 ``--format=saved_model --quantization=int8`` applies Keras 3's own
 ``Model.quantize("int8")`` (int8 weights for Keras / TF Serving inference).
@@ -21,9 +26,12 @@ the int8 matmul Keras emits ('tfl.fully_connected' op operand #0 must be
 
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -62,7 +70,7 @@ def load_model(preset=None, model_dir=None, **overrides):
 
 def signature_specs(model, batch_size=None, signature=None):
     """{signature: (keras function model, [(input name, shape, dtype)], [output names])}."""
-    signatures = model.serving_signatures() if hasattr(model, "serving_signatures") \
+    signatures = model.export_signatures() if hasattr(model, "export_signatures") \
         else {"serving_default": model}
     if signature is not None:
         if signature not in signatures:
@@ -190,22 +198,32 @@ def _static_rows(arrays, batch):
 
 # ---------------------------------------------------------------- export
 
-def _check_writable(path):
+def _check_writable(path, format):
+    """What ``output`` may replace: a TFLite export is one file, never a folder
+    (not even an empty one: ``--output=dir/`` is a slip, the file goes inside);
+    a SavedModel is a folder and replaces an earlier SavedModel or an empty
+    folder, never a file or a folder of other things."""
     parent = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(parent):
         raise ExportError(f"cannot write {path!r}: folder {parent!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"cannot write {path!r}: folder {parent!r} is not writable")
+    if format == "tflite" and os.path.isdir(path):
+        raise ExportError(f"--output={path!r} is a folder; a TFLite export is one file: name "
+                          f"it, e.g. --output={os.path.join(path, 'model.tflite')}")
+    if format == "saved_model" and os.path.exists(path) and not os.path.isdir(path):
+        raise ExportError(f"--output={path!r} is a file; a SavedModel is a folder: name a "
+                          "new or empty folder (or an earlier SavedModel to replace)")
     if (os.path.isdir(path) and os.listdir(path)
             and not os.path.exists(os.path.join(path, "saved_model.pb"))):
         raise ExportError(f"{path!r} is a non-empty folder that is not a SavedModel; "
-                              "refusing to replace it")
+                          "refusing to replace it")
 
 
 def _replace(tmp, path):
     """Renames ``tmp`` onto ``path`` (file or SavedModel folder)."""
     if os.path.isdir(path):
-        old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old_")
+        old = _work_dir(path, "old")
         os.replace(path, os.path.join(old, "x"))
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
@@ -245,7 +263,8 @@ def export_model(model, output, format="tflite", quantization="none", signature=
             "'int8' (Keras Model.quantize). Use --format=tflite for float16/dynamic_int8")
     if int8_io or debug_quantization:
         raise ExportError("--int8_io and --debug_quantization apply to --format=tflite only")
-    _check_writable(output)
+    _check_writable(output, "saved_model")
+    reap_stale_work_dirs(output)
     if quantization == "int8":
         model = keras_int8(model)
     specs = signature_specs(model, batch_size, signature)
@@ -253,6 +272,9 @@ def export_model(model, output, format="tflite", quantization="none", signature=
     try:
         tmp = os.path.join(work, "saved_model")
         write_saved_model(tmp, specs)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:  # a text family's vocabulary travels with its graph
+            tokenizer.save(os.path.join(tmp, "assets", "tokenizer"))
         _replace(tmp, output)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -269,9 +291,15 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         if quantization not in QUANTIZATIONS:
             raise ExportError(f"unknown quantization {quantization!r}; expected one of "
                               f"{', '.join(QUANTIZATIONS)}")
-        _check_writable(output)
-    batch_size = batch_size or 1
+        _check_writable(output, "tflite")
+    if isinstance(representative_data, str):
+        from keras_zoo.data import parse_spec
+
+        parse_spec(representative_data)  # a bad spec fails before the slow part
+    batch_size = 1 if batch_size is None else batch_size
     specs = signature_specs(model, batch_size, signature)
+    for output in outputs.values():
+        reap_stale_work_dirs(output)
     representative = None
     if "int8" in outputs:
         representative = _representative(specs, representative_data, calibration_samples)
@@ -303,10 +331,60 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
     return results
 
 
-def _work_dir(output):
-    """A temporary folder next to ``output`` (same file system: rename is atomic)."""
-    return tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(output)),
-                            prefix=f".{os.path.basename(output)}.tmp_")
+def _work_dir(output, kind="tmp"):
+    """A temporary folder next to ``output`` (same file system: rename is atomic),
+    named ``.NAME.tmp-PID@HOST-XXXXXXXX`` so that a later run can tell whether the
+    export that made it is still alive (``reap_stale_work_dirs``)."""
+    return tempfile.mkdtemp(
+        dir=os.path.dirname(os.path.abspath(output)),
+        prefix=f".{os.path.basename(output)}.{kind}-{os.getpid()}@{socket.gethostname()}-")
+
+
+LEGACY_STALE_SECONDS = 24 * 3600
+
+
+def reap_stale_work_dirs(output):
+    """Removes the temporary folders that killed exports to ``output`` left
+    beside it: those of this host whose process is gone, and older unnamed
+    ones (``.NAME.tmp_XXXXXXXX``, before the PID was in the name) untouched for
+    a day. A live export's folder, or another host's, is left alone. Says what
+    it removed in one line on stderr; returns the removed paths."""
+    parent = os.path.dirname(os.path.abspath(output))
+    base = os.path.basename(output)
+    ours = re.compile(rf"^\.{re.escape(base)}\.(?:tmp|old)-(\d+)@(.+)-[a-z0-9_]{{8}}$")
+    legacy = re.compile(rf"^\.{re.escape(base)}\.tmp_[a-z0-9_]{{8}}$")
+    host, removed = socket.gethostname(), []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        if not os.path.isdir(path):
+            continue
+        if m := ours.match(name):
+            stale = m.group(2) == host and not _alive(int(m.group(1)))
+        elif legacy.match(name):
+            stale = time.time() - os.path.getmtime(path) > LEGACY_STALE_SECONDS
+        else:
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        print(f"note: removed {len(removed)} temporary folder(s) of killed exports: "
+              f"{', '.join(os.path.basename(p) for p in removed)}", file=sys.stderr)
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _describe(output, format, quantization, specs, batch_size):
@@ -364,7 +442,8 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         batch = inputs[0][1][0]
         data = verify_data if all(is_image(s, d) for _, s, d in inputs) else "synthetic"
         arrays, labels = sample_inputs(inputs, data, num_samples, _split(data))
-        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch)
+        lockstep = key in getattr(model, "lockstep_signatures", ())
+        reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch, lockstep)
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
         n = len(next(iter(exported.values())))
@@ -415,12 +494,38 @@ def _define_flags():
     return flags.FLAGS
 
 
+def check_flags(FLAGS, argv):
+    """Every flag a user can get wrong, before the model is loaded: one
+    ExportError naming the flag (positional words are refused, as absl would
+    otherwise drop them: ``--int8_io false`` is not ``--int8_io=false``)."""
+    from keras_zoo.data import parse_spec
+
+    if len(argv) > 1:
+        raise ExportError(f"unexpected arguments {argv[1:]}; flags are written --name=value "
+                          "(booleans: --int8_io / --noint8_io)")
+    for name in ("batch_size", "calibration_samples", "verify_samples", "num_threads",
+                 "benchmark_runs"):
+        value = FLAGS[name].value
+        if value is not None and value < 1:
+            raise ExportError(f"--{name} must be a positive integer, got {value}")
+    if FLAGS.representative_data is not None:
+        parse_spec(FLAGS.representative_data)
+        if (FLAGS.format, FLAGS.quantization) != ("tflite", "int8"):
+            raise ExportError(
+                f"--representative_data calibrates --format=tflite --quantization=int8 only; "
+                f"this export is --format={FLAGS.format} --quantization={FLAGS.quantization}")
+    if FLAGS.verify:
+        parse_spec(FLAGS.verify_data, "test")
+    if FLAGS.benchmark and FLAGS.format != "tflite":
+        raise ExportError("--benchmark measures TFLite files; use --format=tflite")
+
+
 def main(argv):
-    del argv
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
+    check_flags(FLAGS, argv)
     model = load_model(FLAGS.preset, FLAGS.model_dir)
     output = FLAGS.output or (f"{model.name}_{FLAGS.quantization}.tflite"
                               if FLAGS.format == "tflite" else f"{model.name}_saved_model")
@@ -433,8 +538,6 @@ def main(argv):
         result["verify"] = verify_export(model, result, FLAGS.verify_data,
                                          FLAGS.verify_samples)
     if FLAGS.benchmark:
-        if FLAGS.format != "tflite":
-            raise ExportError("--benchmark measures TFLite files; use --format=tflite")
         result["benchmark"] = {k: verify.benchmark(output, k, FLAGS.num_threads,
                                                    FLAGS.benchmark_runs)
                                for k in result["signatures"]}
@@ -459,9 +562,22 @@ def run():
         try:
             main(argv)
         except (ExportError, PresetError, DatasetError) as e:
-            print(f"export error: {e}", file=sys.stderr)
-            sys.exit(2)
-    app.run(guarded)
+            _fail(str(e))
+
+    def parse_flags(argv):  # a misspelt flag or a bad value: one line, status 2 (as above)
+        from absl import flags
+
+        try:
+            return _FLAGS(argv)
+        except flags.Error as e:
+            _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    app.run(guarded, flags_parser=parse_flags)
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

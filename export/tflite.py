@@ -91,10 +91,10 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         if int8_io:
             c.inference_input_type = c.inference_output_type = tf.int8
         return _run(c.convert)
-    if len(representative) > 1:
+    if debug_report and len(representative) > 1:
         raise ExportError(
-            "selective int8 (float_ops/float_scopes) and --debug_quantization work on one "
-            f"signature at a time; this file has {sorted(representative)}: pass --signature")
+            "--debug_quantization works on one signature at a time; this file has "
+            f"{sorted(representative)}: pass --signature")
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=deny_ops, denylisted_nodes=deny_nodes, fully_quantize=int8_io)
     debugger = _run(lambda: tf.lite.experimental.QuantizationDebugger(
@@ -151,11 +151,15 @@ def _run(fn):
 
 
 def _tensor_names_in_scopes(content, scopes):
+    """Tensor names under ``scopes`` in every subgraph (one per signature)."""
     if not scopes:
         return []
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert import schema_py_generated as schema
 
-    names = [t["name"] for t in Interpreter(model_content=content).get_tensor_details()]
+    model = schema.Model.GetRootAs(content, 0)
+    names = [model.Subgraphs(g).Tensors(t).Name().decode()
+             for g in range(model.SubgraphsLength())
+             for t in range(model.Subgraphs(g).TensorsLength())]
     return sorted({n for n in names for s in scopes if f"/{s}/" in n})
 
 

@@ -44,13 +44,17 @@ def classification(exported, reference, labels=None, num_classes=None):
     return out
 
 
-def keras_outputs(fn, inputs, batch_size):
+def keras_outputs(fn, inputs, batch_size, lockstep=False):
     """Runs a Keras serving function over the rows of ``inputs`` that fill whole
     static batches, 128 rows per call (Keras takes any batch; one call per
-    row would dominate the verification time)."""
+    row would dominate the verification time). ``lockstep``: the signature's
+    rows share a scalar input (a decoding position), so Keras runs at the
+    exported batch size."""
     n = len(next(iter(inputs.values())))
     usable = n - n % (batch_size or 1)
     step = max(1, min(128, usable))
+    if lockstep and batch_size:
+        step = batch_size
     return _batched(lambda chunk: {k: np.asarray(v) for k, v in fn(**chunk).items()},
                     {k: a[:usable] for k, a in inputs.items()}, step, keep_tail=True)
 

@@ -14,25 +14,36 @@ import numpy as np
 from keras_zoo.training import optimizers
 
 
-def extract_features(model, images, batch_size=256):
+def extract_features(model, images, batch_size=256, progress=False):
     """Runs ``model`` (any callable images -> (B, ...) features) in inference
     mode over ``images`` and returns (N, D) float32 numpy features.
 
     The last chunk is padded to a full batch so every call has one static shape
-    (one compiled program), then the padding is cut off."""
+    (one compiled program), then the padding is cut off. A ``keras.Model``
+    runs through ``predict_on_batch`` (one traced graph, not eager calls).
+    ``progress``: a Keras progress bar over the images."""
     images = np.asarray(images)
     if len(images) == 0:
         raise ValueError("extract_features got no images (an empty array)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     batch_size = min(batch_size, len(images))
+    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         n = len(chunk)
         if n < batch_size:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-        features = model(chunk, training=False) if isinstance(model, keras.Layer) \
-            else model(chunk)
+        if isinstance(model, keras.Model):
+            features = model.predict_on_batch(chunk)
+        elif isinstance(model, keras.Layer):
+            features = model(chunk, training=False)
+        else:
+            features = model(chunk)
         out.append(keras.ops.convert_to_numpy(features)[:n])
+        if bar is not None:
+            bar.add(n)
     features = np.concatenate(out).astype("float32")
     return features.reshape(len(features), -1)
 
@@ -112,3 +123,53 @@ def linear_probe(train_features, train_labels, test_features, test_labels, epoch
               batch_size=min(batch_size, len(train_features)), verbose=0)
     logits = probe.predict((test_features - mean) / std, verbose=0)
     return float(np.mean(logits.argmax(axis=1) == test_labels))
+
+
+def labelled_subset(labels, per_class, seed=0):
+    """Indices of ``per_class`` randomly chosen examples of every class (all
+    of a class that has fewer), sorted: the "few labels" setting of
+    semi-supervised evaluation. ``per_class=None`` keeps every index."""
+    labels = np.asarray(labels)
+    if per_class is None:
+        return np.arange(len(labels))
+    if per_class < 1:
+        raise ValueError(f"labels per class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class]
+              for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
+def pca(train_features, dim):
+    """Principal component projection fitted on ``train_features``: returns
+    ``project(x) -> (N, dim)`` (centred with the training mean). ``dim`` is
+    capped at min(N, D), the most components the data has."""
+    train_features = np.asarray(train_features, "float64")
+    dim = min(dim, *train_features.shape)
+    mean = train_features.mean(axis=0)
+    # Right singular vectors of the centred data are the principal axes.
+    _, _, vt = np.linalg.svd(train_features - mean, full_matrices=False)
+    components = vt[:dim].T
+    return lambda x: ((np.asarray(x, "float64") - mean) @ components).astype("float32")
+
+
+def transfer_scores(train_features, train_labels, test_features, test_labels,
+                    labels_per_class=(None,), seeds=1, k=20, probe_epochs=100):
+    """k-NN and linear-probe test accuracy with every training label
+    (``None``) or ``n`` labels per class, averaged over ``seeds`` random
+    labelled subsets: ``{setting: {"knn": [...], "probe": [...], "train_points": n}}``
+    where a setting is ``"all"`` or ``"<n>/class"``. k-NN uses
+    k = min(k, labelled points)."""
+    out = {}
+    for per_class in labels_per_class:
+        key = "all" if per_class is None else f"{per_class}/class"
+        knn, probe = [], []
+        for seed in range(1 if per_class is None else seeds):
+            idx = labelled_subset(train_labels, per_class, seed)
+            features, labels = np.asarray(train_features)[idx], np.asarray(train_labels)[idx]
+            knn.append(knn_accuracy(features, labels, test_features, test_labels,
+                                    k=min(k, len(idx))))
+            probe.append(linear_probe(features, labels, test_features, test_labels,
+                                      epochs=probe_epochs, seed=seed))
+        out[key] = {"knn": knn, "probe": probe, "train_points": len(idx)}
+    return out

@@ -134,23 +134,80 @@ def _localize(folder):
 
 
 def read_json(path):
+    """A JSON object from ``path``; a missing, malformed or non-object file is
+    one PresetError naming it."""
     if not os.path.exists(path):
         raise PresetError(f"preset folder {os.path.dirname(path)!r} has no "
                           f"{os.path.basename(path)}")
-    with open(path) as f:
+    with open(path, "rb") as f:
         try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
+            value = json.loads(f.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PresetError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise PresetError(f"{path} must hold a JSON object, not a {type(value).__name__}")
+    return value
 
 
-def check_overrides(family_cls, overrides):
-    """Raises PresetError naming any override the family's constructor lacks."""
-    unknown = set(overrides) - set(family_cls.config_keys())
+def _closest(names, valid):
+    """' (did you mean a, b?)' for misspelt ``names``, or ''."""
+    close = list(dict.fromkeys(m for n in names
+                               for m in difflib.get_close_matches(n, list(valid), n=2)))
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def check_overrides(family_cls, overrides, where=None):
+    """Raises PresetError naming any override (or, with ``where`` = the file,
+    any config.json option) the family's constructor lacks."""
+    valid = list(family_cls.config_keys())
+    unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise PresetError(
-            f"{family_cls.__name__} has no config option(s) {sorted(unknown)}; options are "
-            f"{sorted(family_cls.config_keys())}")
+            f"{where + ': ' if where else ''}{family_cls.__name__} has no config option(s) "
+            f"{unknown}{_closest(unknown, valid)}; options are {sorted(valid)}")
+
+
+PRESET_KEYS = ("format_version", "family", "config", "description")
+
+
+def parse_preset_config(raw, path):
+    """(family, config) from a keras_zoo ``config.json``, every field checked:
+    a newer format, a missing or mistyped field, an unknown key (in the file or
+    in the family's config) is one PresetError naming ``path``."""
+    unknown = sorted(set(raw) - set(PRESET_KEYS))
+    if unknown:
+        raise PresetError(f"{path} has unknown key(s) {unknown}"
+                          f"{_closest(unknown, PRESET_KEYS)}; a preset holds {PRESET_KEYS}")
+    version = raw.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PresetError(f"{path}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise PresetError(f"{path} has format_version {version}; this keras_zoo reads up to "
+                          f"{FORMAT_VERSION}: upgrade keras_zoo to load it")
+    family, config = raw.get("family"), raw.get("config")
+    if not isinstance(family, str):
+        raise PresetError(f"{path}: 'family' must name a model family (a string), got "
+                          f"{family!r}")
+    if not isinstance(config, dict):
+        raise PresetError(f"{path}: 'config' must be a JSON object of the family's options, "
+                          f"got {type(config).__name__}")
+    try:
+        family_cls = get_family(family)
+    except PresetError as e:
+        raise PresetError(f"{path}: {e}") from None
+    check_overrides(family_cls, config, where=path)
+    return family, config
+
+
+def _read_manifest(path):
+    """{file name: sha256} from manifest.json, its shape checked."""
+    manifest = read_json(path)
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise PresetError(f"{path} must hold {{\"sha256\": {{file name: hex digest}}}}, got "
+                          f"{json.dumps(manifest)[:120]}")
+    return hashes
 
 
 def read_preset_folder(folder):
@@ -159,9 +216,7 @@ def read_preset_folder(folder):
     weights = os.path.join(folder, WEIGHTS_FILE)
     manifest_path = os.path.join(folder, MANIFEST_FILE)
     if os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        for name, expected in manifest.get("sha256", {}).items():
+        for name, expected in _read_manifest(manifest_path).items():
             path = os.path.join(folder, name)
             if not os.path.exists(path):
                 raise PresetError(f"preset file {path!r} named in {MANIFEST_FILE} is missing")
@@ -171,6 +226,23 @@ def read_preset_folder(folder):
                     f"sha256 mismatch for {path!r}: manifest says {expected}, file has "
                     f"{actual}. The file is corrupt or was changed after saving.")
     return config, (weights if os.path.exists(weights) else None)
+
+
+def preset_problem(folder):
+    """Why the preset folder written by ``save_to_preset`` is not whole (a file
+    missing, a sha256 that does not match: a save that was killed half-way), or None."""
+    local = _localize(folder)
+    try:
+        config, weights = read_preset_folder(local)
+        if not os.path.exists(os.path.join(local, MANIFEST_FILE)) or weights is None:
+            return f"no {MANIFEST_FILE} or no {WEIGHTS_FILE}"
+        parse_preset_config(config, os.path.join(folder, CONFIG_FILE))
+    except PresetError as e:
+        return str(e)
+    finally:
+        if local != folder:
+            shutil.rmtree(local, ignore_errors=True)
+    return None
 
 
 def _atomic_json(path, obj):
@@ -235,13 +307,21 @@ def load(cls, preset, load_weights=True, **overrides):
         if "class_name" in raw and "family" not in raw:
             return _load_keras_hub(folder, raw, cls, overrides, load_weights)
         data, weights = read_preset_folder(folder)
-        family, config, source = data["family"], data["config"], preset
+        family, config = parse_preset_config(data, os.path.join(preset, CONFIG_FILE))
+        source = preset
+        if load_weights and not weights:
+            raise PresetError(
+                f"preset folder {preset!r} has no {WEIGHTS_FILE}: pass load_weights=False "
+                "to build its model with random weights")
     else:
         entry = get_preset(preset)
         family, config, source, weights = entry.family, entry.config, preset, None
         if entry.weights and load_weights:
             folder = _localize(entry.weights)
             _, weights = read_preset_folder(folder)
+            if not weights:
+                raise PresetError(f"the weights folder {entry.weights!r} of preset {preset!r}"
+                                  f" has no {WEIGHTS_FILE}")
     family_cls = get_family(family)
     if cls.__name__ != "ZooModel" and not issubclass(family_cls, cls):
         raise PresetError(
@@ -249,7 +329,13 @@ def load(cls, preset, load_weights=True, **overrides):
             f"keras_zoo.{family}.from_preset({source!r}) or one of "
             f"{list_presets(cls.__name__)[:6]}")
     check_overrides(family_cls, overrides)
-    target = family_cls(**{**config, **overrides})
+    try:
+        target = family_cls(**{**config, **overrides})
+    except (ValueError, TypeError) as e:  # the family's own checks of its options
+        given = f" with {overrides}" if overrides else ""
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PresetError(f"cannot build {family} from preset {source!r}{given}: {reason}") \
+            from e
     if load_weights and weights:
         if not overrides or all(config.get(k) == v for k, v in overrides.items()):
             _load_weights_file(target, weights)

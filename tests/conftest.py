@@ -14,3 +14,24 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(0)
     yield
+
+
+def _finish(proc, what, timeout=1800):
+    """(stdout, stderr) of a subprocess.Popen under a generous limit: a test
+    never races a run time (they grow with the machine's load), and a hang
+    fails with a message naming what hung instead of a bare TimeoutExpired."""
+    import subprocess
+
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"{what} did not finish within {timeout} s (the machine is overloaded, "
+                    "or it hangs)")
+
+
+@pytest.fixture
+def finish():
+    """``finish(proc, what, timeout=1800) -> (stdout, stderr)``; see ``_finish``."""
+    return _finish

@@ -82,3 +82,43 @@ def test_extract_features_runs_keras_models_in_inference_mode():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.9)])
     x = np.ones((3, 4), "float32")
     np.testing.assert_array_equal(evaluation.extract_features(model, x), x)
+
+
+def test_labelled_subset_takes_n_per_class_at_random():
+    labels = np.repeat(np.arange(3), [5, 8, 2])  # class 2 has fewer than asked
+    idx = evaluation.labelled_subset(labels, 3, seed=0)
+    assert np.all(np.diff(idx) > 0)  # sorted, no repeats
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 2]
+    assert not np.array_equal(idx, evaluation.labelled_subset(labels, 3, seed=1))
+    np.testing.assert_array_equal(evaluation.labelled_subset(labels, None), np.arange(15))
+    with pytest.raises(ValueError, match="labels per class must be >= 1, got 0"):
+        evaluation.labelled_subset(labels, 0)
+
+
+def test_pca_projects_onto_the_directions_of_largest_variance():
+    rng = np.random.default_rng(0)
+    # Variance 100 along (1, 1, 0)/sqrt(2), 1 along (1, -1, 0)/sqrt(2), 0.01 along z.
+    basis = np.array([[1, 1, 0], [1, -1, 0], [0, 0, np.sqrt(2)]]) / np.sqrt(2)
+    x = (rng.normal(size=(2000, 3)) * [10.0, 1.0, 0.1]) @ basis + 5.0
+    project = evaluation.pca(x, 2)
+    z = project(x)
+    assert z.shape == (2000, 2) and z.dtype == np.float32
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)  # centred
+    np.testing.assert_allclose(z.std(axis=0), [10.0, 1.0], rtol=0.05)
+    first = project(np.array([[5.0, 5.0, 0.0], [6.0, 6.0, 0.0]]))
+    assert abs(abs(first[1, 0] - first[0, 0]) - np.sqrt(2)) < 0.05  # a unit move along axis 1
+    assert evaluation.pca(x[:2], 3)(x).shape == (2000, 2)  # capped at the points it has
+
+
+def test_transfer_scores_report_each_label_budget():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 5)) * 4
+    labels = np.repeat(np.arange(3), 40)
+    features = centres[labels] + rng.normal(size=(120, 5))
+    scores = evaluation.transfer_scores(features[::2], labels[::2], features[1::2],
+                                        labels[1::2], labels_per_class=(2, None), seeds=3,
+                                        probe_epochs=30)
+    assert list(scores) == ["2/class", "all"]
+    assert scores["2/class"]["train_points"] == 6 and len(scores["2/class"]["knn"]) == 3
+    assert scores["all"]["train_points"] == 60 and len(scores["all"]["probe"]) == 1
+    assert scores["all"]["knn"][0] >= 0.95 and scores["all"]["probe"][0] >= 0.95

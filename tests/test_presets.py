@@ -99,3 +99,79 @@ def test_remote_folder_through_gfile(tmp_path):
     loaded = keras_zoo.ViT.from_preset("ram://zoo_test/preset")
     x = np.random.default_rng(0).random((1, 32, 32, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+# ---------------------------------------------------------------- damaged or foreign folders
+
+def _saved(tmp_path):
+    keras_zoo.LeNet.from_preset("lenet5").save_to_preset(tmp_path / "p")
+    return tmp_path / "p"
+
+
+def _edit_config(folder, edit):
+    """Changes config.json as a hand edit would (the manifest would no longer
+    match, so it goes)."""
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    (folder / "manifest.json").unlink(missing_ok=True)
+
+
+def test_unknown_config_key_is_refused_with_the_closest_name(tmp_path):
+    folder = _saved(tmp_path)
+    _edit_config(folder, lambda raw: raw["config"].update(num_clases=3))
+    with pytest.raises(PresetError, match=r"config.json: LeNet has no config option\(s\) "
+                                          r"\['num_clases'\] \(did you mean num_classes"):
+        keras_zoo.from_preset(str(folder))
+
+
+def test_unknown_top_level_key_is_refused(tmp_path):
+    folder = _saved(tmp_path)
+    _edit_config(folder, lambda raw: raw.update(familly="LeNet"))
+    with pytest.raises(PresetError, match=r"unknown key\(s\) \['familly'\] \(did you mean "
+                                          r"family\?\)"):
+        keras_zoo.from_preset(str(folder))
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    folder = _saved(tmp_path)
+    _edit_config(folder, lambda raw: raw.update(format_version=2))
+    with pytest.raises(PresetError, match="format_version 2; this keras_zoo reads up to 1: "
+                                          "upgrade keras_zoo"):
+        keras_zoo.from_preset(str(folder))
+    _edit_config(folder, lambda raw: raw.update(format_version="1"))
+    with pytest.raises(PresetError, match="format_version must be a positive integer"):
+        keras_zoo.from_preset(str(folder))
+
+
+def test_folder_without_weights_needs_load_weights_false(tmp_path):
+    folder = _saved(tmp_path)
+    os.remove(folder / "model.weights.h5")
+    os.remove(folder / "manifest.json")  # else the manifest names the missing file
+    with pytest.raises(PresetError, match="has no model.weights.h5: pass load_weights=False"):
+        keras_zoo.from_preset(str(folder))
+    model = keras_zoo.from_preset(str(folder), load_weights=False)
+    assert type(model) is keras_zoo.LeNet
+
+
+@pytest.mark.parametrize("name, text, pattern", [
+    ("config.json", '{"family": "LeNet", ', r"config.json is not valid JSON"),
+    ("config.json", '["LeNet"]', r"config.json must hold a JSON object, not a list"),
+    ("config.json", '{"family": "LeNet", "config": [1]}',
+     r"config.json: 'config' must be a JSON object"),
+    ("config.json", '{"family": 3, "config": {}}', r"config.json: 'family' must name"),
+    ("config.json", '{"family": "LeNett", "config": {}}',
+     r"config.json: unknown model family 'LeNett'"),
+    ("manifest.json", '{"sha256": ', r"manifest.json is not valid JSON"),
+    ("manifest.json", '{"sha256": ["config.json"]}', r"manifest.json must hold \{\"sha256\""),
+    ("manifest.json", '"x"', r"manifest.json must hold a JSON object, not a str"),
+])
+def test_malformed_preset_files_are_one_error_naming_the_file(tmp_path, name, text, pattern):
+    folder = _saved(tmp_path)
+    (folder / name).write_text(text)
+    if name == "config.json":
+        os.remove(folder / "manifest.json")
+    with pytest.raises(PresetError, match=pattern) as info:
+        keras_zoo.from_preset(str(folder))
+    assert str(folder / name) in str(info.value) and "\n" not in str(info.value)

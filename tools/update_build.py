@@ -20,13 +20,14 @@ LIBRARIES = {  # target -> (folder, extra data globs)
 DEPS = {
     "keras_zoo": ["tensorflow", "keras", "keras-hub", "tensorflow-datasets", "absl-py",
                   "numpy", "matplotlib"],
-    "experiments": [":keras_zoo", "absl-py"],
+    "experiments": [":keras_zoo", ":export", "absl-py", "tensorboard", "scikit-learn"],
     "export": [":keras_zoo", "ai-edge-litert", "absl-py"],
     "benchmarks": [":keras_zoo", ":export"],
     "tools": ["numpy", "scikit-learn"],
 }
 BINARIES = {"train": "experiments/train.py", "export_model": "export/export.py",
-            "demo": "experiments/demo.py", "report": "export/report.py"}
+            "demo": "experiments/demo.py", "report": "export/report.py",
+            "embed": "experiments/embed.py"}
 
 
 def python_files(folder):

@@ -11,10 +11,15 @@ decay 0.04, teacher temperature warmed up from 0.04 to 0.07 over 30 epochs
 the student-to-teacher cross-entropy. Judge the features afterwards with
 ``keras_zoo.evaluation`` (k-NN, linear probe) on the exported backbone.
 
-Kept out of reach of this config (the trainer is generic): the paper's cosine
-weight-decay schedule 0.04 -> 0.4 (constant 0.04 here) and its per-epoch
-learning-rate scaling of the last layer. Per-weight gradient clipping at 3.0
-and the frozen last layer in epoch 1 live in ``DINO.train_step``.
+What main_dino.py does beyond a generic optimizer lives in ``DINO.train_step``
+(the trainer stays generic): the weight decay follows a cosine from this
+config's 0.04 to the model's ``weight_decay_end`` = 0.4; each weight's
+gradient is clipped to norm 3.0; the last layer is frozen in epoch 1 and its
+Adam state starts when it is unfrozen; the teacher runs in training mode and
+the EMA covers parameters only; the student has stochastic depth 0.1 (the
+model's ``drop_path_rate``). The trainer does not decay biases and norm scales
+(``utils.get_params_groups``). Multi-crop cuts each view from the decoded
+ImageNet image (``DINO.train_input_transform``, per example).
 """
 
 IMAGENET_TRAIN = 1_281_167

@@ -4,8 +4,14 @@ r"""DINO recipe on the bundled digits (offline, CPU, ~8 minutes).
 
 1. Pretrains ``dino_vit_tiny_digits`` on the 1,437 training images *without
    their labels* (labels are replaced by zeros before the pipeline): 2 global
-   32 px crops per image (``--model_overrides='{"num_local_crops": 2}'`` adds
-   24 px local ones), EMA teacher, centring, sharpening.
+   32 px crops per image, cut from each 8x8 digit as it is stored (as
+   ``DataAugmentationDINO`` crops the decoded image) and resized bicubically
+   (``--model_overrides='{"num_local_crops": 2}'`` adds 24 px local ones),
+   EMA teacher, centring, sharpening, stochastic depth 0.1 in the student.
+   AdamW as ``main_dino.py``: linear warm-up then cosine to ``--min_learning_rate``
+   (the cosine ends at the last step), weight decay 0.04 -> 0.4 on a cosine
+   (DINO's ``weight_decay_end``), none on biases and norm scales
+   (``utils.get_params_groups``).
 2. Evaluates frozen features on ``digits:test`` with the paper's weighted
    k-NN (k = 20, T = 0.07, cosine) and a linear probe, for: the DINO teacher
    backbone, the same backbone at random initialisation, and raw pixels.
@@ -42,7 +48,10 @@ flags.DEFINE_float("learning_rate", 1e-3, "Peak AdamW learning rate (after the l
 flags.DEFINE_integer("warmup_epochs", 10, "Epochs of linear learning-rate warm-up (the "
                      "paper's 10). Much shorter and the head collapses to a uniform output "
                      "(loss stuck at ln(out_dim)) before the centre has caught up.")
-flags.DEFINE_float("weight_decay", 0.04, "AdamW weight decay (the paper's starting value).")
+flags.DEFINE_float("min_learning_rate", 1e-6, "Learning rate at the end of the cosine "
+                   "(main_dino.py's --min_lr).")
+flags.DEFINE_float("weight_decay", 0.04, "AdamW weight decay at the start (the paper's 0.04; "
+                   "the model's weight_decay_end, 0.4, is where its cosine ends).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, crops and data order.")
 flags.DEFINE_boolean("jit_compile", True, "Compile the train step with XLA.")
 FLAGS = flags.FLAGS
@@ -66,6 +75,7 @@ def main(argv):
     t0 = time.time()
     x_train, y_train, _ = datasets.load_arrays("digits", "train", 32, 1)
     x_test, y_test, _ = datasets.load_arrays("digits", "test", 32, 1)
+    originals, _ = datasets.load("digits", "train")  # 8x8, as stored: crops start here
     steps_per_epoch = len(x_train) // FLAGS.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"--batch_size={FLAGS.batch_size} is larger than the "
@@ -79,16 +89,23 @@ def main(argv):
           f"parameters; {FLAGS.epochs} epochs x {steps_per_epoch} steps of "
           f"{FLAGS.batch_size} images")
 
+    warmup = max(1, min(FLAGS.warmup_epochs * steps_per_epoch, total_steps - 1))
+    # Keras' decay_steps count from the end of the warm-up: the cosine reaches
+    # its floor at the last step, as utils.cosine_scheduler's does.
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, total_steps, warmup_target=FLAGS.learning_rate,
-        warmup_steps=max(1, min(FLAGS.warmup_epochs * steps_per_epoch, total_steps - 1)))
-    model.compile(optimizer=optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay),
-                  jit_compile=FLAGS.jit_compile, **model.compile_defaults())
-    no_labels = np.zeros(len(x_train), "int32")  # DINO never sees the digits' labels
-    ds = (tf.data.Dataset.from_tensor_slices((x_train, no_labels))
+        0.0, total_steps - warmup, alpha=FLAGS.min_learning_rate / FLAGS.learning_rate,
+        warmup_target=FLAGS.learning_rate, warmup_steps=warmup)
+    optimizer = optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay)
+    # utils.get_params_groups: biases and norm scales (1-D) are not regularized.
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile,
+                  **model.compile_defaults())
+    # DINO never sees the digits' labels.
+    ds = (originals.map(lambda image, _: (image, tf.constant(0, tf.int32)))
           .shuffle(len(x_train), seed=FLAGS.seed)
-          .batch(FLAGS.batch_size, drop_remainder=True)
           .map(model.multicrop(seed=FLAGS.seed), num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(FLAGS.batch_size, drop_remainder=True)
           .prefetch(tf.data.AUTOTUNE))
     start = time.time()
     history = model.fit(ds, epochs=FLAGS.epochs, verbose=2)

@@ -5,7 +5,11 @@ r"""MAE recipe on the bundled digits (offline, CPU, a few minutes).
 1. Pretrains ``mae_tiny_digits`` without labels (75 % of the 4x4 patches of
    each 32x32 image hidden), printing the masked-patch loss on the test split
    before and after, next to two reference predictors: the mean training image,
-   and each masked patch filled with the mean of the visible ones.
+   and each masked patch filled with the mean of the visible ones. Training
+   images go through MAE's ``transform_train``: a random-resized crop of 20-100 %
+   of each 8x8 digit as stored, resized bicubically to 32, and a horizontal flip
+   (``MAE.train_input_transform``). AdamW (beta2 0.95) as ``main_pretrain.py``:
+   no weight decay on biases and norm scales, the cosine ending at the last step.
 2. Writes ``reconstructions.png``: original / masked input / reconstruction.
 3. Fine-tunes: ``mae.to_vit(num_classes=10)`` against the same ViT from random
    initialisation, same epochs and optimizer; prints digits test accuracy.
@@ -21,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 import keras_zoo
@@ -42,11 +47,18 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, masks and data order.")
 FLAGS = flags.FLAGS
 
 
-def _optimizer(steps):
+def _optimizer(steps, model):
+    warmup = max(1, steps // 20)
+    # decay_steps count from the end of the warm-up, so the cosine reaches 0
+    # at the last step (MAE's lr_sched.adjust_learning_rate, min_lr 0).
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=FLAGS.learning_rate, warmup_steps=max(1, steps // 20))
+        0.0, steps - warmup, warmup_target=FLAGS.learning_rate, warmup_steps=warmup)
     # beta_2 = 0.95 as in MAE's pretraining recipe.
-    return optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay, beta_2=0.95)
+    optimizer = optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay, beta_2=0.95)
+    # "following timm: set wd as 0 for bias and norm layers" (main_pretrain.py).
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+    return optimizer
 
 
 def masked_loss(model, images):
@@ -93,7 +105,8 @@ def write_png(model, images, path):
 
 def fine_tune(model, x, y, x_test, y_test):
     steps = FLAGS.finetune_epochs * (len(x) // FLAGS.batch_size)
-    model.compile(optimizer=_optimizer(steps), jit_compile=True, **model.compile_defaults())
+    model.compile(optimizer=_optimizer(steps, model), jit_compile=True,
+                  **model.compile_defaults())
     start = time.time()
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.finetune_epochs, shuffle=True,
               verbose=0)
@@ -117,10 +130,13 @@ def main(argv):
     print(f"masked-patch loss on digits:test before pretraining: {before[0]:.4f} "
           f"(mean training image: {before[1]:.4f}, mean of visible patches: {before[2]:.4f})")
     steps = FLAGS.epochs * (n_train // FLAGS.batch_size)
-    mae.compile(optimizer=_optimizer(steps), jit_compile=True, **mae.compile_defaults())
+    mae.compile(optimizer=_optimizer(steps, mae), jit_compile=True, **mae.compile_defaults())
+    originals, _ = datasets.load("digits", "train")  # 8x8, as stored: crops start here
+    train = (originals.shuffle(len(x), seed=FLAGS.seed)
+             .map(mae.train_input_transform(FLAGS.seed), num_parallel_calls=tf.data.AUTOTUNE)
+             .batch(FLAGS.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     start = time.time()
-    history = mae.fit(x[:n_train], y[:n_train], batch_size=FLAGS.batch_size,
-                      epochs=FLAGS.epochs, shuffle=True, verbose=0)
+    history = mae.fit(train, epochs=FLAGS.epochs, verbose=0)
     pretrain_seconds = time.time() - start
     after = masked_loss(mae, x_test)
     print(f"masked-patch loss on digits:test after {FLAGS.epochs} epochs ({steps} steps, "

@@ -19,7 +19,7 @@ from keras_zoo.backend import tf
 
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
 BUNDLED = {"digits": "digits.npz"}
-_BUNDLED_INFO = {"digits": dict(num_classes=10, image_shape=(8, 8, 1), max_value=16.0)}
+_BUNDLED_INFO = {"digits": {"num_classes": 10, "image_shape": (8, 8, 1), "max_value": 16.0}}
 SPLITS = ("train", "test")
 
 
@@ -43,23 +43,40 @@ class DatasetInfo:
 
 
 def parse_spec(spec, default_split="train"):
-    """'tfds:mnist:test' -> ('tfds', 'mnist', 'test'); 'digits' -> ('bundled', 'digits', 'train')."""
+    """'tfds:mnist:test' -> ('tfds', 'mnist', 'test'); 'digits' -> ('bundled', 'digits', 'train').
+
+    The whole spec must mean something: a tail after the split (``digits:test:x``),
+    an empty part or a synthetic size that is not a positive whole number is a
+    DatasetError. A tfds split keeps its own colons (``tfds:mnist:train[:80%]``)."""
     if not spec or not isinstance(spec, str):
         raise DatasetError(f"dataset spec must be a non-empty string, got {spec!r}")
-    parts = spec.split(":")
-    if parts[0] == "tfds":
+    kind = spec.split(":", 1)[0]
+    if kind == "tfds":
+        parts = spec.split(":", 2)
         if len(parts) < 2 or not parts[1]:
             raise DatasetError(f"{spec!r}: write tfds:NAME[:SPLIT], e.g. tfds:mnist:test")
+        if len(parts) > 2 and not parts[2]:
+            raise DatasetError(f"{spec!r}: empty split; write tfds:{parts[1]}[:SPLIT]")
         return "tfds", parts[1], parts[2] if len(parts) > 2 else default_split
-    if parts[0] == "synthetic":
-        return "synthetic", parts[1] if len(parts) > 1 else "1024", default_split
-    if parts[0] in BUNDLED:
+    parts = spec.split(":")
+    if kind == "synthetic":
+        if len(parts) > 2:
+            raise DatasetError(f"{spec!r}: write synthetic[:N], with nothing after N")
+        count = parts[1] if len(parts) > 1 else "1024"
+        if not count.isdigit() or int(count) <= 0:
+            raise DatasetError(f"{spec!r}: synthetic:N needs a positive whole number of "
+                               f"examples, got {count!r}")
+        return "synthetic", count, default_split
+    if kind in BUNDLED:
+        if len(parts) > 2:
+            raise DatasetError(f"{spec!r}: write {kind}[:SPLIT] with SPLIT one of {SPLITS}; "
+                               f"{':'.join(parts[2:])!r} after the split is not understood")
         split = parts[1] if len(parts) > 1 else default_split
         if split not in SPLITS:
             raise DatasetError(f"{spec!r}: bundled split must be one of {SPLITS}, got {split!r}")
-        return "bundled", parts[0], split
+        return "bundled", kind, split
     known = list(BUNDLED) + ["tfds:NAME", "synthetic"]
-    close = difflib.get_close_matches(parts[0], known, n=3)
+    close = difflib.get_close_matches(kind, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(known)}.{hint}")
 
@@ -134,7 +151,7 @@ def _load_tfds(name, split, data_dir):
     shape = tuple(features["image"].shape)
     try:
         n = builder.info.splits[split].num_examples
-    except Exception:
+    except Exception:  # noqa: BLE001  (sliced or unknown splits: size unknown, streamed)
         n = None
     return ds, DatasetInfo(name, split, num_classes, shape, n)
 
@@ -197,9 +214,15 @@ def pipeline(ds, batch_size, image_size, num_channels, training, seed=0,
 def image_batches(ds, info, batch_size, image_size, num_channels, training, transform=None,
                   weighted=False):
     """The default ``ZooModel.batch_data``: images resized to the model's
-    input, static batches. Training: batches then ``transform`` (DINO's
-    multi-crop). Evaluation with ``weighted``: (x, y, w) where the partial
-    last batch is padded with weight-0 copies, so every example counts once."""
+    input, static batches. Training with a ``transform`` (the family's
+    ``train_input_transform``: DINO's multi-crop, MAE's random-resized crop):
+    it maps each decoded example at its own size *instead of* the resize, as
+    the official recipes crop the original image, then the views are batched.
+    Evaluation with ``weighted``: (x, y, w) where the partial last batch is
+    padded with weight-0 copies, so every example counts once."""
+    if training and transform is not None:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (to_model_input(x, image_size, num_channels), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if not training and weighted and info.num_examples:
@@ -207,10 +230,7 @@ def image_batches(ds, info, batch_size, image_size, num_channels, training, tran
         pad = -info.num_examples % batch_size
         if pad:
             ds = ds.concatenate(ds.take(1).map(lambda x, y, w: (x * 0, y, w * 0)).repeat(pad))
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if training and transform is not None:
-        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds
+    return ds.batch(batch_size, drop_remainder=True)
 
 
 def check_nonempty(ds, spec, batch_size):

@@ -5,73 +5,36 @@ of the image, at the model's resolution) and N *local* views (small crops at a
 lower resolution). The teacher sees only the global views; the student sees
 all of them, which teaches "local-to-global" correspondence.
 
-Runs inside tf.data on whole batches: the crops of a batch are cut with one
-vectorised ``tf.image.crop_and_resize``, so every view of a kind has one static
-shape (global crops one size, local crops another) as XLA and TPUs require.
+As in the official ``DataAugmentationDINO`` (facebookresearch/dino
+``main_dino.py``), the views are cut from each *decoded original image* at its
+own resolution, before any resizing, and each is resized once to its crop
+size. So the map runs per example, before batching; every view of a kind has
+one static shape (global crops one size, local crops another), as XLA and
+TPUs require. The photometric ops are torchvision's, per image
+(``keras_zoo.data.augment``).
 """
 
-import math
-
-import keras
-
 from keras_zoo.backend import tf
-
-
-def random_resized_crop(images, size, scale, rng, ratio=(3.0 / 4.0, 4.0 / 3.0)):
-    """Per image: a box covering ``scale`` of the area with aspect ratio in
-    ``ratio`` (log-uniform), at a random position, resized to ``size`` x ``size``.
-
-    torchvision retries up to 10 times to fit the box; here a box that would
-    overflow is clipped to the image instead, which keeps the op branch-free.
-    """
-    n = tf.shape(images)[0]
-    area = rng.uniform((n,), scale[0], scale[1])
-    log_ratio = rng.uniform((n,), math.log(ratio[0]), math.log(ratio[1]))
-    aspect = tf.exp(log_ratio)
-    height = tf.minimum(tf.sqrt(area / aspect), 1.0)
-    width = tf.minimum(tf.sqrt(area * aspect), 1.0)
-    top = rng.uniform((n,)) * (1.0 - height)
-    left = rng.uniform((n,)) * (1.0 - width)
-    boxes = tf.stack([top, left, top + height, left + width], axis=1)
-    return tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size),
-                                    method="bilinear")
-
-
-def random_apply(fn, images, probability, rng):
-    """``fn`` on each image with ``probability``, the identity otherwise."""
-    if probability <= 0.0:
-        return images
-    if probability >= 1.0:
-        return fn(images)
-    keep = rng.uniform((tf.shape(images)[0], 1, 1, 1)) < probability
-    return tf.where(keep, fn(images), images)
-
-
-def _gaussian_blur(size, probability, seed):
-    # SimCLR/DINO blur with sigma in [0.1, 2.0] px; the kernel spans ~10 % of
-    # the crop (odd, at least 3).
-    return keras.layers.RandomGaussianBlur(
-        factor=(probability, probability), kernel_size=max(3, (size // 10) | 1),
-        sigma=(0.1, 2.0), value_range=(0, 1), seed=seed)
-
-
-def solarize(images, threshold=0.5):
-    """Inverts the pixels above ``threshold`` (images in [0, 1]), as PIL does."""
-    return tf.where(images < threshold, images, 1.0 - images)
+from keras_zoo.data import augment
 
 
 class MultiCrop:
-    """Maps a batch ``(images (B, H, W, C) in [0, 1], labels)`` to
-    ``({"global_crops": (B, 2, G, G, C), "local_crops": (B, N, L, L, C)}, labels)``.
+    """Maps one example ``(image (H, W, C), label)`` at its own size, uint8 or
+    float in [0, 1], to ``({"global_crops": (2, G, G, C'), "local_crops":
+    (N, L, L, C')}, label)``; batching then stacks views on axis 1.
 
     Views stay on axis 1 so that a distribution strategy, which splits axis 0
     across replicas, hands each replica all the views of its own images.
-    The paper's recipe: global crops cover ``(0.4, 1.0)`` of the image at 224 px,
-    local crops ``(0.05, 0.4)`` at 96 px; horizontal flip (p 0.5), colour jitter
-    (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1; p 0.8), grayscale
-    (p 0.2), Gaussian blur (p 1.0 on the first global view, 0.1 on the second,
-    0.5 on local views), solarization (p 0.2, second global view only).
-    Single-channel images get brightness and contrast jitter only.
+    The paper's recipe (``DataAugmentationDINO``): global crops cover
+    ``(0.4, 1.0)`` of the image at 224 px, local crops ``(0.05, 0.4)`` at
+    96 px, bicubic; then per view: horizontal flip (p 0.5), colour jitter
+    (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1; p 0.8),
+    grayscale (p 0.2), Gaussian blur with sigma in [0.1, 2] px (p 1.0 on the
+    first global view, 0.1 on the second, 0.5 on local views), solarization
+    (p 0.2, second global view only). Single-channel images get brightness
+    and contrast jitter only (saturation and hue are no-ops on grey, as in
+    PIL). ``num_channels``: C' of the views (1 <-> 3 converted; None keeps C).
+    A batch ``(B, H, W, C)`` is also accepted (each image cut on its own).
     """
 
     def __init__(self, global_crop_size=224, local_crop_size=96, num_local_crops=8,
@@ -79,7 +42,7 @@ class MultiCrop:
                  flip_probability=0.5, color_jitter_probability=0.8,
                  color_jitter=(0.4, 0.4, 0.2, 0.1), grayscale_probability=0.2,
                  blur_probability=(1.0, 0.1, 0.5), solarization_probability=0.2,
-                 seed=None):
+                 num_channels=None, seed=None):
         for name, size in (("global_crop_size", global_crop_size),
                            ("local_crop_size", local_crop_size)):
             if not isinstance(size, int) or size <= 0:
@@ -92,6 +55,11 @@ class MultiCrop:
                 raise ValueError(
                     f"{name} must be (low, high) with 0 < low <= high <= 1, got "
                     f"{(low, high)}")
+        if len(tuple(color_jitter)) != 4 or len(tuple(blur_probability)) != 3:
+            raise ValueError(
+                f"color_jitter must be (brightness, contrast, saturation, hue) and "
+                f"blur_probability (global 1, global 2, local), got {color_jitter!r} "
+                f"and {blur_probability!r}")
         self.global_crop_size = global_crop_size
         self.local_crop_size = local_crop_size
         self.num_local_crops = num_local_crops
@@ -103,24 +71,9 @@ class MultiCrop:
         self.grayscale_probability = grayscale_probability
         self.blur_probability = tuple(blur_probability)
         self.solarization_probability = solarization_probability
+        self.num_channels = num_channels
         self._seed = seed
         self._generator = None  # a tf.random.Generator, made on first use (see _rng)
-        seeds = [None] * 6 if seed is None else [seed + i for i in range(1, 7)]
-        self._flip = keras.layers.RandomFlip("horizontal", seed=seeds[0])
-        self._grayscale = keras.layers.RandomGrayscale(grayscale_probability, seed=seeds[1])
-        brightness, contrast, saturation, hue = self.color_jitter
-        # Keras' jitter factors are offsets around "unchanged"; torchvision's
-        # ColorJitter(0.4, ...) samples multipliers in [0.6, 1.4] — the same band.
-        self._jitter_rgb = keras.layers.RandomColorJitter(
-            value_range=(0, 1), brightness_factor=brightness, contrast_factor=contrast,
-            saturation_factor=(max(0.5 - saturation / 2, 0.0), 0.5 + saturation / 2),
-            hue_factor=hue, seed=seeds[2])
-        self._jitter_grey = keras.layers.RandomColorJitter(
-            value_range=(0, 1), brightness_factor=brightness, contrast_factor=contrast,
-            seed=seeds[2])
-        sizes = (global_crop_size, global_crop_size, local_crop_size)
-        self._blurs = [_gaussian_blur(size, p, s) if p > 0 else None
-                       for size, p, s in zip(sizes, self.blur_probability, seeds[3:])]
 
     @property
     def _rng(self):
@@ -134,52 +87,52 @@ class MultiCrop:
                     else tf.random.Generator.from_non_deterministic_state())
         return self._generator
 
-    def _photometric(self, views, blur, solarization):
-        """blur: a RandomGaussianBlur layer or None."""
-        views = self._flip(views, training=True)
-        jitter = self._jitter_rgb if views.shape[-1] == 3 else self._jitter_grey
-        views = random_apply(lambda v: jitter(v, training=True), views,
-                             self.color_jitter_probability, self._rng)
-        if views.shape[-1] == 3:
-            views = self._grayscale(views, training=True)
-        if blur is not None:
-            views = blur(views, training=True)
-        views = random_apply(solarize, views, solarization, self._rng)
-        return tf.clip_by_value(views, 0.0, 1.0)
+    def _view(self, image, size, scale, blur, solarization):
+        """One view, in ``DataAugmentationDINO``'s order: crop, flip, jitter,
+        grayscale, blur, solarize."""
+        rng = self._rng
+        view = augment.random_resized_crop(image, size, scale, rng)
+        view = augment.horizontal_flip(view, self.flip_probability, rng)
+        view = augment.random_apply(
+            lambda v: augment.color_jitter(v, *self.color_jitter, rng=rng), view,
+            self.color_jitter_probability, rng)
+        view = augment.grayscale(view, self.grayscale_probability, rng)
+        view = augment.gaussian_blur(view, blur, rng)
+        view = augment.random_apply(augment.solarize, view, solarization, rng)
+        return view
 
-    def check_image_size(self, height, width):
-        """Crops are cut from the image: a crop larger than it is an error."""
-        for name, size in (("global_crop_size", self.global_crop_size),
-                           ("local_crop_size", self.local_crop_size)):
-            if (height is not None and size > height) or (width is not None and size > width):
-                raise ValueError(
-                    f"{name}={size} is larger than the images ({height}x{width}); "
-                    f"crops must fit inside the image: use a crop size <= "
-                    f"{min(h for h in (height, width) if h is not None)} or larger images")
-
-    def views(self, images):
-        """(B, H, W, C) float images in [0, 1] -> dict of stacked views."""
-        images = tf.convert_to_tensor(images, tf.float32)
-        if images.shape.rank != 4:
-            raise ValueError(f"MultiCrop expects a batch (B, H, W, C), got shape {images.shape}")
-        self.check_image_size(images.shape[1], images.shape[2])
-        blur = self._blurs
-        global_views = [
-            self._photometric(
-                random_resized_crop(images, self.global_crop_size,
-                                    self.global_crops_scale, self._rng),
-                blur=blur[i], solarization=self.solarization_probability if i else 0.0)
-            for i in range(2)]
-        out = {"global_crops": tf.stack(global_views, axis=1)}
+    def views(self, image):
+        """One (H, W, C) image (or a (B, H, W, C) batch) -> dict of stacked views."""
+        image = tf.convert_to_tensor(image)
+        if image.shape.rank == 4:
+            spec = {k: tf.TensorSpec(v.shape[1:], tf.float32)
+                    for k, v in self._spec(image.shape[-1]).items()}
+            return tf.map_fn(self.views, image, fn_output_signature=spec)
+        if image.shape.rank != 3:
+            raise ValueError(f"MultiCrop expects an image (H, W, C) or a batch "
+                             f"(B, H, W, C), got shape {image.shape}")
+        image = augment.to_unit_float(image)
+        if self.num_channels is not None:
+            image = augment.match_channels(image, self.num_channels)
+        blur = self.blur_probability
+        out = {"global_crops": tf.stack([
+            self._view(image, self.global_crop_size, self.global_crops_scale, blur[i],
+                       self.solarization_probability if i else 0.0)
+            for i in range(2)])}
         if self.num_local_crops:
-            local_views = [
-                self._photometric(
-                    random_resized_crop(images, self.local_crop_size,
-                                        self.local_crops_scale, self._rng),
-                    blur=blur[2], solarization=0.0)
-                for _ in range(self.num_local_crops)]
-            out["local_crops"] = tf.stack(local_views, axis=1)
+            out["local_crops"] = tf.stack([
+                self._view(image, self.local_crop_size, self.local_crops_scale, blur[2], 0.0)
+                for _ in range(self.num_local_crops)])
         return out
 
-    def __call__(self, images, labels=None):
-        return self.views(images), labels
+    def _spec(self, channels):
+        c = self.num_channels or channels
+        spec = {"global_crops": tf.TensorSpec((None, 2, self.global_crop_size,
+                                               self.global_crop_size, c))}
+        if self.num_local_crops:
+            spec["local_crops"] = tf.TensorSpec((None, self.num_local_crops,
+                                                 self.local_crop_size, self.local_crop_size, c))
+        return spec
+
+    def __call__(self, image, label=None):
+        return self.views(image), label

@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from keras_zoo import config
+from keras_zoo.layers.initializers import initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -20,6 +21,9 @@ class MultiHeadAttention(layers.Layer):
         num_heads: number of heads; ``hidden_dim`` must divide by it.
         dropout: dropout on the attention probabilities (training only).
         use_bias: bias on the projections (True in ViT/BERT).
+        weight_init: initialisation scheme of ``keras_zoo.layers.initializers``
+            ("keras": glorot_uniform over each fused kernel; "big_vision":
+            xavier with the fans of q, k and v as separate (D, D) matrices).
 
     Call args:
         query: (batch, q_len, dim). value: optional (batch, kv_len, dim).
@@ -44,11 +48,13 @@ class MultiHeadAttention(layers.Layer):
     weights, same numbers.
     """
 
-    def __init__(self, num_heads, dropout=0.0, use_bias=True, **kwargs):
+    def __init__(self, num_heads, dropout=0.0, use_bias=True, weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.dropout = dropout
         self.use_bias = use_bias
+        self.weight_init = weight_init
+        initializer(weight_init, "attention_kernel")  # an unknown scheme fails here
         self._attention_dropout = layers.Dropout(dropout)
 
     def build(self, query_shape, value_shape=None):
@@ -60,7 +66,10 @@ class MultiHeadAttention(layers.Layer):
         self.head_dim = dim // self.num_heads
         self.is_cross_attention = value_shape is not None
         dense = lambda units, name: layers.Dense(
-            units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name
+            units, use_bias=self.use_bias, dtype=self.dtype_policy, name=name,
+            kernel_initializer=initializer(
+                self.weight_init, "attention_kernel", parts=units // dim),
+            bias_initializer=initializer(self.weight_init, "attention_bias"),
         )
         if self.is_cross_attention:
             self.q = dense(dim, "q")
@@ -229,7 +238,8 @@ class MultiHeadAttention(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_heads=self.num_heads, dropout=self.dropout, use_bias=self.use_bias
+            num_heads=self.num_heads, dropout=self.dropout, use_bias=self.use_bias,
+            weight_init=self.weight_init,
         )
         return config
 

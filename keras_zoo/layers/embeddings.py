@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class PatchEmbedding(layers.Layer):
@@ -13,14 +15,18 @@ class PatchEmbedding(layers.Layer):
 
     A Conv2D with kernel = stride = patch_size is exactly "flatten each patch,
     multiply by one matrix", in one fused op. (B, H, W, C) -> (B, N, hidden_dim)
-    with N = (H / patch_size) * (W / patch_size).
+    with N = (H / patch_size) * (W / patch_size). ``weight_init``: a scheme of
+    ``keras_zoo.layers.initializers`` (the kernel is one (p*p*C, D) matrix,
+    so its fans are p*p*C and D, not Keras' conv fans p*p*C and p*p*D).
     """
 
-    def __init__(self, patch_size, hidden_dim, use_bias=True, **kwargs):
+    def __init__(self, patch_size, hidden_dim, use_bias=True, weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.use_bias = use_bias
+        self.weight_init = weight_init
+        initializer(weight_init, "patch_kernel", 1)  # an unknown scheme fails here
 
     def build(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -30,9 +36,12 @@ class PatchEmbedding(layers.Layer):
                     f"image size {h}x{w} is not divisible by patch_size="
                     f"{self.patch_size}; pick an image size that is a multiple of it"
                 )
+        fan_in = self.patch_size * self.patch_size * input_shape[-1]
         self.projection = layers.Conv2D(
             self.hidden_dim, self.patch_size, strides=self.patch_size,
-            use_bias=self.use_bias, dtype=self.dtype_policy, name="projection")
+            use_bias=self.use_bias, dtype=self.dtype_policy, name="projection",
+            kernel_initializer=initializer(self.weight_init, "patch_kernel", fan_in),
+            bias_initializer=initializer(self.weight_init, "patch_bias", fan_in))
         self.projection.build(input_shape)
 
     def call(self, images):
@@ -48,7 +57,7 @@ class PatchEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim,
-                      use_bias=self.use_bias)
+                      use_bias=self.use_bias, weight_init=self.weight_init)
         return config
 
 
@@ -57,12 +66,19 @@ class ClassToken(layers.Layer):
     """Prepends one learned [CLS] vector to the sequence: (B, N, D) -> (B, 1+N, D).
 
     Attention lets this token gather a summary of the image; the classifier
-    reads it (BERT's [CLS], carried over to ViT).
+    reads it (BERT's [CLS], carried over to ViT). Its initial value follows
+    ``weight_init`` (zeros in big_vision and Keras, N(0, 0.02) in MAE and DINO).
     """
+
+    def __init__(self, weight_init="keras", **kwargs):
+        super().__init__(**kwargs)
+        self.weight_init = weight_init
+        initializer(weight_init, "class_token")  # an unknown scheme fails here
 
     def build(self, input_shape):
         self.token = self.add_weight(
-            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+            shape=(1, 1, input_shape[-1]), name="token",
+            initializer=initializer(self.weight_init, "class_token"))
 
     def call(self, x):
         b = ops.shape(x)[0]
@@ -73,6 +89,9 @@ class ClassToken(layers.Layer):
         n = None if input_shape[1] is None else input_shape[1] + 1
         return (input_shape[0], n, input_shape[2])
 
+    def get_config(self):
+        return {**super().get_config(), "weight_init": self.weight_init}
+
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class LearnedPositionEmbedding(layers.Layer):
@@ -81,6 +100,10 @@ class LearnedPositionEmbedding(layers.Layer):
     ``num_prefix_tokens`` positions (the CLS token) precede a square grid of
     patches. When a checkpoint is loaded at another image size the grid part
     is resampled bicubically (see ``resample``), as timm and big_vision do.
+    Initial values: N(0, ``initializer_stddev``), the ViT code's
+    ``normal(stddev=0.02)`` (and timm/DINO's ``trunc_normal_(std=.02)``, whose
+    cut-off at +-2 is 100 std away); Keras' TruncatedNormal would cut at 2 std
+    and give std 0.0176.
     """
 
     def __init__(self, num_prefix_tokens=0, initializer_stddev=0.02, **kwargs):
@@ -91,7 +114,7 @@ class LearnedPositionEmbedding(layers.Layer):
     def build(self, input_shape):
         self.embedding = self.add_weight(
             shape=(1, input_shape[1], input_shape[2]),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_stddev),
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_stddev),
             name="embedding")
 
     def call(self, x):

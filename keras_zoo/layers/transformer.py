@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from keras_zoo.layers.attention import MultiHeadAttention
+from keras_zoo.layers.droppath import DropPath
 from keras_zoo.layers.feedforward import FeedForward
 from keras_zoo.layers.normalization import LayerNormalization
 
@@ -15,7 +16,8 @@ class _Block(layers.Layer):
 
     def __init__(self, num_heads, mlp_dim, dropout=0.0, attention_dropout=0.0,
                  activation="gelu", norm_first=True, layer_norm_epsilon=1e-6,
-                 use_bias=True, activation_dropout=None, **kwargs):
+                 use_bias=True, activation_dropout=None, drop_path_rate=0.0,
+                 weight_init="keras", **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
@@ -26,6 +28,9 @@ class _Block(layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_bias = use_bias
         self.activation_dropout = activation_dropout
+        self.drop_path_rate = drop_path_rate
+        self.weight_init = weight_init
+        self.drop_path = DropPath(drop_path_rate, dtype=self.dtype_policy)
 
     def _norm(self, name):
         return LayerNormalization(epsilon=self.layer_norm_epsilon, name=name,
@@ -33,21 +38,23 @@ class _Block(layers.Layer):
 
     def _attention(self, name):
         return MultiHeadAttention(self.num_heads, dropout=self.attention_dropout,
-                                  use_bias=self.use_bias, name=name, dtype=self.dtype_policy)
+                                  use_bias=self.use_bias, weight_init=self.weight_init,
+                                  name=name, dtype=self.dtype_policy)
 
     def _mlp(self):
         return FeedForward(self.mlp_dim, activation=self.activation, dropout=self.dropout,
-                           activation_dropout=self.activation_dropout, name="mlp",
-                           dtype=self.dtype_policy)
+                           activation_dropout=self.activation_dropout,
+                           weight_init=self.weight_init, name="mlp", dtype=self.dtype_policy)
 
-    def _residual(self, x, norm, sublayer):
+    def _residual(self, x, norm, sublayer, training=None):
         """Pre-LN: x + f(LN(x)). Post-LN (the paper): LN(x + f(x)). ``sublayer``
-        returns (output, aux); aux (a cache) is passed through."""
+        returns (output, aux); aux (a cache) is passed through. f's output goes
+        through stochastic depth (``drop_path_rate``; timm / DINO ``Block``)."""
         if self.norm_first:
             h, aux = sublayer(norm(x))
-            return x + h, aux
+            return x + self.drop_path(h, training=training), aux
         h, aux = sublayer(x)
-        return norm(x + h), aux
+        return norm(x + self.drop_path(h, training=training)), aux
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -58,7 +65,8 @@ class _Block(layers.Layer):
                       dropout=self.dropout, attention_dropout=self.attention_dropout,
                       activation=self.activation, norm_first=self.norm_first,
                       layer_norm_epsilon=self.layer_norm_epsilon,
-                      use_bias=self.use_bias, activation_dropout=self.activation_dropout)
+                      use_bias=self.use_bias, activation_dropout=self.activation_dropout,
+                      drop_path_rate=self.drop_path_rate, weight_init=self.weight_init)
         return config
 
 
@@ -92,7 +100,8 @@ class TransformerEncoderBlock(_Block):
         self.attention_dropout_layer = layers.Dropout(self.dropout)
         self.mlp_norm = self._norm("mlp_norm")
         self.mlp = self._mlp()
-        for sub in (self.attention_norm, self.attention, self.mlp_norm, self.mlp):
+        for sub in (self.attention_norm, self.attention, self.mlp_norm, self.mlp,
+                    self.drop_path):
             sub.build(input_shape)
 
     def call(self, x, attention_mask=None, use_causal_mask=False, training=None,
@@ -104,9 +113,9 @@ class TransformerEncoderBlock(_Block):
             h, new_cache = out if cache is not None else (out, None)
             return self.attention_dropout_layer(h, training=training), new_cache
 
-        x, new_cache = self._residual(x, self.attention_norm, attend)
+        x, new_cache = self._residual(x, self.attention_norm, attend, training)
         x, _ = self._residual(x, self.mlp_norm,
-                              lambda h: (self.mlp(h, training=training), None))
+                              lambda h: (self.mlp(h, training=training), None), training)
         return x if cache is None else (x, new_cache)
 
 
@@ -144,7 +153,7 @@ class TransformerDecoderBlock(_Block):
         self.mlp = self._mlp()
         self.residual_dropout = layers.Dropout(self.dropout)
         for sub in (self.self_attention_norm, self.cross_attention_norm, self.mlp_norm,
-                    self.self_attention, self.mlp):
+                    self.self_attention, self.mlp, self.drop_path):
             sub.build(x_shape)
         self.cross_attention.build(x_shape, memory_shape)
 
@@ -166,8 +175,8 @@ class TransformerDecoderBlock(_Block):
                                          training=training)
             return self.residual_dropout(h, training=training), None
 
-        x, new_cache = self._residual(x, self.self_attention_norm, self_attend)
-        x, _ = self._residual(x, self.cross_attention_norm, cross_attend)
+        x, new_cache = self._residual(x, self.self_attention_norm, self_attend, training)
+        x, _ = self._residual(x, self.cross_attention_norm, cross_attend, training)
         x, _ = self._residual(x, self.mlp_norm,
-                              lambda h: (self.mlp(h, training=training), None))
+                              lambda h: (self.mlp(h, training=training), None), training)
         return x if cache is None else (x, new_cache)

@@ -88,7 +88,11 @@ def reconstruction_error(images, logits, kind):
 
     ``"bce"``: -log p(x|z) of a Bernoulli per pixel (Kingma & Welling's
     choice for [0, 1] images; for grey values between 0 and 1 it is the
-    cross-entropy, not an exact likelihood). ``"mse"``: squared error.
+    cross-entropy, not an exact likelihood). ``"mse"``: half the squared
+    error, ``1/2 ||x_hat - x||^2``: the reconstruction term of Ng's sparse
+    autoencoder objective (CS294A notes, Sec. 2), against which its beta and
+    lambda are set, and the -log p(x|z) of a unit-variance Gaussian up to a
+    constant.
     Summing over pixels (rather than averaging) keeps the VAE's
     reconstruction and KL terms on the scale of the ELBO.
     """
@@ -99,7 +103,7 @@ def reconstruction_error(images, logits, kind):
     if kind == "bce":
         per_pixel = ops.binary_crossentropy(images, logits, from_logits=True)  # elementwise
     else:
-        per_pixel = ops.square(images - ops.sigmoid(logits))
+        per_pixel = 0.5 * ops.square(images - ops.sigmoid(logits))
     return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
 
 
@@ -208,6 +212,16 @@ class Codec(ZooModel):
         return {"encoder": self.encoder,
                 "decoder": keras.Model(code, pixels, name="decoder_pixels")}
 
+    def embedding_kinds(self):
+        return ("code",)
+
+    def embedding_model(self, kind=None):
+        """``"code"``: the encoder's bottleneck (B, latent_dim), what
+        ``code()`` returns and a LatentClassifier reads (the VAE: its mean)."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.encoder.inputs,
+                                    lambda: self.encoder.outputs[0])
+
     def evaluate_dataset(self, data, batch_size=64):
         """Per-image averages of every loss term over ``data``: a tf.data.Dataset
         of (images, labels) or images, or an array of images. Raises
@@ -247,9 +261,10 @@ class Autoencoder(Codec):
     front of the dense layers and transposed convolutions behind them. Input
     (image_size, image_size, num_channels) in [0, 1]; the model's output is
     the reconstruction; ``encoder``/``decoder`` are sub-models. Loss: summed
-    per-pixel binary cross-entropy (default) or squared error, averaged over
-    images, plus ``weight_decay / 2`` times the summed squared kernels (0 by
-    default); labels in the batches are ignored.
+    per-pixel binary cross-entropy (default) or half the squared error
+    (``"mse"``, Ng's 1/2 ||x_hat - x||^2), averaged over images, plus
+    ``weight_decay / 2`` times the summed squared kernels (0 by default);
+    labels in the batches are ignored.
     """
 
     TERMS = ("loss", "reconstruction")
@@ -301,7 +316,9 @@ class SparseAutoencoder(Autoencoder):
     We chose this KL form (over an L1 penalty) because it targets a mean
     activation a user can state and check. Ng's exercise: 8x8 patches, 25
     hidden units, rho = 0.01, weight 3, weight decay 1e-4 (preset
-    ``sparse_autoencoder_ng``, squared error over 64 pixels). The weight
+    ``sparse_autoencoder_ng``): J = mean over images of 1/2 ||x_hat - x||^2
+    (64 pixels) + (lambda / 2) sum W^2 + beta sum_j KL, Ng's objective
+    term for term (``reconstruction_loss="mse"`` carries the 1/2). The weight
     trades against a reconstruction summed over pixels: at 32x32 (hundreds of
     nats of cross-entropy) weights of 30-100 bring rho_hat close to rho within
     a few epochs; 3 barely moves it. Under a distribution strategy rho_hat is

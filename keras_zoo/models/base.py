@@ -1,10 +1,15 @@
 """ZooModel: the functional Keras model every family builds on."""
 
 import inspect
+import numbers
 
 import keras
 
 from keras_zoo import presets
+
+
+class EmbeddingError(ValueError):
+    """A model that has no embedding (no ``embedding_model`` hook)."""
 
 
 class ZooModel(keras.Model):
@@ -28,6 +33,7 @@ class ZooModel(keras.Model):
         bound.apply_defaults()
         config = {k: v for k, v in list(bound.arguments.items())[1:]
                   if k not in ("kwargs", "name")}
+        check_sizes(cls.__name__, config)
         vars(instance)["_zoo_config"] = _plain(config)  # bypasses Keras' attribute tracking
         return instance
 
@@ -62,6 +68,22 @@ class ZooModel(keras.Model):
     def save_to_preset(self, directory, description=""):
         """Writes config.json + model.weights.h5 + manifest.json (sha256)."""
         return presets.save_to_preset(self, directory, description)
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``; an empty batch is one clear ValueError
+        (Keras' own loop fails with an UnboundLocalError on it)."""
+        arrays = (list(x.values()) if isinstance(x, dict)
+                  else list(x) if isinstance(x, (list, tuple)) else [x])
+        for a in arrays:
+            shape = getattr(a, "shape", None)
+            if shape is not None and len(shape) and shape[0] == 0:
+                raise ValueError(f"{type(self).__name__}.predict got an empty batch (input of "
+                                 f"shape {tuple(shape)}): give at least one example")
+        try:
+            return super().predict(x, *args, **kwargs)
+        except UnboundLocalError:  # Keras' loop saw no batch at all (an empty dataset)
+            raise ValueError(f"{type(self).__name__}.predict got no batch: the input "
+                             "dataset is empty") from None
 
     def __call__(self, inputs, *args, **kwargs):
         self._check_input_shape(inputs)
@@ -168,16 +190,104 @@ class ZooModel(keras.Model):
         return []
 
     def train_input_transform(self):
-        """None, or a tf.data map fn ``(images, labels) -> (x, y)`` applied to
-        each training batch before it reaches ``train_step`` (DINO's
-        multi-crop views). Runs on the host inside tf.data."""
+        """None, or a tf.data map fn ``(image, label) -> (x, y)`` applied to
+        each decoded training example at its own size (uint8 or float in
+        [0, 1]), before batching, in place of the resize to the model's input
+        (DINO's multi-crop views, MAE's random-resized crops: the official
+        recipes crop the original image). Its outputs must have static shapes.
+        Runs on the host inside tf.data; None: resize only."""
         return None
 
     def serving_signatures(self):
         """Named functions the exporter writes: ``{name: keras.Model}``.
         Default: the model itself as ``serving_default``. A family with
-        several entry points (VAE encoder/decoder) returns each by name."""
+        several entry points (VAE encoder/decoder) returns each by name.
+        The exporter adds ``"embedding"`` itself (``export_signatures``)."""
         return {"serving_default": self}
+
+    def export_signatures(self):
+        """What the exporter writes: ``serving_signatures()`` plus
+        ``"embedding"`` (the default ``embedding_model()``) when the family
+        has an embedding hook; on-device retrieval runs that signature."""
+        signatures = dict(self.serving_signatures())
+        if self.embedding_kinds() and "embedding" not in signatures:
+            signatures["embedding"] = self.embedding_model()
+        return signatures
+
+    # ---- embeddings: one vector per input, the features a family is "for".
+
+    def embedding_kinds(self):
+        """The names ``embedding_model(kind=...)`` accepts, the default first;
+        ``()`` for a family without an embedding hook (the base default)."""
+        return ()
+
+    def embedding_model(self, kind=None):
+        """A functional ``keras.Model`` from this model's inputs to its embedding.
+
+        The contract a family's override keeps (``embed``, the exporter's
+        ``embedding`` signature and ``experiments.embed`` rely on nothing else):
+
+        * inputs: the serving inputs of the model (same names, shapes and
+          dtypes as ``self.inputs``: images for vision families; token ids
+          and, where the family has one, a padding mask for text families);
+        * one output named ``"embedding"``: float32 ``(batch, dim)`` with a
+          static ``dim``, deterministic (inference mode: no dropout, no
+          masking, no sampling);
+        * it shares this model's layers and weights (no copy), so it follows
+          training and ``load_weights``; build it with ``self._embedding_from``
+          from tensors of the model's graph or of a sub-model;
+        * ``kind``: None for the family's default, else one of
+          ``embedding_kinds()``; an unknown kind raises ValueError naming the
+          valid ones (``self._embedding_kind(kind)`` does that).
+
+        What each family returns is written next to its override (MLP/LeNet:
+        the penultimate layer; ResNet: pooled features; ViT: CLS token or mean
+        of the patch tokens; AE: the code; VAE: the posterior mean; MAE: the
+        unmasked encoder's CLS token; DINO: the teacher backbone's). Text
+        families choose theirs the same way (BERT pooled or mean-pooled tokens,
+        GPT/Mamba mean or last token, the Transformer's encoder mean).
+        """
+        raise EmbeddingError(
+            f"{type(self).__name__} has no embedding hook (embedding_model); families "
+            "with one: " + ", ".join(_families_with_embeddings()))
+
+    def embed(self, x, batch_size=256, kind=None, verbose=False):
+        """Embeddings of ``x`` (an array of inputs, batch first) as a numpy
+        float32 array ``(N, dim)``, computed in batches of ``batch_size``."""
+        import numpy as np
+
+        from keras_zoo import evaluation
+
+        model = self.embedding_model(kind)
+        x = np.asarray(x)
+        expected = tuple(model.inputs[0].shape[1:])
+        if x.ndim != len(expected) + 1 or any(
+                e is not None and g != e for e, g in zip(expected, x.shape[1:])):
+            raise ValueError(
+                f"{type(self).__name__}.embed expects inputs of shape (N, "
+                f"{', '.join(map(str, expected))}); got {x.shape}")
+        return evaluation.extract_features(model, x, batch_size=batch_size, progress=verbose)
+
+    def _embedding_kind(self, kind):
+        kinds = self.embedding_kinds()
+        if kind is None:
+            return kinds[0]
+        if kind not in kinds:
+            raise ValueError(f"{type(self).__name__} has no embedding kind {kind!r}; "
+                             f"its kinds: {', '.join(kinds)}")
+        return kind
+
+    def _embedding_from(self, kind, inputs, build):
+        """The cached ``keras.Model(inputs, build())`` for ``kind``, its output
+        renamed ``embedding`` and cast to float32. ``build`` runs once."""
+        cache = vars(self).setdefault("_embedding_models", {})  # bypasses Keras tracking
+        if kind not in cache:
+            if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+                inputs = inputs[0]  # a single-input model is called with a tensor
+            features = keras.layers.Activation("linear", name="embedding",
+                                               dtype="float32")(build())
+            cache[kind] = keras.Model(inputs, features, name=f"{self.name}_embedding_{kind}")
+        return cache[kind]
 
     def trainable_parameter_count(self):
         """Trainable parameters (BatchNorm moving statistics excluded)."""
@@ -203,6 +313,40 @@ def signature_model(inputs, fn, owned_layers, name):
     decoder step over a cache. ``owned_layers``: the layers ``fn`` uses."""
     return keras.Model(inputs, _FunctionCall(fn, owned_layers, name=f"{name}_fn")(inputs),
                        name=name)
+
+
+# Config options that are sizes or counts, in every family: each must be a
+# positive integer (lists: each entry), else a model without blocks or a
+# ZeroDivisionError deep in a layer is all the user gets. ``None`` stays
+# allowed where the family gives it a meaning (num_classes=None: features).
+SIZE_KEYS = frozenset({
+    "image_size", "patch_size", "num_channels", "num_classes", "hidden_dim", "num_layers",
+    "num_heads", "mlp_dim", "latent_dim", "out_dim", "bottleneck_dim", "head_layers",
+    "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim",
+    "local_crop_size", "steps_per_epoch", "total_steps", "vocab_size", "num_encoder_layers",
+    "num_decoder_layers", "max_source_length", "max_target_length"})
+SIZE_LIST_KEYS = frozenset({"hidden_units", "conv_filters", "filters", "dense_units",
+                            "stage_depths", "stage_filters"})
+
+
+def check_sizes(family, config):
+    """Raises one ValueError naming the first size option that is not a positive integer."""
+    def positive(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+
+    for key, value in config.items():
+        if key in SIZE_KEYS and value is not None and not positive(value):
+            raise ValueError(f"{family}: {key} must be a positive integer, got {value!r}")
+        if key in SIZE_LIST_KEYS and value is not None and (
+                not isinstance(value, (list, tuple)) or not all(map(positive, value))):
+            raise ValueError(f"{family}: {key} must be a list of positive integers, got "
+                             f"{value!r}")
+
+
+def _families_with_embeddings():
+    presets._import_families()
+    return sorted(name for name, cls in presets._FAMILIES.items()
+                  if cls.embedding_kinds is not ZooModel.embedding_kinds)
 
 
 def _plain(value):

@@ -46,6 +46,15 @@ class DINOHead(layers.Layer):
     stabilises training; ``False`` lets g learn (the ViT-S/16 best recipe).
     With the defaults and a 384-d input (ViT-S) the head has 22,286,592
     trainable parameters.
+
+    Initialisation as ``DINOHead.__init__`` (facebookresearch/dino
+    ``vision_transformer.py``): the MLP's linears N(0, 0.02) (``trunc_normal_``
+    with a +-2 cut-off, 100 std away) with zero biases; ``apply(_init_weights)``
+    runs before the last layer exists, so v keeps torch's ``nn.Linear`` default
+    U(+-1/sqrt(bottleneck_dim)) -- its scale sets how fast Adam turns the
+    weight-normalised directions. The L2 normalisation and the last layer
+    compute in float32 under any dtype policy (a softmax at temperature 0.04
+    over 65,536 logits needs their mantissa); the output is float32.
     """
 
     def __init__(self, out_dim=65536, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
@@ -58,11 +67,11 @@ class DINOHead(layers.Layer):
         self.bottleneck_dim = bottleneck_dim
         self.num_layers = num_layers
         self.norm_last_layer = norm_last_layer
-        init = {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.02),
-                "bias_initializer": "zeros", "dtype": self.dtype_policy}
         widths = [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         self.mlp = [layers.Dense(w, activation="gelu" if i < num_layers - 1 else None,
-                                 name=f"mlp_{i}", **init)
+                                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                                 bias_initializer="zeros", dtype=self.dtype_policy,
+                                 name=f"mlp_{i}")
                     for i, w in enumerate(widths)]
 
     def build(self, input_shape):
@@ -70,12 +79,14 @@ class DINOHead(layers.Layer):
         for dense in self.mlp:
             dense.build(shape)
             shape = dense.compute_output_shape(shape)
-        # PyTorch's weight_norm names: direction v and magnitude g.
+        # PyTorch's weight_norm names: direction v and magnitude g. autocast=False:
+        # the layer reads them in float32 even under a mixed policy.
+        bound = 1.0 / math.sqrt(self.bottleneck_dim)
         self.weight_v = self.add_weight(
-            shape=(self.bottleneck_dim, self.out_dim), name="weight_v",
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+            shape=(self.bottleneck_dim, self.out_dim), name="weight_v", autocast=False,
+            initializer=keras.initializers.RandomUniform(-bound, bound))
         self.weight_g = self.add_weight(
-            shape=(self.out_dim,), name="weight_g", initializer="ones",
+            shape=(self.out_dim,), name="weight_g", initializer="ones", autocast=False,
             trainable=not self.norm_last_layer)
 
     @property
@@ -86,9 +97,9 @@ class DINOHead(layers.Layer):
     def call(self, x):
         for dense in self.mlp:
             x = dense(x)
-        x = _l2_normalize(x, axis=-1)
-        v = ops.cast(self.weight_v, x.dtype)
-        w = ops.cast(self.weight_g, x.dtype) * v / ops.sqrt(
+        x = _l2_normalize(ops.cast(x, "float32"), axis=-1)
+        v = ops.convert_to_tensor(self.weight_v, "float32")
+        w = ops.convert_to_tensor(self.weight_g, "float32") * v / ops.sqrt(
             ops.sum(ops.square(v), axis=0, keepdims=True))
         return ops.matmul(x, w)
 
@@ -179,6 +190,28 @@ def teacher_temperature_at(step, start, final, warmup_steps):
     return start + (final - start) * progress
 
 
+def weight_decay_at(step, total_steps, start, end):
+    """Cosine from ``start`` at step 0 towards ``end`` at ``total_steps``: the
+    official ``utils.cosine_scheduler(weight_decay, weight_decay_end, ...)``,
+    ``end + (start - end) / 2 * (1 + cos(pi * step / total_steps))``."""
+    progress = ops.minimum(ops.cast(step, "float32") / float(max(total_steps, 1)), 1.0)
+    return end + (start - end) * (ops.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def _dino_backbone(backbone):
+    """``resolve_backbone`` plus DINO's defaults: a ViT initialised as DINO's
+    ``vision_transformer.py`` does; stochastic depth is DINO's own setting."""
+    family, config = resolve_backbone(backbone)
+    rate = config.pop("drop_path_rate", 0.0)
+    if rate:
+        raise ValueError(
+            f"set stochastic depth with DINO's drop_path_rate (the student's; the "
+            f"teacher has none), not in the backbone config (got drop_path_rate={rate!r})")
+    if "weight_init" in family.config_keys():
+        config.setdefault("weight_init", "dino")
+    return family, config
+
+
 def resolve_backbone(backbone):
     """A preset name or ``{"family": ..., "config": {...}}`` -> (family class,
     config with ``num_classes=None``: DINO trains on the pooled features)."""
@@ -256,14 +289,29 @@ class DINO(ZooModel):
     ``warmup_teacher_temperature_epochs``), centre momentum 0.9, teacher
     momentum 0.996 -> 1 (cosine over ``total_steps``), last layer frozen for
     ``freeze_last_layer_epochs`` = 1, each weight's gradient clipped to norm
-    3.0 (``clip_grad``; 0 disables), 2 global + 8 local crops.
+    3.0 (``clip_grad``; 0 disables), 2 global + 8 local crops, stochastic
+    depth 0.1 in the student's blocks and none in the teacher's
+    (``drop_path_rate``; backbones without it, e.g. ResNet, ignore it, as the
+    official code passes it to ViTs only), the optimizer's weight decay
+    following a cosine from its own value (0.04 in the paper) to
+    ``weight_decay_end`` = 0.4 over ``total_steps`` (None: constant).
     ``augmentation``: None (the paper's photometric recipe) or a dict of
     ``MultiCrop`` arguments (flip/jitter/grayscale/blur/solarization
     probabilities) that replace it.
 
+    As in ``main_dino.py``: the teacher runs in training mode (a BatchNorm
+    backbone normalises the teacher's batch with its own batch statistics,
+    and its running statistics are its own), and the EMA covers parameters
+    only; the last layer's optimizer state starts when it is unfrozen (the
+    official code sets its gradients to None, so AdamW neither moves it nor
+    counts its steps; here Adam(W)'s bias correction for it counts from the
+    unfreezing step).
+
     Args:
         backbone: preset name or ``{"family": "ViT", "config": {...}}``; its
-            ``num_classes`` is forced to None (pooled features).
+            ``num_classes`` is forced to None (pooled features). A ViT gets
+            ``weight_init="dino"`` (the DINO code's initialisation) unless the
+            spec names one.
         teacher_backbone: None (the same as ``backbone``, the only valid choice)
             or an identical spec; a different one is an error.
     """
@@ -275,10 +323,11 @@ class DINO(ZooModel):
                  center_momentum=0.9, teacher_momentum=0.996, clip_grad=3.0,
                  freeze_last_layer_epochs=1, steps_per_epoch=1251, total_steps=125_100,
                  num_local_crops=8, local_crop_size=96, global_crops_scale=(0.4, 1.0),
-                 local_crops_scale=(0.05, 0.4), augmentation=None, name="dino", **kwargs):
-        family, config = resolve_backbone(backbone)
+                 local_crops_scale=(0.05, 0.4), augmentation=None, drop_path_rate=0.1,
+                 weight_decay_end=0.4, name="dino", **kwargs):
+        family, config = _dino_backbone(backbone)
         if teacher_backbone is not None:
-            t_family, t_config = resolve_backbone(teacher_backbone)
+            t_family, t_config = _dino_backbone(teacher_backbone)
             if (t_family, t_config) != (family, config):
                 diff = sorted(k for k in set(config) | set(t_config)
                               if config.get(k) != t_config.get(k))
@@ -291,7 +340,16 @@ class DINO(ZooModel):
                             ("total_steps", total_steps)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"DINO {what} must be a positive integer, got {value!r}")
-        student_backbone = family(**config, name="student_backbone")
+        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+                or not 0 <= drop_path_rate < 1:
+            raise ValueError(f"DINO drop_path_rate must be a number in [0, 1), got "
+                             f"{drop_path_rate!r}")
+        student_config = dict(config)
+        if "drop_path_rate" in family.config_keys():
+            # main_dino.py: the student with --drop_path_rate, the teacher without.
+            student_config["drop_path_rate"] = drop_path_rate
+            config["drop_path_rate"] = 0.0
+        student_backbone = family(**student_config, name="student_backbone")
         teacher_backbone_model = family(**config, name="teacher_backbone")
         image_size = student_backbone.inputs[0].shape[1]
         if local_crop_size > image_size:
@@ -355,6 +413,15 @@ class DINO(ZooModel):
         # of trainable_weights (the optimizer, parameter counts).
         self.teacher_backbone.trainable = False
         self.teacher_head.trainable = False
+        # But Keras runs a BatchNormalization layer on batch statistics only
+        # when the *layer* is trainable, and main_dino.py's teacher normalises
+        # with its batch's statistics: its BN layers stay trainable, with their
+        # scale and offset marked non-trainable (still out of the optimizer).
+        for layer in self.teacher_backbone._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+                for variable in layer.trainable_weights:
+                    variable.trainable = False
 
     @property
     def trainable(self):
@@ -380,6 +447,12 @@ class DINO(ZooModel):
 
     # ---- hooks of the generic trainer and exporter
 
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        # The start of the weight-decay schedule: train_step sets the
+        # optimizer's value each step and puts this one back.
+        vars(self)["_weight_decay_base"] = getattr(self.optimizer, "weight_decay", None)
+
     def compile_defaults(self):
         # metrics=None, not []: an empty CompileMetrics is "unbuilt", and under
         # a distribution strategy Keras then builds it by calling the model on
@@ -391,14 +464,24 @@ class DINO(ZooModel):
         c = self.get_zoo_config()
         return MultiCrop(self.inputs[0].shape[1], c["local_crop_size"], c["num_local_crops"],
                          c["global_crops_scale"], c["local_crops_scale"], seed=seed,
-                         **(c["augmentation"] or {}))
+                         num_channels=self.inputs[0].shape[-1], **(c["augmentation"] or {}))
 
     def train_input_transform(self):
-        """Batches ``(images, labels)`` -> ``({"global_crops", "local_crops"}, labels)``."""
+        """Each example ``(image, label)``, at its own size, ->
+        ``({"global_crops", "local_crops"}, label)``, before batching."""
         return self.multicrop()
 
     def serving_signatures(self):
         return {"backbone": self.teacher_backbone}
+
+    def embedding_kinds(self):
+        return self.teacher_backbone.embedding_kinds()
+
+    def embedding_model(self, kind=None):
+        """The teacher backbone's embedding (DINO evaluates the teacher: k-NN,
+        linear probe), by the backbone family's own hook: a ViT's CLS token
+        by default, ``kind="mean"`` its patch-token mean."""
+        return self.teacher_backbone.embedding_model(kind)
 
     def fit(self, x=None, *args, **kwargs):
         if is_tf_dataset(x) and (
@@ -415,8 +498,9 @@ class DINO(ZooModel):
                 else getattr(x, "shape", type(x).__name__)
             raise ValueError(
                 f"DINO trains on multi-crop views {{'global_crops': (B, 2, H, W, C), "
-                f"'local_crops': (B, N, h, w, C)}}, got {got}. Map the dataset with "
-                f"model.train_input_transform() (experiments.train does this).")
+                f"'local_crops': (B, N, h, w, C)}}, got {got}. Map each example with "
+                f"model.train_input_transform() before batching (experiments.train "
+                f"does this).")
 
         c = self.get_zoo_config()
         size, channels = self.inputs[0].shape[1], self.inputs[0].shape[3]
@@ -451,9 +535,21 @@ class DINO(ZooModel):
             out.append(self.student_head(features, training=training))
         return ops.concatenate(out, axis=0)
 
-    def _teacher(self, global_views):
+    def _teacher(self, global_views, training):
+        # main_dino.py never puts the teacher in eval mode: in training its
+        # BatchNorm layers (a ResNet backbone) use the batch's statistics.
         return ops.stop_gradient(ops.cast(self.teacher_head(
-            self.teacher_backbone(global_views, training=False), training=False), "float32"))
+            self.teacher_backbone(global_views, training=training), training=training),
+            "float32"))
+
+    @property
+    def ema_pairs(self):
+        """(teacher, student) variables the EMA updates: the parameters. Running
+        statistics of BatchNorm are buffers in torch, which the official EMA
+        (``zip(student.parameters(), teacher.parameters())``) leaves alone: the
+        teacher's are updated by its own forward passes."""
+        return [(t, s) for t, s in zip(self.teacher_weights, self.student_weights)
+                if s.name not in ("moving_mean", "moving_variance")]
 
     def _temperature(self, step):
         c = self.get_zoo_config()
@@ -472,7 +568,7 @@ class DINO(ZooModel):
         # A snapshot: the schedules use the step this update belongs to, not
         # the counter the optimizer increments below.
         step = _snapshot(self.optimizer.iterations)
-        teacher = self._teacher(global_views)
+        teacher = self._teacher(global_views, training=True)
         replicas = num_replicas()
         student_vars = self.student_backbone.trainable_weights + \
             self.student_head.trainable_weights
@@ -490,27 +586,52 @@ class DINO(ZooModel):
         grads = all_reduce("sum", grads)
         if c["clip_grad"]:
             grads = [_clip_like_dino(g, c["clip_grad"]) for g in grads]
-        frozen = ops.cast(step < c["freeze_last_layer_epochs"] * c["steps_per_epoch"],
-                          "float32")
+        unfreeze = c["freeze_last_layer_epochs"] * c["steps_per_epoch"]
+        frozen = ops.cast(step < unfreeze, "float32")
         last = {id(v) for v in self.student_head.last_layer_weights}
         grads = [g * (1.0 - frozen) if id(v) in last else g for g, v in zip(grads, student_vars)]
         grads = [g / replicas for g in grads]
         last_vars = [v for v in student_vars if id(v) in last]
         before = [_snapshot(v) for v in last_vars]
-        self.optimizer.apply(grads, student_vars)
-        # A zero gradient still lets AdamW's weight decay move the weight;
-        # the paper's frozen last layer does not move at all.
-        _assign_all(last_vars, [frozen * b + (1.0 - frozen) * v
-                                for b, v in zip(before, last_vars)])
+        learning_rate = _snapshot(self.optimizer.learning_rate)
+        weight_decay = base_decay = vars(self).get("_weight_decay_base",
+                                                   self.optimizer.weight_decay)
+        if base_decay and c["weight_decay_end"] is not None:
+            # main_dino.py sets param_group["weight_decay"] = wd_schedule[it].
+            weight_decay = weight_decay_at(step, c["total_steps"], base_decay,
+                                           c["weight_decay_end"])
+        with _weight_decay(self.optimizer, weight_decay, base_decay):
+            self.optimizer.apply(grads, student_vars)
+        restart = _adam_restart_factor(self.optimizer, step, unfreeze)
+        updated = []
+        for b, v in zip(before, last_vars):
+            value = v.value if hasattr(v, "value") else v
+            if restart is not None:
+                # Keras' Adam(W) step is (decoupled decay) then alpha_t * m / (sqrt(v) + eps)
+                # with alpha_t from the *global* step t; the layer's moments are
+                # fresh (zero gradients while frozen), so rescale the Adam part to
+                # the alpha of a state started at `unfreeze`.
+                decays = bool(base_decay) and getattr(
+                    self.optimizer, "_use_weight_decay", lambda _: True)(v)
+                decayed = b - b * ops.cast(weight_decay if decays else 0.0, b.dtype) * \
+                    ops.cast(learning_rate, b.dtype)
+                value = decayed + restart * (value - decayed)
+            # A zero gradient still lets AdamW's weight decay move the weight;
+            # the paper's frozen last layer does not move at all.
+            updated.append(frozen * b + (1.0 - frozen) * value)
+        _assign_all(last_vars, updated)
         momentum = teacher_momentum_at(step, c["total_steps"], c["teacher_momentum"])
-        _assign_all(self.teacher_weights,
-                    [momentum * t + (1.0 - momentum) * s
-                     for t, s in zip(self.teacher_weights, self.student_weights)])
+        pairs = self.ema_pairs
+        _assign_all([t for t, _ in pairs], [momentum * t + (1.0 - momentum) * s
+                                            for t, s in pairs])
         batch_mean = all_reduce("mean", ops.mean(teacher, axis=0, keepdims=True))
         _assign_all([self.centering.center], [self.centering.updated_center(batch_mean)])
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result(), "teacher_momentum": momentum,
+        logs = {"loss": self.loss_tracker.result(), "teacher_momentum": momentum,
                 "teacher_temperature": self._temperature(step)}
+        if weight_decay is not None:
+            logs["weight_decay"] = ops.convert_to_tensor(weight_decay, "float32")
+        return logs
 
     def test_step(self, *args):
         """The DINO loss on multi-crop views without updating anything; on
@@ -525,15 +646,49 @@ class DINO(ZooModel):
         if isinstance(x, dict):
             global_views, local_views, num_views = self._views(x)
             student = self._student(global_views, local_views, training=False)
-            loss = dino_loss(student, self.centering(self._teacher(global_views)),
+            loss = dino_loss(student, self.centering(self._teacher(global_views, False)),
                              num_views, c["student_temperature"], self._temperature(step))
         else:
             student = self._student(x, None, training=False)
-            teacher = ops.softmax(self.centering(self._teacher(x)) / self._temperature(step))
+            teacher = ops.softmax(self.centering(self._teacher(x, False)) /
+                                  self._temperature(step))
             loss = -ops.mean(ops.sum(teacher * ops.log_softmax(
                 student / c["student_temperature"]), axis=-1))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
+
+
+class _weight_decay:
+    """Sets ``optimizer.weight_decay`` to this step's value while it applies
+    the gradients (Keras reads it then) and puts ``configured`` back after.
+    Not the value found on entry: under MirroredStrategy the replica threads
+    interleave, and a later one would find (and restore) an earlier one's tensor."""
+
+    def __init__(self, optimizer, value, configured):
+        self.optimizer, self.value, self.configured = optimizer, value, configured
+
+    def __enter__(self):
+        self.optimizer.weight_decay = self.value
+
+    def __exit__(self, *exc):
+        self.optimizer.weight_decay = self.configured
+
+
+def _adam_restart_factor(optimizer, step, start):
+    """For Keras' Adam/AdamW (and keras_zoo's): the ratio of the step size
+    ``sqrt(1 - b2^k) / (1 - b1^k)`` of an Adam state started at global step
+    ``start`` (k = step + 1 - start, at least 1) to the one Keras uses, with
+    t = step + 1. None for optimizers without Adam's bias correction."""
+    if not isinstance(optimizer, keras.optimizers.Adam) or optimizer.amsgrad:
+        return None
+    t = ops.cast(step, "float32") + 1.0
+    k = ops.maximum(t - float(start), 1.0)
+    b1, b2 = float(optimizer.beta_1), float(optimizer.beta_2)
+
+    def alpha(n):
+        return ops.sqrt(1.0 - ops.power(b2, n)) / (1.0 - ops.power(b1, n))
+
+    return alpha(k) / alpha(t)
 
 
 def _clip_like_dino(grad, max_norm):

@@ -83,6 +83,20 @@ class LatentClassifier(ZooModel):
         self._zoo_config["encoder"] = encoder_config
         self.encoder = None if source is None else source.encoder
 
+    def embedding_kinds(self):
+        return ("penultimate", "code")
+
+    def embedding_model(self, kind=None):
+        """``"penultimate"`` (default, as for every classifier): the input of
+        the head, i.e. the last hidden layer this model trained on top of the
+        code; ``"code"``: the frozen encoder's code (the VAE's mean; the
+        flattened pixels when ``encoder=None``), identical to the encoder
+        preset's own embedding."""
+        kind = self._embedding_kind(kind)
+        first = "head_dense_0" if self._zoo_config["hidden_units"] else "head"
+        layer = "head" if kind == "penultimate" else first
+        return self._embedding_from(kind, self.inputs, lambda: self.get_layer(layer).input)
+
 
 register_preset("pixel_classifier_digits", "LatentClassifier",
                 {"encoder": None, "hidden_units": [64]},

@@ -35,6 +35,17 @@ class LeNet(ZooModel):
         outputs = layers.Dense(num_classes, name="head", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
+    def embedding_kinds(self):
+        return ("penultimate",)
+
+    def embedding_model(self, kind=None):
+        """``"penultimate"``: the input of the classifier head (F6: the last of
+        ``dense_units``, 84 by default), the
+        features the head separates linearly."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.inputs,
+                                    lambda: self.get_layer("head").input)
+
 
 register_preset("lenet5", "LeNet", {}, "LeNet-5, 32x32x1 input, 10 classes", tiny=True)
 register_preset("lenet5_relu", "LeNet", {"activation": "relu", "pooling": "max"},

@@ -39,6 +39,19 @@ class MAE(ZooModel):
     trainable parameters (111,907,840 with the fixed position tables, the
     "111.91M" the official code prints).
 
+    Initialisation: ``MaskedAutoencoderViT.initialize_weights``
+    (facebookresearch/mae ``models_mae.py``), ``weight_init="mae"`` of
+    ``keras_zoo.layers.initializers``: xavier_uniform linears (the fused qkv
+    as one (D, 3D) matrix, as its ``nn.Linear`` is), the patch kernel
+    xavier_uniform on its (p*p*C, D) matrix view, [CLS] and mask token
+    N(0, 0.02), zero biases.
+
+    Training augmentation (``train_input_transform``, per example, from the
+    decoded image at its own size): ``RandomResizedCrop(image_size,
+    scale=train_crop_scale, bicubic)`` and a horizontal flip with
+    ``train_flip_probability``, as ``main_pretrain.py``'s ``transform_train``
+    (scale (0.2, 1.0), p 0.5).
+
     Calling the model returns ``{"reconstruction": (B, N, p*p*C), "mask":
     (B, N)}`` (1 = masked). ``fit`` trains on images alone; labels fed along
     are ignored. ``encoder()`` is the unmasked encoder (exported as
@@ -50,7 +63,8 @@ class MAE(ZooModel):
                  num_layers=12, num_heads=12, mlp_dim=3072, decoder_hidden_dim=512,
                  decoder_num_layers=8, decoder_num_heads=16, decoder_mlp_dim=2048,
                  mask_ratio=0.75, norm_pix_loss=False, layer_norm_epsilon=1e-6,
-                 seed=None, name="mae", **kwargs):
+                 seed=None, train_crop_scale=(0.2, 1.0), train_flip_probability=0.5,
+                 name="mae", **kwargs):
         if image_size % patch_size:
             raise ValueError(
                 f"image_size={image_size} is not divisible by patch_size={patch_size}")
@@ -63,16 +77,25 @@ class MAE(ZooModel):
                 raise ValueError(f"{what}hidden_dim={width} must be divisible by 4 for "
                                  "the 2D sin-cos position table")
         check_mask_ratio(mask_ratio, (image_size // patch_size) ** 2)
-        block = {"norm_first": True, "layer_norm_epsilon": layer_norm_epsilon}
+        low, high = train_crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"train_crop_scale must be (low, high) with 0 < low <= high "
+                             f"<= 1, got {(low, high)}")
+        if not 0.0 <= train_flip_probability <= 1.0:
+            raise ValueError(f"train_flip_probability must be in [0, 1], got "
+                             f"{train_flip_probability!r}")
+        block = {"norm_first": True, "layer_norm_epsilon": layer_norm_epsilon,
+                 "weight_init": "mae"}
 
         images = keras.Input((image_size, image_size, num_channels), name="images")
-        x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(images)
+        x = PatchEmbedding(patch_size, hidden_dim, weight_init="mae",
+                           name="patch_embedding")(images)
         # Positions are added before masking, so each kept token still knows
         # where it came from; [CLS] gets no position (MAE's zero entry).
         x = SinusoidalPositionEmbedding(grid=True, name="position_embedding")(x)
         x, mask, ids_restore = RandomPatchMasking(mask_ratio, seed=seed,
                                                   name="random_masking")(x)
-        x = ClassToken(name="class_token")(x)
+        x = ClassToken(weight_init="mae", name="class_token")(x)
         for i in range(num_layers):
             x = TransformerEncoderBlock(num_heads, mlp_dim, name=f"encoder_block_{i}",
                                         **block)(x)
@@ -111,6 +134,27 @@ class MAE(ZooModel):
     def compile_defaults(self):
         return {"loss": None, "metrics": []}
 
+    def train_input_transform(self, seed=None):
+        """Each decoded example ``(image, label)``, at its own size, -> a
+        random-resized crop (bicubic) at the model's size, flipped with
+        ``train_flip_probability``: MAE's ``transform_train``."""
+        import tensorflow as tf
+
+        from keras_zoo.data import augment
+
+        c = self._zoo_config
+        seed = c["seed"] if seed is None else seed
+        rng = (tf.random.Generator.from_seed(seed) if seed is not None
+               else tf.random.Generator.from_non_deterministic_state())
+
+        def transform(image, label):
+            image = augment.match_channels(augment.to_unit_float(image), c["num_channels"])
+            image = augment.random_resized_crop(image, c["image_size"],
+                                                c["train_crop_scale"], rng)
+            return augment.horizontal_flip(image, c["train_flip_probability"], rng), label
+
+        return transform
+
     # ---------------------------------------------------------------- use
 
     def encoder(self):
@@ -131,6 +175,24 @@ class MAE(ZooModel):
 
     def serving_signatures(self):
         return {"encoder": self.encoder()}
+
+    def embedding_kinds(self):
+        return ("cls", "mean")
+
+    def embedding_model(self, kind=None):
+        """The unmasked ``encoder()`` pooled to (B, hidden_dim). ``"cls"`` (the
+        default): the CLS token after the final LayerNorm, what the official
+        linear probe reads (main_linprobe.py: ``global_pool`` off unless
+        asked); ``"mean"``: the mean of the normalised patch tokens (the
+        official fine-tuning pools before the norm and trains a new one after
+        it; a frozen encoder has no such norm, so its own is kept)."""
+        from keras_zoo.models.vit import _MeanPatches, _TakeToken
+
+        kind = self._embedding_kind(kind)
+        encoder = self.encoder()
+        pool = _TakeToken if kind == "cls" else _MeanPatches
+        return self._embedding_from(kind, encoder.inputs, lambda: pool(
+            name=f"{kind}_embedding")(encoder.outputs[0]))
 
     def reconstruct(self, images):
         """Runs the model once; returns numpy ``(reconstructed, masked_input,

@@ -27,6 +27,16 @@ class MLP(ZooModel):
         outputs = layers.Dense(num_classes, name="head", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
+    def embedding_kinds(self):
+        return ("penultimate",)
+
+    def embedding_model(self, kind=None):
+        """``"penultimate"``: the input of the classifier head (the last hidden layer; the flattened pixels when there is none), the
+        features the head separates linearly."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.inputs,
+                                    lambda: self.get_layer("head").input)
+
 
 _DIGITS = dict(image_size=32, num_channels=1, num_classes=10)
 register_preset("mlp_small", "MLP", dict(_DIGITS, hidden_units=[256]),

@@ -82,6 +82,16 @@ class ResNet(ZooModel):
             x = layers.Dense(num_classes, name="head", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
 
+    def embedding_kinds(self):
+        return ("pooled",)
+
+    def embedding_model(self, kind=None):
+        """``"pooled"``: the global-average-pooled features of the last stage
+        (what the head reads; 512 for ResNet-18/34, 2048 for ResNet-50+)."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.inputs,
+                                    lambda: self.get_layer("avg_pool").output)
+
 
 def _deep_stem(x, width, preactivation):
     """ResNet-C: 3x3/2 (width/2) -> 3x3 (width/2) -> 3x3 (width), BN-ReLU between

@@ -105,6 +105,16 @@ class VAE(Codec):
     def code(self, images):
         return self.encode(images)[0]
 
+    def embedding_kinds(self):
+        return ("mean",)
+
+    def embedding_model(self, kind=None):
+        """``"mean"``: the posterior mean mu (B, latent_dim), deterministic
+        (a sample z would add noise to every downstream use)."""
+        kind = self._embedding_kind(kind)
+        return self._embedding_from(kind, self.encoder.inputs,
+                                    lambda: self.encoder.outputs[0])
+
     def sample(self, n, seed=None):
         """``n`` images decoded from z ~ N(0, I): (n, H, W, C) in [0, 1]."""
         if n <= 0:

@@ -3,7 +3,9 @@
 import keras
 from keras import layers
 
+from keras_zoo.layers.droppath import drop_path_rates
 from keras_zoo.layers.embeddings import ClassToken, LearnedPositionEmbedding, PatchEmbedding
+from keras_zoo.layers.initializers import SCHEMES
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
@@ -22,12 +24,23 @@ class ViT(ZooModel):
     pooled features; ``pooling=None`` returns the whole token sequence.
     Loading a preset at another ``image_size`` resamples the position
     embedding grid.
+
+    ``drop_path_rate``: stochastic depth, rising linearly over the blocks from
+    0 to this rate (DeiT and DINO's student use 0.1; 0 = off, the default).
+    ``weight_init``: "big_vision" (default: the paper's code,
+    google-research/vision_transformer and big_vision ``vit.py``: lecun_normal
+    patch kernel, xavier q/k/v/out with per-matrix fans, xavier MLP with
+    N(0, 1e-6) biases, zero [CLS] and head, N(0, 0.02) positions) or "dino"
+    (facebookresearch/dino ``vision_transformer.py``: N(0, 0.02) linears,
+    torch-default patch conv, N(0, 0.02) [CLS]); see
+    ``keras_zoo.layers.initializers``.
     """
 
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
                  num_layers=12, num_heads=12, mlp_dim=3072, num_classes=1000,
                  pooling="token", dropout=0.0, attention_dropout=0.0,
-                 layer_norm_epsilon=1e-6, name="vit", **kwargs):
+                 layer_norm_epsilon=1e-6, drop_path_rate=0.0, weight_init="big_vision",
+                 name="vit", **kwargs):
         if image_size % patch_size:
             raise ValueError(
                 f"image_size={image_size} is not divisible by patch_size={patch_size}")
@@ -35,15 +48,22 @@ class ViT(ZooModel):
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
         if pooling not in ("token", "gap", None):
             raise ValueError(f"pooling must be 'token', 'gap' or None, got {pooling!r}")
+        if weight_init not in SCHEMES:
+            raise ValueError(f"weight_init must be one of {SCHEMES}, got {weight_init!r}")
+        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+                or not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
         inputs = keras.Input((image_size, image_size, num_channels), name="images")
-        x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(inputs)
-        x = ClassToken(name="class_token")(x)
+        x = PatchEmbedding(patch_size, hidden_dim, weight_init=weight_init,
+                           name="patch_embedding")(inputs)
+        x = ClassToken(weight_init=weight_init, name="class_token")(x)
         x = LearnedPositionEmbedding(num_prefix_tokens=1, name="position_embedding")(x)
         x = layers.Dropout(dropout, name="embedding_dropout")(x)
-        for i in range(num_layers):
+        for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
             x = TransformerEncoderBlock(
                 num_heads, mlp_dim, dropout=dropout, attention_dropout=attention_dropout,
                 norm_first=True, layer_norm_epsilon=layer_norm_epsilon,
+                drop_path_rate=rate, weight_init=weight_init,
                 name=f"encoder_block_{i}")(x)
         x = LayerNormalization(epsilon=layer_norm_epsilon, name="encoder_norm")(x)
         if pooling == "token":
@@ -54,6 +74,20 @@ class ViT(ZooModel):
             x = layers.Dense(num_classes, kernel_initializer="zeros", name="head",
                              dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+    def embedding_kinds(self):
+        # The default is what this model's head reads (a "gap" model's CLS
+        # token was never trained to summarise the image).
+        return ("mean", "cls") if self._zoo_config["pooling"] == "gap" else ("cls", "mean")
+
+    def embedding_model(self, kind=None):
+        """``"cls"``: the CLS token after the final LayerNorm (the paper's image
+        representation); ``"mean"``: the mean of the patch tokens (CLS
+        excluded). Both (B, hidden_dim), whatever ``pooling`` the model has."""
+        kind = self._embedding_kind(kind)
+        pool = _TakeToken if kind == "cls" else _MeanPatches
+        return self._embedding_from(kind, self.inputs, lambda: pool(name=f"{kind}_embedding")(
+            self.get_layer("encoder_norm").output))
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")

@@ -4,14 +4,22 @@ Adam/AdamW with a fused update."""
 
 from keras_zoo.training.callbacks import (
     BestPreset,
+    CheckpointError,
     EpochSummary,
     StepCheckpoint,
     StopAtStep,
+    check_run_record,
+    checkpoint_problem,
+    checkpoints,
     latest_checkpoint,
     restore_checkpoint,
+    restore_latest,
+    write_run_record,
 )
 from keras_zoo.training.curves import read_metrics_csv, write_curves
 from keras_zoo.training.optimizers import Adam, AdamW
 
-__all__ = ["Adam", "AdamW", "BestPreset", "EpochSummary", "StepCheckpoint", "StopAtStep",
-           "latest_checkpoint", "read_metrics_csv", "restore_checkpoint", "write_curves"]
+__all__ = ["Adam", "AdamW", "BestPreset", "CheckpointError", "EpochSummary", "StepCheckpoint",
+           "StopAtStep", "check_run_record", "checkpoint_problem", "checkpoints",
+           "latest_checkpoint", "read_metrics_csv", "restore_checkpoint", "restore_latest",
+           "write_curves", "write_run_record"]

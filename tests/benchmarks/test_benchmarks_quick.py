@@ -20,10 +20,15 @@ if REPO not in sys.path:
 from benchmarks import common, models
 
 
-def _run_script(module, *flags):
+def _run_script(module, *flags, timeout=3600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", module, "--quick", *flags], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, "--quick", *flags], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"python -m {module} --quick did not finish within {timeout} s (the "
+                    "machine is overloaded, or the script hangs)")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -69,9 +74,12 @@ def test_a_failing_job_becomes_an_error_row_not_a_crash():
 
 
 def test_bad_flags_name_the_value():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput",
-                           "--models", "vgg"], cwd=REPO, capture_output=True, text=True,
-                          check=False, timeout=120)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput",
+                               "--models", "vgg"], cwd=REPO, capture_output=True, text=True,
+                              check=False, timeout=1800)
+    except subprocess.TimeoutExpired:
+        pytest.fail("benchmarks.train_throughput --models vgg did not exit within 1800 s")
     assert proc.returncode != 0
     assert "vgg" in proc.stderr and "vit" in proc.stderr
 
@@ -105,7 +113,20 @@ def test_inference_throughput_quick_includes_tflite():
     else:
         assert "TFLite: not available" in out
     for row in rows:
-        assert float(row[4].replace(",", "")) > 0  # batch-1 ms
+        # Printed to 3 significant digits, so no latency rounds to "0.0" on a fast
+        # machine; the two batch-1 columns are the same measurement (ms and 1/s).
+        ms, per_second = float(row[4].replace(",", "")), float(row[5].replace(",", ""))
+        assert ms > 0 and len(row[4].replace(",", "").replace(".", "").lstrip("0")) >= 3, row
+        assert per_second == pytest.approx(1000 / ms, rel=0.01), row
+
+
+def test_latencies_print_with_three_significant_digits():
+    """The flake: a 0.04 ms TFLite latency printed with one decimal was "0.0"."""
+    assert common.fmt_significant(0.0412345) == "0.0412"
+    assert common.fmt_significant(74.73) == "74.7"
+    assert common.fmt_significant(1234.56) == "1,234.6"
+    assert common.fmt_significant(3.14159) == "3.14"
+    assert common.fmt_significant(None) == "-"
 
 
 @pytest.mark.slow
@@ -152,13 +173,3 @@ def test_speedups_quick_times_each_keras_original_against_ours():
     assert [row[0].split(" ")[0] for row in rows] == ["attention", "GELU", "AdamW", "BatchNorm"]
     for row in rows:
         assert row[3].endswith("x") and float(row[3][:-1]) > 0
-
-
-def test_transformer_benchmark_quick_compares_equal_models():
-    out = _run_script("benchmarks.text_transformer")
-    rows = {row[0]: row for row in _table(out, "run")}
-    assert set(rows) == {"train keras_zoo", "train keras_hub", "greedy decode, with cache",
-                         "greedy decode, without cache"}
-    # The same architecture on both sides: equal parameter counts.
-    assert rows["train keras_zoo"][1] == rows["train keras_hub"][1] != ""
-    assert all(float(row[2].replace(",", "")) > 0 for row in rows.values())

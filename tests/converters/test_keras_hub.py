@@ -7,6 +7,7 @@ saved with keras-hub's own ``save_to_preset`` and loaded with ours.
 
 import json
 import shutil
+import zlib
 
 import keras
 import keras_hub
@@ -15,27 +16,33 @@ import pytest
 
 import keras_zoo
 from keras_zoo import PresetError
-from keras_zoo.converters.keras_hub import input_scaling
+from keras_zoo.converters.keras_hub import input_scaling, map_resnet, map_vit
 
 TOL = 1e-4
-RNG = np.random.default_rng(0)
 
 
-def _perturb(model):
+def _rng(key):
+    """A generator seeded by ``key``: each fixture and test draws the same numbers
+    whichever tests an xdist worker ran before it (no module-level generator)."""
+    return np.random.default_rng(zlib.crc32(key.encode()))
+
+
+def _perturb(model, key):
     """Kernels keep their fan-in scaled init; everything that keras-hub
     initialises to a constant (biases, LN/BN scales and shifts, BN moving
     statistics) gets a distinct random value."""
+    rng = _rng(key)
     for w in model.weights:
         name = w.path.rsplit("/", 1)[-1]
         shape = tuple(w.shape)
         if name in ("gamma", "moving_variance"):
-            w.assign(RNG.uniform(0.5, 1.5, shape).astype("float32"))
+            w.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
         elif name in ("beta", "bias", "moving_mean"):
-            w.assign(RNG.normal(0, 0.1, shape).astype("float32"))
+            w.assign(rng.normal(0, 0.1, shape).astype("float32"))
 
 
 def _images(size=32, n=2):
-    return RNG.normal(size=(n, size, size, 3)).astype("float32")
+    return _rng(f"images{size}x{n}").normal(size=(n, size, size, 3)).astype("float32")
 
 
 def _max_diff(a, b):
@@ -47,7 +54,7 @@ def hub_vit(tmp_path_factory):
     model = keras_hub.models.ViTBackbone(
         image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
         mlp_dim=128, layer_norm_epsilon=1e-5)
-    _perturb(model)
+    _perturb(model, "vit")
     folder = str(tmp_path_factory.mktemp("hub") / "vit")
     model.save_to_preset(folder)
     return model, folder
@@ -74,7 +81,7 @@ def hub_resnet(tmp_path_factory):
                 stackwise_num_filters=[64, 32], stackwise_num_blocks=[2, 1],
                 stackwise_num_strides=[1, 2], block_type=block_type, image_shape=(32, 32, 3),
                 use_pre_activation=pre_activation)
-            _perturb(model)
+            _perturb(model, variant)
             folder = str(tmp_path_factory.mktemp("hub") / variant)
             model.save_to_preset(folder)
             built[variant] = model, folder
@@ -146,7 +153,7 @@ def test_image_size_override_resamples_vit_positions(hub_vit):
 def test_classifier_task_brings_its_head(hub_vit, tmp_path):
     backbone, _ = hub_vit
     task = keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=5)
-    _perturb(task.output_dense)
+    _perturb(task.output_dense, "vit_task_head")
     folder = str(tmp_path / "vit_task")
     task.save_to_preset(folder)
     ours = keras_zoo.ViT.from_preset(folder)
@@ -167,7 +174,7 @@ def test_input_scaling_is_read_from_the_image_converter(hub_resnet, tmp_path):
     assert scaling == {"image_size": (32, 32), "scale": 1 / 127.5, "offset": -1.0}
     ours = keras_zoo.ResNet.from_preset(folder)
     # keras-hub's predict() runs the image converter; our model wants scaled inputs.
-    pixels = RNG.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    pixels = _rng("pixels").uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
     scaled = pixels * scaling["scale"] + scaling["offset"]
     assert _max_diff(ours(scaled), task.predict(pixels, verbose=0)) < TOL
 
@@ -212,3 +219,48 @@ def test_family_mismatch_and_unknown_override_are_refused(hub_vit):
         keras_zoo.ResNet.from_preset(hub_vit[1], load_weights=False)
     with pytest.raises(PresetError, match="no config option.*num_class"):
         keras_zoo.ViT.from_preset(hub_vit[1], num_class=3)
+
+
+# ---------------------------------------------------------------- completeness
+
+class _WithExtraWeight:
+    """A keras-hub model holding one weight more than keras_zoo's mapping knows
+    (as a newer keras-hub might add); built layers cannot grow a weight, so the
+    model is wrapped and ``weights`` lists the extra one too."""
+
+    def __init__(self, model, name):
+        self._model = model
+        self.extra = keras.Variable(np.ones(3, "float32"), name=name)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    @property
+    def weights(self):
+        return [*self._model.weights, self.extra]
+
+
+def test_an_unmapped_keras_hub_weight_is_refused(hub_vit, hub_resnet):
+    """A keras-hub weight the mapping does not place must fail the import,
+    naming it, not vanish silently."""
+    hub, folder = hub_vit
+    ours = keras_zoo.ViT.from_preset(folder)
+    map_vit(hub, ours)  # every weight placed: no error
+    with pytest.raises(PresetError, match=r"unmapped keras-hub weights \['extra_scale'\]"):
+        map_vit(_WithExtraWeight(hub, "extra_scale"), ours)
+
+    hub, folder = hub_resnet("v1_basic")
+    ours = keras_zoo.ResNet.from_preset(folder)
+    map_resnet(hub, ours)
+    with pytest.raises(PresetError, match=r"unmapped keras-hub weights \['extra_stat'\]"):
+        map_resnet(_WithExtraWeight(hub, "extra_stat"), ours)
+
+
+def test_a_keras_zoo_weight_without_a_source_is_refused(hub_vit):
+    """The other side: a keras_zoo weight no keras-hub weight fills (here a third
+    encoder block the two-block checkpoint has no weights for)."""
+    hub, folder = hub_vit
+    config = keras_zoo.ViT.from_preset(folder).get_zoo_config()
+    deeper = keras_zoo.ViT(**{**config, "num_layers": 3})
+    with pytest.raises(PresetError, match=r"unmapped keras_zoo weights \[.*encoder_block_2"):
+        map_vit(hub, deeper)

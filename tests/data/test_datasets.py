@@ -4,7 +4,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_zoo import data
-from keras_zoo.data import DatasetError
+from keras_zoo.data import DatasetError, parse_spec
 
 
 def test_bundled_digits_splits_are_fixed_and_disjoint():
@@ -76,3 +76,24 @@ def test_empty_dataset_is_reported():
     batches = data.pipeline(ds, 4, 8, 1, training=False)
     with pytest.raises(DatasetError, match="yields no full batch of 4"):
         data.check_nonempty(batches, "synthetic:3", 4)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("synthetic:-5", "synthetic:N needs a positive whole number of examples, got '-5'"),
+    ("synthetic:0", "synthetic:N needs a positive whole number of examples, got '0'"),
+    ("synthetic:ten", "synthetic:N needs a positive whole number of examples, got 'ten'"),
+    ("synthetic:5:x", "write synthetic\\[:N\\], with nothing after N"),
+    ("digits:test:extra", "write digits\\[:SPLIT\\].*'extra' after the split is not understood"),
+    ("digits:", "bundled split must be one of .*got ''"),
+    ("tfds:mnist:", "empty split"),
+    ("tfds:", "write tfds:NAME"),
+])
+def test_every_part_of_a_spec_must_mean_something(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        parse_spec(spec)
+
+
+def test_tfds_split_keeps_its_own_colons():
+    assert parse_spec("tfds:mnist:train[:80%]") == ("tfds", "mnist", "train[:80%]")
+    assert parse_spec("synthetic:64") == ("synthetic", "64", "train")
+    assert parse_spec("digits:test") == ("bundled", "digits", "test")

@@ -1,6 +1,10 @@
 """Edge export: every tiny registry preset through SavedModel and TFLite, verified."""
 
 import os
+import re
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +20,17 @@ TINY = keras_zoo.list_presets(tiny=True)  # families added later join automatica
 # float16 and dynamic int8 are measured in the report (README); these bounds
 # leave ~5x headroom over the worst preset measured.
 BOUNDS = {"none": 1e-4, "float16": 1e-2, "dynamic_int8": 0.1}
+# A decoding step fed synthetic N(0, 1) key/value caches (the signatures a
+# model lists in ``lockstep_signatures``) quantizes activations far from any
+# it would see: the Transformer's ``decode`` measured 0.064-0.103 under
+# dynamic int8. Real decoding is checked token by token in test_translate_tflite.
+DECODE_INT8_BOUND = 0.25
+
+
+def _bound(model, quantization, key):
+    if quantization == "dynamic_int8" and key in getattr(model, "lockstep_signatures", ()):
+        return DECODE_INT8_BOUND
+    return BOUNDS[quantization]
 
 
 def _leftovers(folder):
@@ -33,7 +48,8 @@ def test_every_preset_exports_and_matches_keras(preset, tmp_path, randomise):
     for quantization, result in files.items():
         assert result["ops"]["flex"] == [] and result["ops"]["custom"] == []
         for key, report in verify_export(model, result, num_samples=16).items():
-            assert report["relative_diff"] <= BOUNDS[quantization], (quantization, key, report)
+            assert report["relative_diff"] <= _bound(model, quantization, key), \
+                (quantization, key, report)
     assert _leftovers(tmp_path) == []
 
 
@@ -157,9 +173,19 @@ def test_debug_quantization_writes_per_layer_errors(tmp_path, randomise):
     csv = tmp_path / "debug.csv"
     export_model(model, str(tmp_path / "d.tflite"), quantization="int8",
                  representative_data="digits:train", calibration_samples=8,
-                 debug_quantization=str(csv))
+                 debug_quantization=str(csv), signature="serving_default")
     header, *rows = csv.read_text().strip().splitlines()
     assert "mean_squared_error" in header.split(",") and len(rows) >= 5  # 2 convs, 3 denses
+
+
+def test_debug_quantization_of_a_file_with_several_signatures_asks_for_one(tmp_path):
+    model = keras_zoo.from_preset("lenet5")  # serving_default + embedding
+    with pytest.raises(ExportError, match=r"^--debug_quantization works on one signature at "
+                                          r"a time; this file has \['embedding', "
+                                          r"'serving_default'\]: pass --signature$"):
+        export_model(model, str(tmp_path / "d.tflite"), quantization="int8",
+                     representative_data="digits:train", calibration_samples=4,
+                     debug_quantization=str(tmp_path / "debug.csv"))
 
 
 # ---------------------------------------------------------------- errors
@@ -252,31 +278,130 @@ def test_model_dir_uses_best_then_last(tmp_path, randomise):
         load_model(preset="mlp_small", model_dir=str(run))
 
 
-def _cli(*args):
-    import subprocess
-    import sys
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
+def _popen(*args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "export.export", *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    return subprocess.Popen([sys.executable, "-m", "export.export", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _cli(finish, *args):
+    proc = _popen(*args)
+    stdout, stderr = finish(proc, f"export {' '.join(args)}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.slow
-def test_cli_exports_a_training_run_verifies_and_benchmarks(trained_preset, tmp_path):
+def test_cli_exports_a_training_run_verifies_and_benchmarks(trained_preset, tmp_path, finish):
     import json
     import shutil
 
     shutil.copytree(trained_preset("lenet5"), tmp_path / "run" / "best")
     out = tmp_path / "m.tflite"
-    done = _cli(f"--model_dir={tmp_path / 'run'}", f"--output={out}", "--verify",
+    done = _cli(finish, f"--model_dir={tmp_path / 'run'}", f"--output={out}", "--verify",
                 "--verify_samples=64", "--benchmark", "--benchmark_runs=10")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["verify"]["serving_default"]["top1_agreement"] == 1.0
     assert result["verify"]["serving_default"]["exported_accuracy"] >= 0.9
     assert result["benchmark"]["serving_default"]["fully_delegated"]
-    failed = _cli("--preset=lenet5", "--signature=decoder", f"--output={tmp_path / 'x.tflite'}")
+    failed = _cli(finish, "--preset=lenet5", "--signature=decoder",
+                  f"--output={tmp_path / 'x.tflite'}")
     assert failed.returncode == 2
-    assert "export error: unknown signature 'decoder'" in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1] == \
+        "error: unknown signature 'decoder'; LeNet exports ['serving_default']"
     assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.slow
+def test_cli_bad_flags_exit_with_one_clear_line(tmp_path, finish):
+    """Checked before the model loads: each is exit status 2 and one ``error:`` line."""
+    (tmp_path / "empty").mkdir()
+    out = f"--output={tmp_path / 'm.tflite'}"
+    cases = {
+        r"unexpected arguments \['false'\]; flags are written --name=value":
+            ["--preset=lenet5", "--quantization=int8", "--representative_data=digits:train",
+             "--int8_io", "false", out],
+        r"--batch_size must be a positive integer, got 0": ["--preset=lenet5", "--batch_size=0",
+                                                            out],
+        r"'digits:test:extra': write digits\[:SPLIT\]": [
+            "--preset=lenet5", "--quantization=int8", "--representative_data=digits:test:extra",
+            out],
+        r"unknown dataset 'digitz'": ["--preset=lenet5", "--representative_data=digitz", out],
+        r"--representative_data calibrates --format=tflite --quantization=int8 only": [
+            "--preset=lenet5", "--representative_data=digits:train", out],
+        r"is a folder; a TFLite export is one file": ["--preset=lenet5",
+                                                      f"--output={tmp_path / 'empty'}"],
+        r"unknown preset 'lenet_5'": ["--preset=lenet_5", out],
+        r"Unknown command line flag 'quantisation'. Did you mean: quantization": [
+            "--preset=lenet5", "--quantisation=int8", out],
+    }
+    procs = {pattern: _popen(*args) for pattern, args in cases.items()}
+    try:
+        for pattern, proc in procs.items():
+            stdout, stderr = finish(proc, f"export expected to fail with {pattern!r}")
+            done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+            assert done.returncode == 2, (pattern, done.returncode, done.stderr[-2000:])
+            # (TensorFlow's own start-up log lines may come first; ours is the one error)
+            lines = [x for x in done.stderr.splitlines() if x.strip()]
+            errors = [x for x in lines if x.startswith("error: ")]
+            assert "Traceback" not in done.stderr and errors == lines[-1:], (pattern, lines)
+            assert re.search(pattern, errors[0]), (pattern, errors[0])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert os.listdir(tmp_path) == ["empty"] and not os.listdir(tmp_path / "empty")
+
+
+def test_batch_size_zero_and_a_bad_calibration_spec_are_errors(tmp_path):
+    model = keras_zoo.from_preset("mlp_small")
+    with pytest.raises(ExportError, match="batch_size must be a positive integer, got 0"):
+        export_model(model, str(tmp_path / "x.tflite"), batch_size=0)
+    from keras_zoo.data import DatasetError
+
+    with pytest.raises(DatasetError, match="'digits:test:extra'"):
+        export_model(model, str(tmp_path / "x.tflite"), quantization="int8",
+                     representative_data="digits:test:extra")
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_folders_and_files_are_not_silently_swapped(tmp_path, randomise):
+    model = randomise(keras_zoo.from_preset("mlp_small"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="is a folder; a TFLite export is one file"):
+        export_model(model, str(tmp_path / "empty"))
+    assert (tmp_path / "empty").is_dir() and not os.listdir(tmp_path / "empty")
+    (tmp_path / "a_file").write_text("keep")
+    with pytest.raises(ExportError, match="is a file; a SavedModel is a folder"):
+        export_model(model, str(tmp_path / "a_file"), format="saved_model")
+    assert (tmp_path / "a_file").read_text() == "keep"
+    # documented: a SavedModel may go into an empty folder
+    export_model(model, str(tmp_path / "empty"), format="saved_model")
+    assert (tmp_path / "empty" / "saved_model.pb").exists()
+
+
+def test_temporary_folders_of_killed_exports_are_removed(tmp_path, randomise):
+    """A killed export leaves ``.NAME.tmp-PID@HOST-*``; the next export to that
+    output removes it when its process is gone, and leaves a live one alone."""
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".m.tflite.tmp-{dead_pid}@{host}-abcd1234"
+    live = tmp_path / f".m.tflite.tmp-{os.getpid()}@{host}-abcd1234"
+    elsewhere = tmp_path / f".m.tflite.tmp-{dead_pid}@another-host-abcd1234"
+    old_unnamed = tmp_path / ".m.tflite.tmp_k2j4x9_q"
+    fresh_unnamed = tmp_path / ".m.tflite.tmp_zz99aa00"
+    for folder in (stale, live, elsewhere, old_unnamed, fresh_unnamed):
+        folder.mkdir()
+        (folder / "static_saved_model").mkdir()
+        (folder / "static_saved_model" / "saved_model.pb").write_bytes(b"x" * 1000)
+    day_ago = os.path.getmtime(old_unnamed) - 2 * 24 * 3600
+    os.utime(old_unnamed, (day_ago, day_ago))
+    export_model(randomise(keras_zoo.from_preset("mlp_small")), str(tmp_path / "m.tflite"))
+    left = sorted(os.listdir(tmp_path))
+    assert left == sorted(["m.tflite", live.name, elsewhere.name, fresh_unnamed.name]), left

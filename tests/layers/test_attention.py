@@ -56,16 +56,41 @@ def test_padding_mask_ignores_padded_keys():
     np.testing.assert_allclose(out2[0, :3], out[0, :3], atol=1e-6)
 
 
-def test_cross_attention_uses_the_other_sequence():
+def _cross_by_hand(layer, x, memory, mask=None):
+    """softmax(Q K^T / sqrt(d)) V with Q from ``x`` and K, V from ``memory``, in numpy."""
+    wq, bq = [np.asarray(v) for v in layer.q.weights]
+    wkv, bkv = [np.asarray(v) for v in layer.kv.weights]
+    wo, bo = [np.asarray(v) for v in layer.out.weights]
+    batch, t, dim = x.shape
+    s = memory.shape[1]
+    h, d = layer.num_heads, dim // layer.num_heads
+    q = (x @ wq + bq).reshape(batch, t, h, d)
+    kv = memory @ wkv + bkv
+    k, v = (kv[..., i * dim:(i + 1) * dim].reshape(batch, s, h, d) for i in range(2))
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+    if mask is not None:
+        scores = np.where(mask[:, None, None, :], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    context = np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, t, dim)
+    return context @ wo + bo
+
+
+def test_cross_attention_reads_keys_and_values_from_the_memory():
+    """Queries from one sequence, keys/values from another of other length and
+    content: the numpy formula, with a padding mask on the memory."""
     rng = np.random.default_rng(3)
-    q = rng.normal(size=(2, 3, 8)).astype("float32")
-    kv = rng.normal(size=(2, 7, 8)).astype("float32")
+    x = rng.normal(size=(2, 3, 8)).astype("float32")
+    memory = rng.normal(loc=0.5, scale=2.0, size=(2, 7, 8)).astype("float32")
     layer = MultiHeadAttention(num_heads=2)
-    out = layer(q, kv)
-    assert tuple(out.shape) == (2, 3, 8)
-    assert layer.is_cross_attention
+    out = ops.convert_to_numpy(layer(x, memory))
+    assert layer.is_cross_attention and out.shape == (2, 3, 8)
+    np.testing.assert_allclose(out, _cross_by_hand(layer, x, memory), atol=1e-5)
+    pad = np.array([[True] * 7, [True] * 4 + [False] * 3])
+    masked = ops.convert_to_numpy(layer(x, memory, attention_mask=pad))
+    np.testing.assert_allclose(masked, _cross_by_hand(layer, x, memory, pad), atol=1e-5)
     with pytest.raises(ValueError, match="cross-attention"):
-        layer(q)
+        layer(x)
 
 
 def test_causal_mask_shape_for_cached_decoding():

@@ -18,12 +18,38 @@ def test_bottleneck_shapes_and_projection():
     assert _params(block) == convs + bns
 
 
+def _conv3x3_same(x, kernel):
+    """Stride-1 3x3 convolution with one pixel of zero padding, in numpy."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    return sum(np.einsum("bhwc,cf->bhwf", padded[:, i:i + h, j:j + w], kernel[i, j])
+               for i in range(3) for j in range(3))
+
+
+def _bn_inference(x, bn):
+    gamma, beta, mean, var = (np.asarray(v) for v in
+                              (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+    return gamma * (x - mean) / np.sqrt(var + bn.epsilon) + beta
+
+
 def test_basic_block_identity_shortcut():
+    """Shapes match, so the input itself is added: relu(F(x) + x), F = conv-BN-ReLU-conv-BN
+    (the paper's Fig. 2), computed in numpy from the block's weights."""
     block = BasicBlock(8)
-    x = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype("float32")
-    out = np.asarray(block(x))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 4, 8)).astype("float32")
+    block(x)
+    for bn in block.bns:  # BN statistics away from the identity, so each one shows
+        bn.gamma.assign(rng.uniform(0.5, 1.5, 8))
+        bn.beta.assign(rng.normal(0, 0.3, 8))
+        bn.moving_mean.assign(rng.normal(0, 0.3, 8))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, 8))
     assert block.projection is None
-    assert out.shape == x.shape and (out >= 0).all()
+    k1, k2 = (np.asarray(conv.kernel) for conv in block.convs)
+    branch = np.maximum(_bn_inference(_conv3x3_same(x, k1), block.bns[0]), 0)
+    branch = _bn_inference(_conv3x3_same(branch, k2), block.bns[1])
+    np.testing.assert_allclose(np.asarray(block(x, training=False)),
+                               np.maximum(branch + x, 0), atol=1e-5)
 
 
 def test_zero_init_residual_makes_block_identity_plus_relu():

@@ -202,8 +202,8 @@ def test_fit_on_multicrop_pipeline_and_serving_backbone():
     model = DINO(**TINY)
     model.compile(optimizer="adamw", jit_compile=False, **model.compile_defaults())
     images = np.random.default_rng(0).random((8, 32, 32, 1)).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, "int32"))).batch(
-        4, drop_remainder=True).map(model.train_input_transform())
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, "int32"))).map(
+        model.train_input_transform()).batch(4, drop_remainder=True)
     views, _ = next(iter(ds))
     assert views["global_crops"].shape == (4, 2, 32, 32, 1)
     assert views["local_crops"].shape == (4, 2, 16, 16, 1)
@@ -274,10 +274,13 @@ def test_bad_configs_and_inputs_are_clear_errors():
     model = DINO(**TINY)
     model.compile(optimizer="adamw", **model.compile_defaults())
     empty = tf.data.Dataset.from_tensor_slices(
-        (np.zeros((3, 32, 32, 1), "float32"), np.zeros(3, "int32"))).batch(
-        4, drop_remainder=True)
+        (np.zeros((3, 32, 32, 1), "float32"), np.zeros(3, "int32"))).map(
+        model.train_input_transform()).batch(4, drop_remainder=True)
     with pytest.raises(ValueError, match="dataset given to DINO.fit is empty"):
-        model.fit(empty.map(model.train_input_transform()))
+        model.fit(empty)
+    with pytest.raises(ValueError, match=r"stochastic depth with DINO's drop_path_rate"):
+        DINO(**{**TINY, "backbone": {"family": "ViT", "config": {
+            **BACKBONE["config"], "drop_path_rate": 0.2}}})
     with pytest.raises(ValueError, match=r"DINO trains on multi-crop views.*train_input_transform"):
         model.train_on_batch(np.zeros((4, 32, 32, 1), "float32"), np.zeros(4, "int32"))
 
@@ -319,7 +322,9 @@ _MIRRORED = textwrap.dedent("""
            "expected": (0.1 * teacher.mean(axis=0, keepdims=True)).tolist(),
            "half": (0.1 * teacher.reshape(2, 8, -1)[:, :4].mean(axis=(0, 1))).tolist(),
            "student_gap": max(float(np.abs(a - b).max()) for a, b in zip(
-               mirrored.student_head.get_weights(), single.student_head.get_weights()))}
+               mirrored.student_head.get_weights(), single.student_head.get_weights())),
+           "student_step": max(float(np.abs(a - b).max()) for a, b in zip(
+               single.student_head.get_weights(), reference.student_head.get_weights()))}
     print("RESULT " + json.dumps(out))
 """)
 
@@ -328,7 +333,7 @@ _MIRRORED = textwrap.dedent("""
 def test_centre_under_mirrored_strategy_equals_single_device():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", _MIRRORED, json.dumps(TINY)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=1800, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
     out = json.loads(lines[0][len("RESULT "):])
@@ -338,5 +343,228 @@ def test_centre_under_mirrored_strategy_equals_single_device():
     # Each replica saw half the batch; without the all-reduce a replica would
     # have kept its own half's mean, which differs.
     assert not np.allclose(out["mirrored"][0], out["half"], rtol=1e-3)
-    # Gradients were all-reduced once: the students took the same step.
-    assert out["student_gap"] < 1e-5
+    # Gradients were all-reduced once: the students took the same step (to
+    # 1e-4 of the step, not of an absolute scale a smaller step would pass).
+    assert out["student_step"] > 0
+    assert out["student_gap"] < 1e-4 * out["student_step"]
+
+
+# ---------------------------------------------------------------- fidelity to main_dino.py
+
+# Every photometric op off: what is left of multi-crop is the crop.
+PLAIN = {"flip_probability": 0.0, "color_jitter_probability": 0.0,
+         "grayscale_probability": 0.0, "blur_probability": [0.0, 0.0, 0.0],
+         "solarization_probability": 0.0}
+
+
+def _last_layer_and_all_grads(model, views, step):
+    """The clipped gradients train_step hands the optimizer (one replica),
+    recomputed from the model's pieces before the step runs."""
+    c = model.get_zoo_config()
+    global_views, local_views, num_views = model._views(views)
+    teacher = model._teacher(global_views, training=True)
+    student_vars = model.student_backbone.trainable_weights + \
+        model.student_head.trainable_weights
+    with tf.GradientTape() as tape:
+        student = model._student(global_views, local_views, training=True)
+        loss = dino_lib.dino_loss(student, model.centering(teacher), num_views,
+                                  c["student_temperature"], model._temperature(step))
+    grads = tape.gradient(loss, student_vars)
+    if c["clip_grad"]:
+        grads = [dino_lib._clip_like_dino(g, c["clip_grad"]) for g in grads]
+    return student_vars, [np.asarray(g) for g in grads]
+
+
+def test_trainer_stream_cuts_views_from_the_decoded_original_image():
+    # 100 x 200 images whose value is the column's share of the width: a view's
+    # value span is the share of the width it covers. A crop of 1/4 of the area
+    # with aspect r in [3/4, 4/3] of *original* pixels spans 0.35 sqrt(r) of the
+    # width (0.31-0.41); local crops of 1/20: 0.16 sqrt(r) (0.14-0.18). Cut from
+    # the image squashed to the model's 32 x 32 first, they would span
+    # 0.43-0.58 and 0.19-0.26.
+    from experiments.train import train_stream
+    from keras_zoo.data.datasets import DatasetInfo
+
+    ramp = np.tile(np.linspace(0.0, 1.0, 200, dtype="float32"), (100, 1))[..., None]
+    ds = tf.data.Dataset.from_tensor_slices((np.repeat(ramp[None], 8, 0), np.zeros(8, "int32")))
+    info = DatasetInfo("ramp", "train", 10, (100, 200, 1), 8)
+    model = DINO(**{**TINY, "global_crops_scale": [0.25, 0.25],
+                    "local_crops_scale": [0.05, 0.05], "augmentation": PLAIN})
+    config = {"global_batch_size": 4, "shuffle_buffer": 8, "seed": 0}
+    stream = train_stream(model, ds, info, config, 0, 4)
+    spans = {"global_crops": [], "local_crops": []}
+    for views, _ in stream.take(2):
+        for key, found in spans.items():
+            v = views[key].numpy()
+            found.append((v.max(axis=(2, 3, 4)) - v.min(axis=(2, 3, 4))).ravel())
+    g, loc = np.concatenate(spans["global_crops"]), np.concatenate(spans["local_crops"])
+    assert views["global_crops"].shape == (4, 2, 32, 32, 1)   # static shapes stay
+    assert views["local_crops"].shape == (4, 2, 16, 16, 1)
+    assert g.min() > 0.28 and g.max() < 0.42, (g.min(), g.max())
+    assert loc.min() > 0.12 and loc.max() < 0.19, (loc.min(), loc.max())
+
+
+@pytest.mark.slow
+def test_batchnorm_teacher_uses_batch_statistics_and_the_ema_skips_them():
+    model = DINO(backbone="resnet_tiny_digits", out_dim=16, hidden_dim=32, bottleneck_dim=8,
+                 num_local_crops=0, local_crop_size=16, teacher_momentum=0.9,
+                 steps_per_epoch=10, total_steps=20)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
+                  **model.compile_defaults())
+    views = _views(num_local=0)
+    g = views["global_crops"].transpose(1, 0, 2, 3, 4).reshape(-1, 32, 32, 1)
+    teacher_vars = model.teacher_weights
+    start = _values(teacher_vars)
+    inference = keras.ops.convert_to_numpy(
+        model.teacher_head(model.teacher_backbone(g, training=False)))
+    # What main_dino.py's teacher (train mode) computes: batch statistics, and
+    # its own running statistics move by its own forward pass.
+    train_mode = keras.ops.convert_to_numpy(
+        model.teacher_head(model.teacher_backbone(g, training=True)))
+    running = {i: np.asarray(v) for i, v in enumerate(teacher_vars)
+               if v.name in ("moving_mean", "moving_variance")}
+    assert len(running) >= 4
+    for v, value in zip(teacher_vars, start):
+        v.assign(value)
+    student_start = _values(model.student_weights)
+    model.train_on_batch(views, np.zeros(4, "int32"))
+    center = np.asarray(model.centering.center)
+    np.testing.assert_allclose(center, 0.1 * train_mode.mean(axis=0, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    gap = np.abs(center - 0.1 * inference.mean(axis=0, keepdims=True)).max()
+    assert gap > 1e-3  # the moving statistics would have given another centre
+    after_teacher, after_student = _values(teacher_vars), _values(model.student_weights)
+    for i, (t0, s1, t1) in enumerate(zip(start, after_student, after_teacher)):
+        if i in running:  # the teacher's own forward pass, not the EMA of the student's
+            np.testing.assert_allclose(t1, running[i], rtol=1e-4, atol=1e-6)
+            assert not np.allclose(t1, 0.9 * t0 + 0.1 * s1, rtol=1e-4, atol=1e-6)
+        else:             # parameters: the EMA
+            np.testing.assert_allclose(t1, 0.9 * t0 + 0.1 * s1, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(after_student, student_start))
+    # The teacher's BN scale and offset stay out of the optimizer.
+    teacher_ids = {id(v) for v in teacher_vars}
+    assert not teacher_ids & {id(v) for v in model.trainable_weights}
+    model.trainable = True  # as loading does
+    assert not teacher_ids & {id(v) for v in model.trainable_weights}
+
+
+@pytest.mark.slow
+def test_last_layer_adam_state_starts_when_it_is_unfrozen():
+    # main_dino.py cancels the last layer's gradients (None) in epoch 1, so
+    # AdamW neither moves it nor counts its steps: at unfreezing its Adam is
+    # new. Reference: a fresh keras AdamW fed the same gradients from then on.
+    keras.utils.set_random_seed(1)
+    model = DINO(**{**TINY, "steps_per_epoch": 1, "total_steps": 100,
+                    "weight_decay_end": None})
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+                  jit_compile=False, **model.compile_defaults())
+    weight_v = model.student_head.weight_v
+    index = next(i for i, v in enumerate(model.student_backbone.trainable_weights +
+                                         model.student_head.trainable_weights)
+                 if v is weight_v)
+    reference = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    ref_var = None
+    for step in range(3):
+        views = _views(seed=step)
+        _, grads = _last_layer_and_all_grads(model, views, step)
+        before = np.asarray(weight_v)
+        model.train_on_batch(views, np.zeros(4, "int32"))
+        after = np.asarray(weight_v)
+        if step == 0:
+            np.testing.assert_array_equal(after, before)  # frozen: not even decay
+            continue
+        if ref_var is None:
+            ref_var = keras.Variable(before)
+            reference.build([ref_var])
+        reference.apply([grads[index]], [ref_var])
+        np.testing.assert_allclose(after, np.asarray(ref_var), rtol=1e-4, atol=1e-7)
+    # The first unfrozen update is Adam's first step: about lr per entry.
+    assert np.median(np.abs(np.asarray(ref_var) - before)) > 5e-3
+
+
+@pytest.mark.slow
+def test_train_step_clips_each_weights_gradient():
+    # SGD(1), no decay: each weight moves by exactly its clipped gradient, whose
+    # norm is min(|g|, clip) -- checked relative to clip, weight by weight.
+    clip = 1e-3
+    model = DINO(**{**TINY, "clip_grad": clip, "steps_per_epoch": 1, "total_steps": 10})
+    model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False,
+                  **model.compile_defaults())
+    views = _views(seed=3)
+    variables, grads = _last_layer_and_all_grads(model, views, 0)
+    before = _values(variables)
+    model.train_on_batch(views, np.zeros(4, "int32"))
+    frozen = {id(v) for v in model.student_head.last_layer_weights}
+    clipped = 0
+    for v, b, g in zip(variables, before, grads):
+        step = np.linalg.norm(np.asarray(v) - b)
+        if id(v) in frozen:
+            assert step == 0
+            continue
+        assert np.linalg.norm(g) <= clip * (1 + 1e-5)
+        assert step == pytest.approx(np.linalg.norm(g), rel=1e-3, abs=clip * 1e-3)
+        clipped += np.linalg.norm(g) > clip * 0.999
+    assert clipped >= len(variables) // 2  # most weights' gradients were above the bound
+
+
+@pytest.mark.slow
+def test_weight_decay_follows_the_cosine_schedule():
+    # utils.cosine_scheduler(0.04, 0.4, ...): wd_t = 0.4 - 0.36 (1 + cos(pi t / T)) / 2.
+    # SGD(1) with the gradient clipped to 1e-9 leaves only the decay:
+    # w <- w (1 - wd_t).
+    total = 4
+    model = DINO(**{**TINY, "clip_grad": 1e-9, "total_steps": total, "steps_per_epoch": 1})
+    model.compile(optimizer=keras.optimizers.SGD(1.0, weight_decay=0.04), jit_compile=False,
+                  **model.compile_defaults())
+    kernel = model.student_backbone.get_layer("encoder_block_0").mlp.fc1.kernel
+    for step in range(3):
+        expected = 0.4 - 0.36 * (1 + math.cos(math.pi * step / total)) / 2
+        before = np.asarray(kernel)
+        logs = model.train_on_batch(_views(seed=step), np.zeros(4, "int32"), return_dict=True)
+        ratio = np.asarray(kernel) / before
+        assert np.median(ratio) == pytest.approx(1 - expected, abs=1e-5)
+        assert logs["weight_decay"] == pytest.approx(expected, abs=1e-6)
+    assert model.optimizer.weight_decay == 0.04  # the configured start is kept
+    np.testing.assert_allclose(
+        [float(dino_lib.weight_decay_at(s, 100, 0.04, 0.4)) for s in (0, 50, 100)],
+        [0.04, 0.22, 0.4], atol=1e-6)
+
+
+def test_head_and_loss_stay_float32_under_bfloat16():
+    policy = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        head = DINOHead(out_dim=64, hidden_dim=32, bottleneck_dim=16)
+        x = np.random.default_rng(0).normal(size=(6, 24)).astype("float32")
+        out = head(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+        h = x
+        for dense in head.mlp:
+            h = dense(h)
+        h = np.asarray(keras.ops.cast(h, "float32"), "float64")
+        v = np.asarray(head.weight_v, "float64")
+        expected = (h / np.linalg.norm(h, axis=1, keepdims=True)) @ (
+            v / np.linalg.norm(v, axis=0, keepdims=True))
+        # bfloat16 logits would be off by ~1e-3 of their scale (8 mantissa bits).
+        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+        model = DINO(**TINY)
+        outputs = model(_views()["global_crops"][:, 0])
+        assert keras.backend.standardize_dtype(outputs["student"].dtype) == "float32"
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def test_student_has_stochastic_depth_and_the_teacher_none():
+    config = {**BACKBONE["config"], "num_layers": 3}
+    model = DINO(**{**TINY, "backbone": {"family": "ViT", "config": config}})
+    student = [model.student_backbone.get_layer(f"encoder_block_{i}").drop_path_rate
+               for i in range(3)]
+    teacher = [model.teacher_backbone.get_layer(f"encoder_block_{i}").drop_path_rate
+               for i in range(3)]
+    np.testing.assert_allclose(student, [0.0, 0.05, 0.1])  # main_dino.py's 0.1, linear
+    assert teacher == [0.0, 0.0, 0.0]
+    # Same weights on both sides, so the EMA pairs them one to one.
+    assert [w.shape for w in model.teacher_weights] == [w.shape for w in model.student_weights]
+    # ResNet has no stochastic depth; the official code passes the rate to ViTs only.
+    DINO(backbone="resnet_tiny_digits", out_dim=16, hidden_dim=32, bottleneck_dim=8,
+         num_local_crops=0, local_crop_size=16)

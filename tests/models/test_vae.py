@@ -126,7 +126,7 @@ def test_sample_encode_decode_interpolate_and_serving():
 def test_bad_configs_and_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="beta must be >= 0, got -1"):
         _small_vae(beta=-1)
-    with pytest.raises(ValueError, match="latent_dim must be positive, got 0"):
+    with pytest.raises(ValueError, match="VAE: latent_dim must be a positive integer, got 0"):
         _small_vae(latent_dim=0)
     model = _small_vae()
     with pytest.raises(ValueError, match=r"sample\(n\) needs n >= 1, got 0"):
