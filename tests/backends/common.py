@@ -85,6 +85,27 @@ def forward(model):
     return out
 
 
+def generate(model):
+    """{decoding: token-id lists} for a text family, from fixed token ids:
+    ``translate_ids`` greedy and with a beam of 2 (the Transformer), greedy
+    ``generate`` (a CausalLM); {} for other families. Short, so a test stays
+    quick; compared exactly across backends (an argmax, not a float)."""
+    end = model.tokenizer.end_id if getattr(model, "tokenizer", None) is not None else 3
+    out = {}
+    if hasattr(model, "translate_ids"):
+        sources = [[5, 9, 12, 7, end], [20, 6, end]]
+        for beam in (1, 2):
+            out[f"translate_ids.beam{beam}"] = [
+                [int(t) for t in row]
+                for row in model.translate_ids(sources, beam_size=beam, max_length=6)]
+    elif hasattr(model, "generate"):
+        out["generate.greedy"] = [
+            [int(t) for t in row]
+            for row in model.generate([[5, 9, 12], [20, 6, 7]], max_new_tokens=5,
+                                      sampler="greedy", return_ids=True)]
+    return out
+
+
 def assert_same_outputs(got, expected, what):
     assert sorted(got) == sorted(expected), f"{what}: outputs {sorted(got)} vs {sorted(expected)}"
     for key in expected:

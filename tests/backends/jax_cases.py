@@ -45,10 +45,28 @@ def test_runs_on_jax_without_tensorflow():
         import tensorflow  # noqa: F401
 
 
+def test_every_keras_zoo_module_imports_without_tensorflow():
+    """The no-module-level-TensorFlow rule for every module, present and to
+    come (layers, models, data, training, ...), not only those a test uses."""
+    import importlib
+    import pkgutil
+
+    failed = []
+    for module in pkgutil.walk_packages(keras_zoo.__path__, "keras_zoo."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError as e:
+            failed.append(f"{module.name}: {e}")
+    assert not failed, failed
+    assert not [m for m, mod in sys.modules.items()
+                if m.split(".")[0] == "tensorflow" and mod is not None]
+
+
 @pytest.mark.parametrize("name", _shard(keras_zoo.list_presets(tiny=True)))
 def test_tiny_preset(name):
     """From TensorFlow's preset folder: parameter counts and forward outputs
-    equal TensorFlow's; __call__ equals predict; one fit step trains; the
+    equal TensorFlow's, and so do a text family's decoded ids (greedy, beam);
+    __call__ equals predict; one fit step trains; the
     trained model's preset reloads exactly here (and on TF: test_jax.py)."""
     if not ROOT:
         pytest.fail("ZOO_BACKENDS_DIR is not set: run tests/backends/test_jax.py")
@@ -61,11 +79,16 @@ def test_tiny_preset(name):
     common.assert_same_outputs(out, _load_npz(os.path.join(ROOT, "tf", name + ".npz")),
                                f"{name}: JAX vs TensorFlow")
 
+    with open(os.path.join(ROOT, "tf", name + ".generate.json")) as f:
+        assert common.generate(model) == json.load(f), f"{name}: JAX vs TF decoding"
+
     x = common.example_inputs(model)
     if "model" in out or any(k.startswith("model.") for k in out):
         called = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x))
         for key, value in common._arrays("model", called).items():
-            np.testing.assert_allclose(value, out[key], rtol=1e-5, atol=1e-6)
+            # Eager __call__ vs predict's XLA program round differently: the
+            # Transformer's logits differ by up to 3e-6 (measured on JAX CPU).
+            np.testing.assert_allclose(value, out[key], **common.TOLERANCE)
 
     model.compile(optimizer=AdamW(1e-3), **model.compile_defaults())
     before = [np.array(v) for v in model.trainable_variables]
@@ -80,6 +103,8 @@ def test_tiny_preset(name):
     model.save_to_preset(folder)
     trained = common.forward(model)
     np.savez(folder + ".npz", **trained)
+    with open(folder + ".generate.json", "w") as f:
+        json.dump(common.generate(model), f)
     common.assert_same_outputs(common.forward(keras_zoo.from_preset(folder)), trained,
                                f"{name}: JAX preset reloaded on JAX")
 
@@ -166,13 +191,19 @@ def test_dino_teacher_and_centre_after_three_jax_steps_match_tensorflow():
         for t0, s1, t1 in zip(record["teacher"][step], record["student"][step + 1],
                               record["teacher"][step + 1]):
             np.testing.assert_allclose(t1, m * t0 + (1 - m) * s1, rtol=1e-5, atol=1e-7)
+        # The loss is ~1.5e-3 here; across backends it differed by up to 2e-8.
         np.testing.assert_allclose(record["logs"][step]["loss"], tf_run[f"loss.{step}"],
-                                   rtol=1e-5)
+                                   rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(record["center"][step + 1], tf_run[f"center.{step + 1}"],
                                    rtol=1e-4, atol=1e-6)
+        # Across backends the student's AdamW steps (lr 1e-2) differ in the
+        # last bits, and Adam's m / sqrt(v) scales that up on weights whose
+        # gradient is ~0: after 2 steps one of 2048 teacher weights was 3e-6
+        # off (0.3 % of an Adam step times 1 - m). The EMA formula itself is
+        # checked above to 1e-7.
         for i, t in enumerate(record["teacher"][step + 1]):
             np.testing.assert_allclose(t, tf_run[f"teacher.{step + 1}.{i}"], rtol=1e-4,
-                                       atol=2e-6, err_msg=f"teacher weight {i}, step {step}")
+                                       atol=1e-5, err_msg=f"teacher weight {i}, step {step}")
     v = next(i for i, w in enumerate(model.student_weights) if w.name == "weight_v")
     np.testing.assert_array_equal(record["student"][2][v], record["student"][0][v])
     assert not np.allclose(record["student"][3][v], record["student"][2][v])

@@ -59,6 +59,7 @@ def _write_tf_side(root, names):
         common.prepare(model, seed=i)
         model.save_to_preset(str(root / "tf" / name))
         np.savez(root / "tf" / f"{name}.npz", **common.forward(model))
+        (root / "tf" / f"{name}.generate.json").write_text(json.dumps(common.generate(model)))
         summary[name] = {"family": type(model).__name__,
                          "counts": [model.trainable_parameter_count(), model.count_params()]}
     (root / "tf_side.json").write_text(json.dumps(summary))
@@ -79,6 +80,8 @@ def test_tiny_presets_cross_tensorflow_and_jax(shard, tmp_path):
             expected = dict(f)
         common.assert_same_outputs(common.forward(model), expected,
                                    f"{name}: TensorFlow reading JAX's preset")
+        generated = json.loads((tmp_path / "jax" / f"{name}.generate.json").read_text())
+        assert common.generate(model) == generated, f"{name}: TF decoding JAX's preset"
 
 
 def _dino_views(step):
@@ -112,7 +115,7 @@ def test_objectives_and_attention_on_jax(tmp_path):
     np.savez(tmp_path / "dino_steps.npz", **steps)
     np.savez(tmp_path / "dino_tf_run.npz", **run)
     out = _run_jax(tmp_path, "-k", "not test_tiny_preset")
-    assert "11 passed" in out, out[-3000:]
+    assert "12 passed" in out, out[-3000:]
 
 
 def test_the_export_door_on_jax_is_one_clear_error():
