@@ -477,9 +477,9 @@ def make_optimizer(c, total_steps, model):
     else:
         optimizer = keras.optimizers.Lamb(weight_decay=wd or None, **common)
     if name != "adam" and wd:
-        # Decaying biases and norm scales only hurts (timm, DeiT, big_vision agree).
-        optimizer.exclude_from_weight_decay(
-            var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+        # Decaying biases and norm scales only hurts (timm, DeiT, big_vision agree);
+        # the model names them (ZooModel.no_weight_decay_variables).
+        optimizer.exclude_from_weight_decay(var_list=model.no_weight_decay_variables())
     return optimizer, schedule
 
 

@@ -13,7 +13,9 @@ from keras_zoo.models import (
     Autoencoder,
     LatentClassifier,
     LeNet,
+    Mamba,
     ResNet,
+    Simba,
     SparseAutoencoder,
     Transformer,
     ViT,
@@ -29,5 +31,6 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
-           "PresetError", "ResNet", "SparseAutoencoder", "Transformer", "ViT", "ZooModel", "from_preset", "list_presets"]
+__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
+           "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT", "ZooModel",
+           "from_preset", "list_presets"]

@@ -8,7 +8,9 @@ checked on load). ``from_preset`` accepts
 * a local folder written by ``save_to_preset``,
 * a ``gs://`` (or any ``tf.io.gfile``) folder of the same layout,
 * a folder written by keras-hub's ``save_to_preset`` for a family with a
-  converter (ViT, ResNet): weights are mapped into the keras_zoo model.
+  converter (ViT, ResNet): weights are mapped into the keras_zoo model,
+* ``"hf:<folder>"``, a Hugging Face ``save_pretrained`` folder of a supported
+  architecture (MambaForCausalLM): see keras_zoo/converters/huggingface.py.
 """
 
 import dataclasses
@@ -300,6 +302,10 @@ def save_to_preset(model, directory, description=""):
 def load(cls, preset, load_weights=True, **overrides):
     """Implements ``Family.from_preset``; ``cls`` may be ZooModel (any family)."""
     preset = str(preset)
+    if preset.startswith("hf:"):  # a Hugging Face save_pretrained folder
+        from keras_zoo.converters import huggingface
+
+        return huggingface.load(cls, preset[len("hf:"):], overrides, load_weights)
     folder = None  # where the weights (and a text family's tokenizer) come from
     if _exists(preset):
         folder = _localize(preset)

@@ -1,4 +1,7 @@
 """Converters for foreign checkpoints; importing this package registers them
 with ``keras_zoo.presets`` (which imports it lazily, on the first foreign folder)."""
 
-from keras_zoo.converters import keras_hub  # noqa: F401  (registers ViT, ResNet)
+from keras_zoo.converters import (
+    huggingface,  # noqa: F401  (hf: folders, HuggingFaceTokenizer)
+    keras_hub,  # noqa: F401  (registers ViT, ResNet)
+)

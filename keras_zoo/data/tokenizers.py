@@ -140,6 +140,8 @@ class Tokenizer:
             raise TokenizerError(f"{path} is not a valid tokenizer description: "
                                  f"{type(e).__name__}: {e}") from None
         if cls_name not in _CLASSES:
+            import keras_zoo.converters  # noqa: F401  (foreign checkpoints' tokenizer classes)
+        if cls_name not in _CLASSES:
             raise TokenizerError(f"{path}: unknown tokenizer class {cls_name!r}; known: "
                                  f"{sorted(_CLASSES)}")
         files = {}

@@ -83,3 +83,26 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class RMSNormalization(keras.layers.RMSNormalization):
+    """RMSNorm (Zhang & Sennrich 2019), x / sqrt(mean(x^2) + eps) * scale, last axis.
+
+    Mamba's norm (eps 1e-5 there). Same weight (``scale``) and config as
+    ``keras.layers.RMSNormalization``; computed in float32 under mixed
+    precision (as the reference RMSNorm does) and spelled as
+    mean -> add -> rsqrt -> multiply, which lowers to TFLite builtins.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-5, **kwargs):
+        super().__init__(axis=axis, epsilon=epsilon, **kwargs)
+
+    def call(self, x):
+        if list(self.axis) not in ([-1], [len(x.shape) - 1]):
+            return super().call(x)
+        x32 = ops.cast(x, "float32")
+        with keras.name_scope(INVERSE_STDDEV_SCOPE):
+            inverse_rms = ops.rsqrt(ops.mean(x32 * x32, axis=-1, keepdims=True) + self.epsilon)
+        outputs = x32 * inverse_rms * ops.cast(self.scale, "float32")
+        return ops.cast(outputs, self.compute_dtype)

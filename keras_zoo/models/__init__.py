@@ -6,11 +6,13 @@ from keras_zoo.models.dino import DINO
 from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
+from keras_zoo.models.mamba import Mamba
 from keras_zoo.models.mlp import MLP
 from keras_zoo.models.resnet import ResNet
+from keras_zoo.models.simba import Simba
 from keras_zoo.models.transformer import Transformer
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "ResNet",
-           "SparseAutoencoder", "Transformer", "ViT", "ZooModel"]
+__all__ = ["DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet", "Mamba",
+           "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT", "ZooModel"]

@@ -205,6 +205,12 @@ class ZooModel(keras.Model):
         The exporter adds ``"embedding"`` itself (``export_signatures``)."""
         return {"serving_default": self}
 
+    def no_weight_decay_variables(self):
+        """Variables the trainer's optimizer leaves undecayed. Default: biases and
+        norm scales (every variable of rank <= 1). A family with other such
+        parameters (Mamba's A_log) adds them here."""
+        return [v for v in self.trainable_variables if len(v.shape) <= 1]
+
     def export_signatures(self):
         """What the exporter writes: ``serving_signatures()`` plus
         ``"embedding"`` (the default ``embedding_model()``) when the family
