@@ -109,7 +109,13 @@ def generate(model):
 def assert_same_outputs(got, expected, what):
     assert sorted(got) == sorted(expected), f"{what}: outputs {sorted(got)} vs {sorted(expected)}"
     for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], **TOLERANCE,
+        # 1e-5 of the output's scale: float32 elements that are sums of terms
+        # as large as the output's largest (Mamba's prefill SSM state, up to
+        # ~1e2, with elements near 1) round differently across backends by
+        # up to 5e-4 (measured); outputs of scale <= 1 keep atol 1e-5.
+        scale = max(1.0, float(np.max(np.abs(expected[key]), initial=0.0)))
+        np.testing.assert_allclose(got[key], expected[key], rtol=TOLERANCE["rtol"],
+                                   atol=TOLERANCE["atol"] * scale,
                                    err_msg=f"{what}: output {key}")
 
 
