@@ -247,6 +247,9 @@ def export_model(model, output, format="tflite", quantization="none", signature=
         float_ops, float_scopes: kept in float in TFLite "int8" (see export.tflite).
         debug_quantization: a path for the QuantizationDebugger per-layer CSV.
     """
+    from keras_zoo.backend import require_tensorflow_backend
+
+    require_tensorflow_backend("export.export_model (SavedModel / TFLite)")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "tflite":
