@@ -109,6 +109,25 @@ def worker_main(argv, handlers):
     return True
 
 
+def script_main(module, handlers, parse_args, plan, report, argv=None):
+    """A side-by-side script's entry point: a worker runs its jobs; otherwise
+    ``parse_args`` -> ``plan`` -> one process per job (one per group for
+    ``--quick``) -> ``report`` printed."""
+    argv = sys.argv[1:] if argv is None else argv
+    if worker_main(argv, handlers):
+        return
+    args = parse_args(argv)
+    jobs = plan(args)
+    print(report(args, jobs, run_plan(module, jobs, isolate=not args.quick)))
+
+
+def require_positive(parser, args, names):
+    """``parser.error`` naming the first of ``names`` whose value is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+
+
 def installed(module):
     """Whether ``module`` (dotted names too) can be imported, without importing
     it: a parent package such as keras_zoo would pull in TensorFlow."""

@@ -260,6 +260,9 @@ def export_model(model, output, format="tflite", quantization="none", signature=
         float_ops, float_scopes: kept in float in TFLite "int8" (see export.tflite).
         debug_quantization: a path for the QuantizationDebugger per-layer CSV.
     """
+    from keras_zoo.backend import require_tensorflow_backend
+
+    require_tensorflow_backend("export.export_model (SavedModel / TFLite)")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "tflite":
@@ -580,26 +583,30 @@ _FLAGS = None
 
 def run():
     """Console script entry point (keras-zoo-export)."""
-    global _FLAGS
-    from absl import app
+    from keras_zoo.data.datasets import DatasetError
+    from keras_zoo.presets import PresetError
 
+    global _FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _FLAGS = _define_flags()
+    run_guarded(main, (ExportError, PresetError, DatasetError))
+
+
+def run_guarded(main, errors):
+    """``absl.app.run(main)``, printing an error of the ``errors`` types, a
+    misspelt flag or a bad flag value as one line ``error: ...`` (exit
+    status 2) instead of a traceback."""
+    from absl import app, flags
 
     def guarded(argv):
-        from keras_zoo.data.datasets import DatasetError
-        from keras_zoo.presets import PresetError
-
         try:
             main(argv)
-        except (ExportError, PresetError, DatasetError) as e:
+        except errors as e:
             _fail(str(e))
 
-    def parse_flags(argv):  # a misspelt flag or a bad value: one line, status 2 (as above)
-        from absl import flags
-
+    def parse_flags(argv):
         try:
-            return _FLAGS(argv)
+            return flags.FLAGS(argv)
         except flags.Error as e:
             _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 

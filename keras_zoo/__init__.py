@@ -8,6 +8,7 @@
 from keras_zoo.models import (
     BERT,
     DINO,
+    GPT,
     MAE,
     MLP,
     VAE,
@@ -32,7 +33,7 @@ def from_preset(preset, load_weights=True, **overrides):
     return ZooModel.from_preset(preset, load_weights=load_weights, **overrides)
 
 
-__all__ = ["BERT", "DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
+__all__ = ["BERT", "DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
            "Mamba", "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT",
            "ZooModel",
            "from_preset", "list_presets"]

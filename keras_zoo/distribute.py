@@ -22,7 +22,7 @@ import os
 import socket
 import urllib.parse
 
-import tensorflow as tf
+from keras_zoo.backend import require_tensorflow_backend, tf
 
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "one_device")
 TPU_CONNECT_TIMEOUT = 10.0  # seconds; a grpc connect to a dead address blocks forever
@@ -54,6 +54,7 @@ def split_cpu(num_devices):
 
 def get_strategy(strategy="auto", tpu=None):
     """Returns a ``tf.distribute.Strategy`` for the name ``strategy``."""
+    require_tensorflow_backend(f"keras_zoo.distribute.get_strategy({strategy!r})")
     if strategy not in STRATEGIES:
         raise DistributeError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     if strategy == "auto":

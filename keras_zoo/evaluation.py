@@ -125,6 +125,54 @@ def linear_probe(train_features, train_labels, test_features, test_labels, epoch
     return float(np.mean(logits.argmax(axis=1) == test_labels))
 
 
+# ---------------------------------------------------------------- n-gram baselines
+# What a language model must beat on the same tokens: counts from the
+# training token stream, perplexity on (previous, target) pairs of another split.
+
+def unigram_perplexity(train_ids, targets, vocab_size):
+    """Perplexity of add-one unigram frequencies: P(w) = (c(w) + 1) / (N + V)."""
+    train_ids, targets = _ids(train_ids), _ids(targets)
+    counts = np.bincount(train_ids, minlength=vocab_size)
+    p = (counts[targets] + 1.0) / (len(train_ids) + vocab_size)
+    return float(np.exp(-np.mean(np.log(p))))
+
+
+def bigram_perplexity(train_ids, previous, targets, vocab_size, discount=0.75):
+    """Perplexity of an interpolated Kneser-Ney bigram model (Chen & Goodman 1998):
+
+        P(w | v) = max(c(v, w) - d, 0) / c(v) + d N1+(v .) / c(v) * P_cont(w),
+
+    P_cont(w) = (N1+(. w) + 1) / (N1+(. .) + V) (the number of distinct
+    words seen before w, add-one so no token has probability 0); a context
+    never seen in training falls back to P_cont. ``train_ids`` is one token
+    stream; ``previous[i]`` is the token before ``targets[i]``."""
+    train_ids, previous, targets = _ids(train_ids), _ids(previous), _ids(targets)
+    if previous.shape != targets.shape:
+        raise ValueError(f"previous {previous.shape} and targets {targets.shape} differ in shape")
+    v = np.int64(vocab_size)
+    keys, counts = np.unique(train_ids[:-1] * v + train_ids[1:], return_counts=True)
+    context_counts = np.bincount(train_ids[:-1], minlength=vocab_size).astype("float64")
+    followers = np.bincount(keys // v, minlength=vocab_size)  # N1+(v .)
+    predecessors = np.bincount(keys % v, minlength=vocab_size)  # N1+(. w)
+    p_cont = (predecessors + 1.0) / (len(keys) + vocab_size)
+    query = previous * v + targets
+    at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    pair_counts = np.where(keys[at] == query, counts[at], 0)
+    c = context_counts[previous]
+    seen = c > 0
+    safe = np.where(seen, c, 1.0)
+    p = np.where(seen, np.maximum(pair_counts - discount, 0) / safe
+                 + discount * followers[previous] / safe * p_cont[targets], p_cont[targets])
+    return float(np.exp(-np.mean(np.log(p))))
+
+
+def _ids(values):
+    values = np.asarray(values, dtype="int64").reshape(-1)
+    if values.size == 0:
+        raise ValueError("no tokens to count or score")
+    return values
+
+
 def labelled_subset(labels, per_class, seed=0):
     """Indices of ``per_class`` randomly chosen examples of every class (all
     of a class that has fewer), sorted: the "few labels" setting of

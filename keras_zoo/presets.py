@@ -101,9 +101,9 @@ def _import_families():
 # ---------------------------------------------------------------- files
 
 def _gfile():
-    import tensorflow as tf
+    from keras_zoo.backend import tensorflow
 
-    return tf.io.gfile
+    return tensorflow("remote preset paths (tf.io.gfile)").io.gfile
 
 
 def _is_remote(path):

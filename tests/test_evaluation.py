@@ -84,6 +84,36 @@ def test_extract_features_runs_keras_models_in_inference_mode():
     np.testing.assert_array_equal(evaluation.extract_features(model, x), x)
 
 
+# ---------------------------------------------------------------- n-gram baselines
+
+def test_unigram_perplexity_by_hand():
+    from keras_zoo.evaluation import unigram_perplexity
+
+    train = [0, 0, 1, 2]  # counts 2, 1, 1, 0 of V = 4; N + V = 8
+    p = np.array([3, 2, 1]) / 8  # targets 0, 1, 3
+    assert unigram_perplexity(train, [0, 1, 3], 4) == pytest.approx(np.exp(-np.log(p).mean()))
+
+
+def test_bigram_is_a_distribution_and_beats_unigram_on_structure():
+    from keras_zoo.evaluation import bigram_perplexity, unigram_perplexity
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 7, 500)
+    vocab = 9  # tokens 7 and 8 never occur
+    for context in (0, 3, 8):  # seen contexts and an unseen one
+        # perplexity of each target alone is 1 / P(w | v): the P(. | v) must sum to 1
+        probs = [1 / bigram_perplexity(train, [context], [w], vocab) for w in range(vocab)]
+        assert sum(probs) == pytest.approx(1.0)
+        assert min(probs) > 0
+    # a stream where each token determines the next: bigram << unigram
+    cycle = np.tile(np.arange(7), 100)
+    prev, nxt = cycle[:-1], cycle[1:]
+    assert bigram_perplexity(cycle, prev, nxt, vocab) < 1.1
+    assert unigram_perplexity(cycle, nxt, vocab) > 6.5
+    with pytest.raises(ValueError, match="differ in shape"):
+        bigram_perplexity(cycle, prev[:3], nxt, vocab)
+
+
 def test_labelled_subset_takes_n_per_class_at_random():
     labels = np.repeat(np.arange(3), [5, 8, 2])  # class 2 has fewer than asked
     idx = evaluation.labelled_subset(labels, 3, seed=0)

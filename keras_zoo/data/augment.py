@@ -22,7 +22,7 @@ a ``tf.random.Generator``:
 
 import math
 
-import tensorflow as tf
+from keras_zoo.backend import tf
 
 # PIL works on 8-bit levels: ImageOps.solarize(threshold=128) inverts i >= 128.
 SOLARIZE_THRESHOLD = 128.0 / 255.0

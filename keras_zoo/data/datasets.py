@@ -14,7 +14,8 @@ import difflib
 import os
 
 import numpy as np
-import tensorflow as tf
+
+from keras_zoo.backend import tf
 
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
 BUNDLED = {"digits": "digits.npz"}

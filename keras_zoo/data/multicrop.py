@@ -14,8 +14,7 @@ TPUs require. The photometric ops are torchvision's, per image
 (``keras_zoo.data.augment``).
 """
 
-import tensorflow as tf
-
+from keras_zoo.backend import tf
 from keras_zoo.data import augment
 
 
@@ -73,8 +72,20 @@ class MultiCrop:
         self.blur_probability = tuple(blur_probability)
         self.solarization_probability = solarization_probability
         self.num_channels = num_channels
-        self._rng = (tf.random.Generator.from_seed(seed) if seed is not None
-                     else tf.random.Generator.from_non_deterministic_state())
+        self._seed = seed
+        self._generator = None  # a tf.random.Generator, made on first use (see _rng)
+
+    @property
+    def _rng(self):
+        # Made on first use rather than in __init__, so that building a DINO
+        # model (which validates its crop settings here) needs no TensorFlow;
+        # init_scope: the first use is usually while tf.data traces the map.
+        if self._generator is None:
+            with tf.init_scope():
+                self._generator = (
+                    tf.random.Generator.from_seed(self._seed) if self._seed is not None
+                    else tf.random.Generator.from_non_deterministic_state())
+        return self._generator
 
     def _view(self, image, size, scale, blur, solarization):
         """One view, in ``DataAugmentationDINO``'s order: crop, flip, jitter,

@@ -20,6 +20,7 @@ default for families trained here; the WordPiece (BERT) and byte-level BPE
 """
 
 import io
+import itertools
 import json
 import os
 from typing import ClassVar
@@ -252,6 +253,174 @@ class SentencePieceTokenizer(Tokenizer):
     def from_files(cls, files, special_tokens=None, **config):
         return cls(files[cls.FILE], special_tokens)
 
+
+
+# GPT-2's pre-tokenizer (openai/gpt-2 src/encoder.py): contractions, runs of
+# letters, of digits, of other symbols (each with one leading space), and
+# whitespace, so that a word's BPE never crosses a word boundary.
+_GPT2_SPLIT = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+
+def _bytes_to_unicode():
+    """GPT-2's map of the 256 byte values onto printable characters (printable
+    Latin-1 bytes map to themselves, the others to U+0100 onwards), so that a
+    BPE vocabulary over bytes can be stored as JSON text."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+@register_tokenizer
+class BytePairTokenizer(Tokenizer):
+    """Byte-level BPE (Radford et al. 2019, GPT-2): text -> UTF-8 bytes ->
+    pre-tokenized words -> pairs merged in the order of ``merges.txt``, each
+    final piece looked up in ``vocab.json``. No text is ever unknown.
+
+    The files are those of the GPT-2 release and of Hugging Face's GPT-2
+    folders (``vocab.json`` maps piece -> id, ``merges.txt`` lists merges by
+    rank). ``encode``/``decode`` are the algorithm of OpenAI's
+    ``encoder.py``, in plain Python (the ``regex`` package for the Unicode
+    classes of the pre-tokenizer); ``tf_encode`` is keras-hub's
+    ``BytePairTokenizer`` op over the same files. Special tokens
+    (GPT-2: ``<|endoftext|>``, id 50256, the end of every document) are
+    matched whole before BPE.
+    """
+
+    VOCABULARY_FILE = "vocab.json"
+    MERGES_FILE = "merges.txt"
+    DEFAULT_SPECIAL: ClassVar[dict] = {"end": "<|endoftext|>"}
+
+    def __init__(self, vocabulary, merges, special_tokens=None):
+        import regex
+
+        super().__init__(self.DEFAULT_SPECIAL if special_tokens is None else special_tokens)
+        self.vocabulary = dict(vocabulary)
+        self.merges = [m for m in merges if m and not m.startswith("#version")]
+        self._ranks = {}
+        for rank, merge in enumerate(self.merges):
+            pair = tuple(merge.split(" "))
+            if len(pair) != 2:
+                raise TokenizerError(f"merges line {rank + 1} is {merge!r}; expected two "
+                                     "pieces separated by one space")
+            self._ranks[pair] = rank
+        self._pieces = {i: piece for piece, i in self.vocabulary.items()}
+        self._byte_to_char = _bytes_to_unicode()
+        self._char_to_byte = {c: b for b, c in self._byte_to_char.items()}
+        self._split = regex.compile(_GPT2_SPLIT)
+        specials = sorted(set(self.special_tokens.values()), key=len, reverse=True)
+        missing = [t for t in specials if t not in self.vocabulary]
+        if missing:
+            raise TokenizerError(f"special tokens {missing} are not in the vocabulary")
+        self._specials = regex.compile("(" + "|".join(map(regex.escape, specials)) + ")") \
+            if specials else None
+        self._words = {}  # word -> ids; the same words recur all through a corpus
+        self._tf = None
+
+    @property
+    def vocab_size(self):
+        return max(self.vocabulary.values()) + 1
+
+    def token_to_id(self, token):
+        return self.vocabulary.get(token)
+
+    def id_to_token(self, i):
+        return self._pieces[int(i)]
+
+    def _encode_one(self, text):
+        chunks = self._specials.split(text) if self._specials else [text]
+        ids = []
+        for k, chunk in enumerate(chunks):
+            if k % 2:  # a special token
+                ids.append(self.vocabulary[chunk])
+                continue
+            for word in self._split.findall(chunk):
+                if word not in self._words:
+                    if len(self._words) > 100_000:
+                        self._words.clear()
+                    self._words[word] = self._word_ids(word)
+                ids.extend(self._words[word])
+        return ids
+
+    def _word_ids(self, word):
+        parts = [self._byte_to_char[b] for b in word.encode("utf-8")]
+        while len(parts) > 1:
+            pairs = list(itertools.pairwise(parts))
+            best = min(pairs, key=lambda pair: self._ranks.get(pair, len(self._ranks)))
+            if best not in self._ranks:
+                break
+            merged, i = [], 0
+            while i < len(parts):
+                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        try:
+            return [self.vocabulary[p] for p in parts]
+        except KeyError as e:
+            raise TokenizerError(f"BPE piece {e.args[0]!r} of {word!r} is not in vocab.json: "
+                                 "the vocabulary and merges files do not belong together") from None
+
+    def _decode_one(self, ids):
+        data = bytes(self._char_to_byte[c] for i in ids for c in self._pieces[i])
+        return data.decode("utf-8", errors="replace")
+
+    def tf_encode(self, texts):
+        """tf.string tensor (batch,) -> tf.RaggedTensor of int32 ids (keras-hub's op)."""
+        if self._tf is None:
+            import keras_hub
+            import tensorflow as tf
+
+            with tf.init_scope():  # eagerly, as SentencePieceTokenizer.tf_encode
+                layer = keras_hub.tokenizers.BytePairTokenizer(
+                    vocabulary=self.vocabulary, merges=self.merges, dtype="int32",
+                    unsplittable_tokens=sorted(set(self.special_tokens.values())) or None)
+            # In a graph keras-hub returns the ragged tensor (eagerly it
+            # converts to Python lists); tf.data traces this function inline.
+            self._tf = tf.function(layer.tokenize)
+        return self._tf(texts)
+
+    def _files(self):
+        vocabulary = json.dumps(self.vocabulary, ensure_ascii=False).encode("utf-8")
+        merges = "\n".join(["#version: 0.2", *self.merges]) + "\n"
+        return {self.VOCABULARY_FILE: vocabulary, self.MERGES_FILE: merges.encode("utf-8")}
+
+    @classmethod
+    def from_files(cls, files, special_tokens=None, **config):
+        vocabulary = json.loads(files[cls.VOCABULARY_FILE].decode("utf-8"))
+        merges = files[cls.MERGES_FILE].decode("utf-8").splitlines()
+        return cls(vocabulary, merges, special_tokens)
+
+    @classmethod
+    def from_folder(cls, folder, special_tokens=None):
+        """Reads ``vocab.json`` + ``merges.txt`` (a GPT-2 release or Hugging Face
+        folder). ``special_tokens`` defaults to GPT-2's end token when the
+        vocabulary has it, else none."""
+        files = {}
+        for name in (cls.VOCABULARY_FILE, cls.MERGES_FILE):
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                raise TokenizerError(f"{folder!r} has no {name} (byte-level BPE needs "
+                                     f"{cls.VOCABULARY_FILE} and {cls.MERGES_FILE})")
+            with open(path, "rb") as f:
+                files[name] = f.read()
+        try:
+            vocabulary = json.loads(files[cls.VOCABULARY_FILE].decode("utf-8"))
+            merges = files[cls.MERGES_FILE].decode("utf-8").splitlines()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TokenizerError(f"could not read the BPE files in {folder!r}: {e}") from None
+        if special_tokens is None:
+            special_tokens = {r: t for r, t in cls.DEFAULT_SPECIAL.items() if t in vocabulary}
+        return cls(vocabulary, merges, special_tokens)
 
 def _check_text(text):
     if not isinstance(text, str):

@@ -1,12 +1,13 @@
 """Reusable blocks, one concept per file."""
 
-from keras_zoo.layers.activations import gelu
+from keras_zoo.layers.activations import gelu, gelu_approximate
 from keras_zoo.layers.attention import MultiHeadAttention, causal_mask
 from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
 from keras_zoo.layers.embeddings import (
     ClassToken,
     LearnedPositionEmbedding,
     PatchEmbedding,
+    PositionEmbedding,
     SinusoidalPositionEmbedding,
     TokenEmbedding,
     sincos_2d,
@@ -20,6 +21,6 @@ from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEnc
 __all__ = [
     "BasicBlock", "BatchNormalization", "BottleneckBlock", "ClassToken", "FeedForward", "InsertMaskTokens",
     "LayerNormalization", "LearnedPositionEmbedding", "MultiHeadAttention", "PatchEmbedding",
-    "RandomPatchMasking", "SinusoidalPositionEmbedding", "TokenEmbedding", "TransformerDecoderBlock", "TransformerEncoderBlock", "causal_mask",
-    "gelu", "sincos_2d", "sinusoidal_1d",
+    "PositionEmbedding", "RandomPatchMasking", "SinusoidalPositionEmbedding", "TokenEmbedding", "TransformerDecoderBlock", "TransformerEncoderBlock", "causal_mask",
+    "gelu", "gelu_approximate", "sincos_2d", "sinusoidal_1d",
 ]

@@ -3,6 +3,7 @@
 import keras
 from keras import layers, ops
 
+from keras_zoo import config
 from keras_zoo.layers.initializers import initializer
 
 
@@ -40,6 +41,11 @@ class MultiHeadAttention(layers.Layer):
             memory (``cross_attention_cache(memory)``), computed once per
             source sentence and passed instead of ``value``; the call then
             returns ``(output, cache)`` too, for a uniform interface.
+
+    ``keras_zoo.config.set_attention_implementation`` picks the lowering:
+    two matmuls (CPU, TensorFlow, TFLite) or the backend's fused
+    ``keras.ops.dot_product_attention`` (default on JAX GPU/TPU); same
+    weights, same numbers.
     """
 
     def __init__(self, num_heads, dropout=0.0, use_bias=True, weight_init="keras", **kwargs):
@@ -126,7 +132,14 @@ class MultiHeadAttention(layers.Layer):
             q, k, v = self._split_heads(self.qkv(query), 3)
             mask = self._combine_masks(
                 attention_mask, use_causal_mask, ops.shape(q)[2], ops.shape(k)[2])
-        context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
+        if config.use_fused_attention() and not (self.dropout > 0 and training):
+            # Plain causal self-attention: the kernel's own causal rule (flash
+            # attention then skips the blocks above the diagonal).
+            causal_only = use_causal_mask and attention_mask is None and cache is None \
+                and not self.is_cross_attention
+            context = self._attend_fused(q, k, v, None if causal_only else mask, causal_only)
+        else:
+            context = self._attend(q, k, v, mask, training)  # (B, H, T, D)
         b, t = ops.shape(context)[0], ops.shape(context)[2]
         context = ops.transpose(context, (0, 2, 1, 3))
         context = ops.reshape(context, (b, t, self.num_heads * self.head_dim))
@@ -166,6 +179,20 @@ class MultiHeadAttention(layers.Layer):
                 padding = padding[:, None, :, :]
             mask = ops.logical_and(mask, padding)
         return mask
+
+    @staticmethod
+    def _attend_fused(q, k, v, mask, is_causal):
+        """``keras.ops.dot_product_attention`` on (B, H, T, D) tensors: the
+        backend's fused kernel (cuDNN / Pallas flash attention on JAX GPU/TPU).
+        It has no attention dropout, so training with dropout uses ``_attend``.
+        The op takes (B, T, H, D); under XLA the transposes in and out cancel
+        the ones around this call."""
+        def swap(t):
+            return ops.transpose(t, (0, 2, 1, 3))
+
+        context = ops.dot_product_attention(swap(q), swap(k), swap(v), mask=mask,
+                                            is_causal=is_causal)
+        return swap(context)
 
     def _attend(self, q, k, v, mask, training):
         """softmax(q k^T / sqrt(d)) v on (B, H, T, D) tensors.

@@ -257,8 +257,13 @@ class TokenEmbedding(layers.Layer):
         """ids (...) -> (..., dim); with ``reverse=True``: vectors (..., dim) ->
         logits (..., vocab_size) = x @ table^T, in float32."""
         if reverse:
-            return ops.matmul(ops.cast(inputs, "float32"),
-                              ops.transpose(ops.cast(self.embeddings, "float32")))
+            # One 2-D matmul, (tokens, dim) x (dim, vocab): the gradient of a
+            # batched (B, T, dim) x (dim, vocab) product for the table is a
+            # (B, dim, vocab) tensor summed over B (1.2 GB for GPT-2 at batch 8).
+            shape = ops.shape(inputs)
+            flat = ops.reshape(ops.cast(inputs, "float32"), (-1, shape[-1]))
+            logits = ops.matmul(flat, ops.transpose(ops.cast(self.embeddings, "float32")))
+            return ops.reshape(logits, (*shape[:-1], self.vocab_size))
         x = ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
         x = ops.cast(x, self.compute_dtype)
         return x * ops.cast(self.scale, x.dtype) if self.scale != 1.0 else x

@@ -4,6 +4,7 @@ from keras_zoo.models.autoencoder import Autoencoder, SparseAutoencoder
 from keras_zoo.models.base import ZooModel
 from keras_zoo.models.bert import BERT
 from keras_zoo.models.dino import DINO
+from keras_zoo.models.gpt import GPT
 from keras_zoo.models.latent_classifier import LatentClassifier
 from keras_zoo.models.lenet import LeNet
 from keras_zoo.models.mae import MAE
@@ -15,5 +16,5 @@ from keras_zoo.models.transformer import Transformer
 from keras_zoo.models.vae import VAE
 from keras_zoo.models.vit import ViT
 
-__all__ = ["BERT", "DINO", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
+__all__ = ["BERT", "DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
            "Mamba", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT", "ZooModel"]

@@ -8,9 +8,9 @@ the training machinery defined here.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers, ops
 
+from keras_zoo.backend import is_tf_dataset, num_replicas
 from keras_zoo.data.datasets import DatasetError
 from keras_zoo.models.base import ZooModel
 from keras_zoo.presets import register_family, register_preset
@@ -118,7 +118,7 @@ def _per_replica_scale(loss):
     # Each replica minimises its own batch mean; apply_gradients sums the
     # replicas' gradients, so dividing by their number gives the gradient of
     # the global-batch mean (what keras.losses does via scale_loss_for_distribution).
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    replicas = num_replicas()
     return loss / replicas if replicas > 1 else loss
 
 
@@ -130,8 +130,9 @@ class Codec(ZooModel):
     Subclasses build ``self.encoder`` (images -> code, or [mean, log-variance])
     and ``self.decoder`` (code -> pixel logits), and define ``loss_terms(x,
     training)``: a dict of per-image-averaged scalars whose ``"loss"`` entry
-    is minimised. ``train_step`` / ``test_step`` report every term as a
-    metric, ignore labels, and run under jit_compile and tf.distribute.
+    is minimised. ``compute_loss`` hands it to Keras' own train and test
+    steps (so it trains on every backend, under jit_compile and
+    tf.distribute); every term is reported as a metric; labels are ignored.
     """
 
     TERMS = ("loss",)
@@ -159,18 +160,18 @@ class Codec(ZooModel):
             tracker.update_state(terms[tracker.name], sample_weight=batch)
         return {t.name: t.result() for t in self.term_trackers}
 
-    def train_step(self, data):
-        x = images_of(data)
-        with tf.GradientTape() as tape:
-            terms = self.loss_terms(x, training=True)
-            scaled = self.optimizer.scale_loss(_per_replica_scale(terms["loss"]))
-        weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
-        return self._report(terms, x)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The objective, for Keras' own train/test step on any backend. ``y``
+        and ``y_pred`` are unused: ``loss_terms`` runs the encoder and decoder
+        itself (the VAE samples z); the step's unused forward pass is pruned
+        by the graph compilers."""
+        x = images_of(x)
+        terms = self.loss_terms(x, training=training)
+        self._report(terms, x)
+        return _per_replica_scale(terms["loss"])
 
-    def test_step(self, data):
-        x = images_of(data)
-        return self._report(self.loss_terms(x, training=False), x)
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return {t.name: t.result() for t in self.term_trackers}
 
     # ---- using a trained model
 
@@ -225,7 +226,7 @@ class Codec(ZooModel):
         """Per-image averages of every loss term over ``data``: a tf.data.Dataset
         of (images, labels) or images, or an array of images. Raises
         DatasetError for an empty input instead of returning NaNs."""
-        if isinstance(data, tf.data.Dataset):
+        if is_tf_dataset(data):
             batches = data
         else:
             array = np.asarray(data, "float32")
@@ -233,7 +234,7 @@ class Codec(ZooModel):
                 raise DatasetError(
                     f"{type(self).__name__}.evaluate_dataset: expected a non-empty "
                     f"(N, H, W, C) image array, got shape {array.shape}")
-            batches = tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
+            batches = (array[i:i + batch_size] for i in range(0, len(array), batch_size))
         totals, count = {}, 0
         for batch in batches:
             x = self._as_batch(images_of(batch))

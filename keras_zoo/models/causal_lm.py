@@ -153,7 +153,15 @@ class CausalLM(ZooModel):
 
             windows = examples.map(ids).unbatch().batch(length, drop_remainder=True)
         windows = windows.batch(batch_size, drop_remainder=True)
-        return windows.map(lambda w: (w[:, :-1], w[:, 1:]))
+        batches = windows.map(lambda w: (w[:, :-1], w[:, 1:]))
+        if not training:
+            # Keras 3's evaluate() on a dataset of unknown length returns wrong
+            # metrics (one 8-batch validation pass: loss 4.05 where every batch
+            # log and an eager recomputation give 4.56), so evaluation passes
+            # are counted once and carry their length.
+            count = int(batches.reduce(0, lambda n, _: n + 1))
+            batches = batches.apply(tf.data.experimental.assert_cardinality(count))
+        return batches
 
     def compile_defaults(self):
         return {

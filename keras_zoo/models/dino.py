@@ -17,10 +17,18 @@ import itertools
 import math
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 from keras_zoo import presets
+from keras_zoo.backend import (
+    all_reduce,
+    is_tf_dataset,
+    num_replicas,
+    stateful_step,
+    value_and_gradients,
+)
+from keras_zoo.backend import assign_all as _assign_all
+from keras_zoo.backend import snapshot as _snapshot
 from keras_zoo.data.multicrop import MultiCrop
 from keras_zoo.layers.embeddings import LearnedPositionEmbedding, PatchEmbedding
 from keras_zoo.models.base import ZooModel
@@ -375,7 +383,7 @@ class DINO(ZooModel):
         # Both networks start from the same weights (the official code loads
         # the student's state dict into the teacher).
         for t, s in zip(self.teacher_weights, self.student_weights):
-            t.assign(s)
+            t.assign(ops.copy(s))  # a copy: JAX must not see one buffer in two variables
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     # ---- the pieces, by name (attributes would be tracked twice by Keras)
@@ -476,7 +484,7 @@ class DINO(ZooModel):
         return self.teacher_backbone.embedding_model(kind)
 
     def fit(self, x=None, *args, **kwargs):
-        if isinstance(x, tf.data.Dataset) and (
+        if is_tf_dataset(x) and (
                 int(x.cardinality()) == 0 or not any(True for _ in x.take(1))):
             raise ValueError("the dataset given to DINO.fit is empty: it yields no "
                              "batch (fewer images than one batch with drop_remainder?)")
@@ -549,7 +557,11 @@ class DINO(ZooModel):
             step, c["warmup_teacher_temperature"], c["teacher_temperature"],
             c["warmup_teacher_temperature_epochs"] * c["steps_per_epoch"])
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # TF/torch: train_step(data); JAX: train_step(state, data) -> (logs, state).
+        return stateful_step(self, self._train_step, *args)
+
+    def _train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         c = self.get_zoo_config()
         global_views, local_views, num_views = self._views(x)
@@ -557,27 +569,28 @@ class DINO(ZooModel):
         # the counter the optimizer increments below.
         step = _snapshot(self.optimizer.iterations)
         teacher = self._teacher(global_views, training=True)
-        replica = tf.distribute.get_replica_context()
-        num_replicas = replica.num_replicas_in_sync
+        replicas = num_replicas()
         student_vars = self.student_backbone.trainable_weights + \
             self.student_head.trainable_weights
-        with tf.GradientTape() as tape:
+
+        def objective():
             student = self._student(global_views, local_views, training=True)
             loss = dino_loss(student, self.centering(teacher), num_views,
                              c["student_temperature"], self._temperature(step))
-            scaled = loss / num_replicas
-        grads = tape.gradient(scaled, student_vars)
+            return loss / replicas, loss
+
+        (_, loss), grads = value_and_gradients(objective, student_vars)
         # The official code clips each weight's gradient after DDP has averaged
         # it, so clip the global gradient: sum over replicas first, clip, then
         # hand the optimizer 1/R of it (its own all-reduce sums it back).
-        grads = replica.all_reduce("sum", grads)
+        grads = all_reduce("sum", grads)
         if c["clip_grad"]:
             grads = [_clip_like_dino(g, c["clip_grad"]) for g in grads]
         unfreeze = c["freeze_last_layer_epochs"] * c["steps_per_epoch"]
         frozen = ops.cast(step < unfreeze, "float32")
         last = {id(v) for v in self.student_head.last_layer_weights}
         grads = [g * (1.0 - frozen) if id(v) in last else g for g, v in zip(grads, student_vars)]
-        grads = [g / num_replicas for g in grads]
+        grads = [g / replicas for g in grads]
         last_vars = [v for v in student_vars if id(v) in last]
         before = [_snapshot(v) for v in last_vars]
         learning_rate = _snapshot(self.optimizer.learning_rate)
@@ -611,7 +624,7 @@ class DINO(ZooModel):
         pairs = self.ema_pairs
         _assign_all([t for t, _ in pairs], [momentum * t + (1.0 - momentum) * s
                                             for t, s in pairs])
-        batch_mean = replica.all_reduce("mean", ops.mean(teacher, axis=0, keepdims=True))
+        batch_mean = all_reduce("mean", ops.mean(teacher, axis=0, keepdims=True))
         _assign_all([self.centering.center], [self.centering.updated_center(batch_mean)])
         self.loss_tracker.update_state(loss)
         logs = {"loss": self.loss_tracker.result(), "teacher_momentum": momentum,
@@ -620,10 +633,13 @@ class DINO(ZooModel):
             logs["weight_decay"] = ops.convert_to_tensor(weight_decay, "float32")
         return logs
 
-    def test_step(self, data):
+    def test_step(self, *args):
         """The DINO loss on multi-crop views without updating anything; on
         plain images, the student's cross-entropy to the teacher on the same
         view (how far the student is from its teacher)."""
+        return stateful_step(self, self._test_step, *args)
+
+    def _test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         c = self.get_zoo_config()
         step = self.optimizer.iterations if self.optimizer is not None else 0
@@ -640,12 +656,6 @@ class DINO(ZooModel):
                 student / c["student_temperature"]), axis=-1))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
-
-
-def _snapshot(variable):
-    # ops.convert_to_tensor hands a Keras variable back unread; identity reads
-    # it here, before the updates that follow in program order.
-    return tf.identity(getattr(variable, "value", variable))
 
 
 class _weight_decay:
@@ -685,25 +695,6 @@ def _clip_like_dino(grad, max_norm):
     # utils.clip_gradients: scale by max_norm / (norm + 1e-6) when that is < 1.
     norm = ops.sqrt(ops.sum(ops.square(grad)))
     return grad * ops.minimum(max_norm / (norm + 1e-6), 1.0)
-
-
-def _assign_all(variables, values):
-    """variable.assign(value) for each pair, also under a distribution strategy.
-
-    Mirrored variables must be written from the cross-replica context, with
-    each device's copy taking that device's value (all replicas computed the
-    same one, so the copies stay identical)."""
-    def update(strategy, tf_vars, values):
-        for var, value in zip(tf_vars, values):
-            strategy.extended.update(var, lambda v, x: v.assign(ops.cast(x, v.dtype)),
-                                     args=(value,), group=False)
-
-    tf_vars = [getattr(v, "value", v) for v in variables]
-    replica = tf.distribute.get_replica_context()
-    if replica is None:  # already cross-replica (eager call outside strategy.run)
-        update(tf.distribute.get_strategy(), tf_vars, values)
-    else:
-        replica.merge_call(update, args=(tf_vars, values))
 
 
 register_preset(

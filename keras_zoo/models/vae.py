@@ -1,9 +1,9 @@
 """Variational autoencoder (Kingma & Welling 2014, "Auto-Encoding Variational Bayes")."""
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
+from keras_zoo.backend import tf
 from keras_zoo.models.autoencoder import (
     Codec,
     build_decoder,
@@ -26,6 +26,8 @@ def _standard_normal(shape, seed_generator):
     """keras.random.normal, except that every tf.distribute replica draws its own
     eps: replicas share the generator's state, so keras.random alone would give
     example i of each replica's batch the same noise."""
+    if keras.backend.backend() != "tensorflow":
+        return keras.random.normal(shape, seed=seed_generator)
     replica = tf.distribute.get_replica_context()
     if replica is None or replica.num_replicas_in_sync == 1:
         return keras.random.normal(shape, seed=seed_generator)
@@ -40,7 +42,7 @@ def _standard_normal(shape, seed_generator):
 class VAE(Codec):
     """Encoder q(z|x) = N(mu, diag(exp(logvar))), decoder p(x|z), prior N(0, I).
 
-    ``train_step`` samples z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (the
+    The objective (``loss_terms``) samples z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (the
     reparameterization trick: z is a differentiable function of mu and
     logvar, so gradients reach both encoder heads) and minimises
     reconstruction + beta * KL(q(z|x) || N(0, I)), per image, averaged over

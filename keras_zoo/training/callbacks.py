@@ -21,7 +21,8 @@ import time
 import warnings
 
 import keras
-import tensorflow as tf
+
+from keras_zoo.backend import tf
 
 from keras_zoo.presets import preset_problem, sha256_of
 

@@ -5,7 +5,7 @@ import io
 import os
 import tempfile
 
-import tensorflow as tf
+from keras_zoo.backend import tf
 
 
 def read_metrics_csv(path):

@@ -26,10 +26,12 @@ import keras
 
 class _FusedAdamUpdate:
     def update_step(self, gradient, variable, learning_rate):
+        if keras.backend.backend() != "tensorflow":  # JAX, torch: Keras' update
+            return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf
 
-        if (keras.backend.backend() != "tensorflow" or self.amsgrad
-                or isinstance(gradient, tf.IndexedSlices) or not hasattr(variable, "handle")):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or \
+                not hasattr(variable, "handle"):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)

@@ -173,3 +173,31 @@ def test_speedups_quick_times_each_keras_original_against_ours():
     assert [row[0].split(" ")[0] for row in rows] == ["attention", "GELU", "AdamW", "BatchNorm"]
     for row in rows:
         assert row[3].endswith("x") and float(row[3][:-1]) > 0
+
+
+def test_transformer_benchmark_quick_compares_equal_models():
+    out = _run_script("benchmarks.text_transformer")
+    rows = {row[0]: row for row in _table(out, "run")}
+    assert set(rows) == {"train keras_zoo", "train keras_hub", "greedy decode, with cache",
+                         "greedy decode, without cache"}
+    # The same architecture on both sides: equal parameter counts.
+    assert rows["train keras_zoo"][1] == rows["train keras_hub"][1] != ""
+    assert all(float(row[2].replace(",", "")) > 0 for row in rows.values())
+
+
+def test_gpt_benchmark_quick_compares_equal_models():
+    out = _run_script("benchmarks.text_gpt")
+    train = {row[0]: row for row in _table(out, "implementation")}
+    assert set(train) == {"keras_zoo", "keras_hub"}
+    # The same architecture on both sides: equal parameter counts, no error.
+    assert train["keras_zoo"][1] == train["keras_hub"][1] != "-"
+    assert all(row[5] == "" and float(row[2].replace(",", "")) > 0 for row in train.values())
+    lines = out.splitlines()
+    second = next(i for i, line in enumerate(lines) if line.startswith("Greedy generation"))
+    gen = _table("\n".join(lines[second:]), "implementation")
+    assert [row[0].split(" ")[0] for row in gen] == ["keras_zoo", "keras-hub", "keras_zoo,"]
+    # Every generator produced the 16 new tokens --quick asks for.
+    assert [row[1] for row in gen] == ["16", "16", "16"]
+    assert all(float(row[3].replace(",", "")) > 0 for row in gen)
+    # Greedy generation is deterministic: the timed call repeats the untimed one.
+    assert all("repeats its tokens" in row[4] for row in gen[:2])

@@ -116,7 +116,7 @@ def test_int8_io_gives_integer_tensors_and_still_agrees(trained_preset, tmp_path
     result = export_model(model, str(tmp_path / "io.tflite"), quantization="int8",
                           representative_data="digits:train", calibration_samples=64,
                           int8_io=True)
-    runner = tflite_interpreter(tmp_path / "io.tflite").get_signature_runner()
+    runner = tflite_interpreter(tmp_path / "io.tflite").get_signature_runner("serving_default")
     assert runner.get_input_details()["images"]["dtype"] == np.int8
     assert runner.get_output_details()["head"]["dtype"] == np.int8
     report = verify_export(model, result, num_samples=128)["serving_default"]

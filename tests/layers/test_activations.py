@@ -54,3 +54,19 @@ def test_feedforward_gelu_round_trips_and_other_activations_still_work(tmp_path)
         act = (lambda h: keras.activations.gelu(h, approximate=False)) if activation == "gelu" \
             else keras.activations.relu
         np.testing.assert_allclose(model(x).numpy(), fc2(act(fc1(x))).numpy(), atol=1e-6)
+
+
+def test_gelu_approximate_is_keras_tanh_gelu_with_its_derivative():
+    x64 = np.linspace(-8, 8, 4001)
+    x = tf.Variable(x64.astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        ours = activations.gelu_approximate(x)
+        autodiff = keras.activations.gelu(x, approximate=True)
+    np.testing.assert_array_equal(ours.numpy(), autodiff.numpy())
+    u = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+    expected = 0.5 * (1 + np.tanh(u)) + 0.5 * x64 * (1 - np.tanh(u) ** 2) * np.sqrt(2 / np.pi) \
+        * (1 + 3 * 0.044715 * x64**2)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), expected, atol=2e-6)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(),
+                               tape.gradient(autodiff, x).numpy(), atol=1e-5)  # its tails round
+    assert activations.get("gelu_approximate") is activations.gelu_approximate

@@ -66,3 +66,30 @@ def test_sinusoidal_tables_follow_the_formulas():
     out = ops.convert_to_numpy(layer(np.zeros((1, 17, 16), "float32")))
     np.testing.assert_allclose(out[0, 0], 0.0)
     np.testing.assert_allclose(out[0, 1:], grid)
+
+
+def test_token_embedding_reverse_is_the_tied_output_layer():
+    from keras_zoo.layers import TokenEmbedding
+
+    layer = TokenEmbedding(11, 4)
+    ids = np.array([[3, 0, 10]])
+    vectors = ops.convert_to_numpy(layer(ids))
+    table = np.asarray(layer.embeddings)
+    np.testing.assert_array_equal(vectors[0], table[[3, 0, 10]])
+    logits = ops.convert_to_numpy(layer(vectors, reverse=True))
+    assert logits.shape == (1, 3, 11) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, vectors @ table.T, rtol=1e-5, atol=1e-6)
+    assert len(layer.weights) == 1
+
+
+def test_position_embedding_adds_rows_from_an_offset():
+    from keras_zoo.layers import PositionEmbedding
+
+    layer = PositionEmbedding(max_positions=10)
+    x = np.zeros((2, 3, 4), "float32")
+    full = ops.convert_to_numpy(layer(x))
+    table = np.asarray(layer.embeddings)
+    np.testing.assert_array_equal(full[1], table[:3])
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(x[:, :1] + 1, start_index=7))[0],
+                                  table[7:8] + 1)
+    assert PositionEmbedding.from_config(layer.get_config()).max_positions == 10

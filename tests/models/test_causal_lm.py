@@ -122,3 +122,26 @@ def test_windows_and_targets_from_documents(toy):
     np.testing.assert_array_equal(x[0], stream[:8])
     np.testing.assert_array_equal(y[0], stream[1:9])
     np.testing.assert_array_equal(x[1], stream[9:17])
+
+
+def test_evaluation_batches_carry_their_length_so_keras_evaluate_is_right():
+    """Keras evaluate() misreports metrics on datasets of unknown length; the
+    evaluation batches are counted, and evaluate() equals the eager mean."""
+    import tensorflow as tf
+
+    from keras_zoo.data import TextInfo
+
+    keras.utils.set_random_seed(2)
+    model = ToyLM(vocab_size=400)
+    docs = ["The file could not be opened for reading.", "Permission denied by the server.",
+            "Return the number of items in the container."]
+    examples = tf.data.Dataset.from_tensor_slices({"text": docs * 6})
+    info = TextInfo("docs", "validation", "documents", 18)
+    model.prepare_data(examples, info)
+    batches = model.batch_data(examples, info, 2, training=False)
+    assert int(batches.cardinality()) == len(list(batches)) >= 3
+    model.compile(**model.compile_defaults())
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    eager = np.mean([float(loss(y, model(x))) for x, y in batches])
+    assert model.evaluate(batches, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        eager, rel=1e-5)
