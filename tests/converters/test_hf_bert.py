@@ -116,10 +116,10 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path):
 
 
 def test_other_architectures_and_settings_are_refused(tmp_path):
-    with pytest.raises(PresetError, match=r"holds a Hugging Face \['GPT2LMHeadModel'\] "
+    with pytest.raises(PresetError, match=r"holds a Hugging Face \['T5ForConditionalGeneration'\] "
                                           r"checkpoint; keras_zoo imports .*BertForPreTraining"):
         keras_zoo.BERT.from_preset(_copy(tmp_path / "a", config={
-            "architectures": ["GPT2LMHeadModel"]}))
+            "architectures": ["T5ForConditionalGeneration"]}))
     with pytest.raises(PresetError, match="hidden_act='gelu_new'; BERT uses the exact GELU"):
         keras_zoo.BERT.from_preset(_copy(tmp_path / "b", config={"hidden_act": "gelu_new"}))
     with pytest.raises(PresetError, match="is not a folder"):
