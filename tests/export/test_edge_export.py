@@ -300,8 +300,11 @@ def test_cli_exports_a_training_run_verifies_and_benchmarks(trained_preset, tmp_
 
     shutil.copytree(trained_preset("lenet5"), tmp_path / "run" / "best")
     out = tmp_path / "m.tflite"
+    # --signature: delegation is inspected on single-signature files (LeNet
+    # also has an embedding signature)
     done = _cli(finish, f"--model_dir={tmp_path / 'run'}", f"--output={out}", "--verify",
-                "--verify_samples=64", "--benchmark", "--benchmark_runs=10")
+                "--verify_samples=64", "--benchmark", "--benchmark_runs=10",
+                "--signature=serving_default")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["verify"]["serving_default"]["top1_agreement"] == 1.0
@@ -311,7 +314,7 @@ def test_cli_exports_a_training_run_verifies_and_benchmarks(trained_preset, tmp_
                   f"--output={tmp_path / 'x.tflite'}")
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1] == \
-        "error: unknown signature 'decoder'; LeNet exports ['serving_default']"
+        "error: unknown signature 'decoder'; LeNet exports ['embedding', 'serving_default']"
     assert not (tmp_path / "x.tflite").exists()
 
 
