@@ -32,3 +32,14 @@ def test_every_test_file_has_a_py_test():
     missing = [f for f in _tracked_python("tests")
                if os.path.basename(f).startswith("test_") and f not in tests]
     assert not missing, f"test files without a py_test target: {missing}"
+
+
+def test_test_modules_have_unique_names():
+    """tests/ has no __init__.py files: pytest imports each test module by its
+    basename, and two with one name break collection of the whole suite."""
+    names = {}
+    for folder, _, files in os.walk(os.path.dirname(__file__)):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                names.setdefault(name, []).append(os.path.join(folder, name))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
