@@ -27,7 +27,7 @@ from keras_zoo.layers.embeddings import SinusoidalPositionEmbedding, TokenEmbedd
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from keras_zoo.models import decoding
-from keras_zoo.models.base import ZooModel, signature_model
+from keras_zoo.models.base import ZooModel, counted, signature_model
 from keras_zoo.presets import register_family, register_preset
 
 log = logging.getLogger("keras_zoo")
@@ -391,7 +391,10 @@ class Transformer(ZooModel):
             length, bucket_boundaries=[b + 1 for b in bounds[:-1]],
             bucket_batch_sizes=sizes, pad_to_bucket_boundary=False,
             drop_remainder=training)
-        return batched.map(lambda x, y, w: _pad_batch(x, y, w, bounds, sizes))
+        batched = batched.map(lambda x, y, w: _pad_batch(x, y, w, bounds, sizes))
+        # bucketing leaves the length unknown: evaluation passes carry theirs
+        # (base.counted: Keras' evaluate() misreports metrics otherwise)
+        return batched if training else counted(batched)
 
     def evaluation_callbacks(self, examples, info, batch_size):
         return [BleuLog(self, examples)]
