@@ -36,7 +36,8 @@ def measure(preset, work, epochs, runs, warmup, num_threads, calibration_samples
     row = {"preset": preset}
     files = export.export_tflite(
         model, {q: os.path.join(work, f"{preset}_{q}.tflite") for q in MODES},
-        representative_data="digits:train", calibration_samples=calibration_samples)
+        representative_data="digits:train", calibration_samples=calibration_samples,
+        signature="serving_default")  # the classifier alone: delegation is inspected per file
     for quantization, result in files.items():
         row[quantization] = verify.benchmark(result["path"], num_threads=num_threads,
                                              runs=runs, warmup=warmup)

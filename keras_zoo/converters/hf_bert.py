@@ -31,6 +31,12 @@ ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining"}
 
 def bert_config(folder, config, task):
     """Our BERT config from a Hugging Face BertConfig (checked)."""
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size")
+    missing = [k for k in required if k not in config]
+    if missing or config.get("model_type", "bert") != "bert":
+        raise PresetError(f"{folder!r}: config.json is not a BertConfig (model_type="
+                          f"{config.get('model_type')!r}; missing {missing})")
     if config.get("hidden_act", "gelu") != "gelu":
         raise PresetError(f"{folder!r}: hidden_act={config['hidden_act']!r}; BERT uses the "
                           "exact GELU ('gelu')")

@@ -39,15 +39,19 @@ def prepare(model, seed=0):
 def example_inputs(model, batch=2, seed=1):
     """Deterministic inputs in the structure of ``model.input`` (a tensor, a
     list or a dict of them): floats in [0, 1), integers (token ids) in
-    [0, 8); unknown lengths become 8."""
+    [0, 8), segment ids in [0, 2), padding masks all ones; unknown lengths
+    become 8."""
     import keras
 
     rng = np.random.default_rng(seed)
 
     def one(spec):
         shape = (batch,) + tuple(8 if d is None else d for d in spec.shape[1:])
+        if "padding_mask" in spec.name:  # every token real
+            return np.ones(shape, str(spec.dtype))
         if "int" in str(spec.dtype):
-            return rng.integers(0, 8, shape).astype(str(spec.dtype))
+            high = 2 if "segment" in spec.name else 8  # BERT's two segments
+            return rng.integers(0, high, shape).astype(str(spec.dtype))
         return rng.random(shape).astype("float32")
 
     return keras.tree.map_structure(one, model.input)

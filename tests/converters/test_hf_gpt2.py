@@ -97,8 +97,13 @@ def test_untied_head_is_refused(tmp_path):
 
 
 def test_other_architectures_and_variants_fail_in_one_line(tmp_path):
-    with pytest.raises(PresetError, match=r"holds a Hugging Face \['BertModel'\] checkpoint; "
+    with pytest.raises(PresetError, match=r"holds a Hugging Face \['T5Model'\] checkpoint; "
                                           r"keras_zoo imports .*GPT2LMHeadModel"):
+        keras_zoo.from_preset(_copy_with(tmp_path, config={"architectures": ["T5Model"]}))
+    shutil.rmtree(tmp_path / "hf")
+    # a GPT-2 folder labelled as a BERT: its config says what it is
+    with pytest.raises(PresetError, match=r"config.json is not a BertConfig \(model_type="
+                                          r"'gpt2'; missing \['hidden_size'"):
         keras_zoo.from_preset(_copy_with(tmp_path, config={"architectures": ["BertModel"]}))
     shutil.rmtree(tmp_path / "hf")
     with pytest.raises(PresetError, match="activation_function='relu'"):
