@@ -142,15 +142,20 @@ TRAIN_INPUTS = {"DINO": _dino_views}
 def train_batch(model, batch=4):
     """(x, y) for one training step: example inputs, and integer labels of the
     output's shape without its last axis, below its width: (B,) for a (B, K)
-    classifier, (B, T) for (B, T, vocab) next-token logits. Families with
-    their own objective ignore them."""
+    classifier, (B, T) for (B, T, vocab) next-token logits, one per head for
+    named outputs. Families with their own objective ignore them."""
     x = example_inputs(model, batch=batch, seed=2)
     if type(model).__name__ in TRAIN_INPUTS:
         x = TRAIN_INPUTS[type(model).__name__](model, x)
+    rng = np.random.default_rng(4)
+
+    def labels(output):
+        shape = (batch,) + tuple(8 if d is None else d for d in output.shape[1:-1])
+        width = output.shape[-1] or 1
+        return rng.integers(0, min(width, 8), shape).astype("int32")
+
+    if isinstance(model.output, dict):  # named heads (BERT pre-training: mlm, nsp)
+        return x, {k: labels(v) for k, v in sorted(model.output.items())}
     if len(model.outputs) != 1:
         return x, np.zeros(batch, "int32")
-    shape = model.outputs[0].shape
-    shape = (batch,) + tuple(8 if d is None else d for d in shape[1:-1])
-    width = model.outputs[0].shape[-1] or 1
-    y = np.random.default_rng(4).integers(0, min(width, 8), shape)
-    return x, y.astype("int32")
+    return x, labels(model.outputs[0])
