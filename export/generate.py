@@ -1,121 +1,200 @@
-"""Text generation from an exported .tflite file alone (LiteRT interpreter + NumPy).
+"""Text generation from an exported .tflite file alone (LiteRT interpreter + NumPy):
+one host loop for every causal language model the zoo exports (GPT's key/value
+cache, Mamba's recurrent state).
 
+    python -m export.export --preset=runs/gpt_prose/best --output=gpt.tflite
+    python -m export.generate --tflite=gpt.tflite --tokenizer=runs/gpt_prose/best \\
+        --prompt="Return the number of" --max_new_tokens=32
     python -m export.export --preset=mamba_tiny --output=mamba.tflite
     python -m export.generate --tflite=mamba.tflite --prompt_ids=72,101,108 --max_new_tokens=20
-    python -m export.generate --tflite=mamba.tflite --tokenizer=PRESET_FOLDER --prompt="Once"
 
-Generic over causal language models that export two signatures:
+The file carries two signatures, by these conventions:
 
-* ``prefill``: ``token_ids`` and ``padding_mask`` (batch, L) at a fixed length
-  L, prompts left-padded (mask 0 = padding) -> ``logits`` (batch, vocab) for
-  the next token, plus the model's generation state as further outputs;
-* ``step`` (or ``decode``): ``token_id`` (batch, 1) plus one input per state
-  tensor -> ``logits`` and ``next_<name>`` for every state input ``<name>``.
+* ``prefill``: ``token_ids`` (batch, P) at a fixed length P, and either
+  ``prompt_length`` (batch,) (prompts right-padded: attention families, whose
+  positions start at 0) or ``padding_mask`` (batch, P) (prompts left-padded,
+  1 = token: recurrent families); outputs ``logits`` (batch, vocab) for the
+  token after the prompt, and the generation state as further outputs.
+* ``decode`` (or ``step``): ``token_id`` (batch, 1), optionally ``index``
+  (batch,) (the token's position), and one input per state tensor ``X``;
+  outputs ``logits`` and ``next_X``, fed back as ``X`` at the next step.
+* A state named ``cache`` next to an ``index`` input is a key/value cache
+  whose axis -2 counts positions: prompt + new tokens must fit in it.
 
-The state is opaque here: whatever tensors the family carries (Mamba's conv
-window and SSM state; a decoder's key/value cache, and its position as one
-more state tensor that prefill outputs and each step advances) go out of
-prefill under a step input's name, and come back out of each step as
-``next_<name>``. Nothing is recomputed: one prefill, then one step per token.
+The state is opaque here: it goes out of prefill and comes back out of each
+step. Nothing is recomputed: one prefill, then one step per token. A prompt
+longer than P is prefilled with its first P tokens and the rest is fed one
+token at a time through the step signature.
 """
 
 import sys
+import time
 
 import numpy as np
 
 from export.tflite import ExportError
 
+STEP_SIGNATURES = ("decode", "step")
+
 
 class TFLiteGenerator:
-    """Runs the prefill/step signatures of one .tflite file."""
+    """Runs the prefill/decode signatures of one .tflite file.
+
+    ``generate(prompt, max_new_tokens)`` takes one prompt (a list of ids) and
+    returns its new ids, or a list of ``batch_size`` prompts and returns a
+    list of lists; ``timings`` then holds the prefill time and the per-token
+    decode times (seconds) of the last call.
+    """
 
     def __init__(self, path, num_threads=1):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.path = str(path)
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        step_name = next((n for n in ("step", "decode") if n in signatures), None)
-        if "prefill" not in signatures or step_name is None:
-            raise ExportError(f"{path} has signatures {sorted(signatures)}; generation needs "
-                              "'prefill' and 'step' (or 'decode')")
+        step = [s for s in STEP_SIGNATURES if s in signatures]
+        if "prefill" not in signatures or not step:
+            raise ExportError(f"{self.path!r} has signatures {sorted(signatures)}; generation "
+                              f"needs 'prefill' and one of {STEP_SIGNATURES} (export a causal "
+                              "LM such as GPT or Mamba)")
         self.prefill_runner = self.interpreter.get_signature_runner("prefill")
-        self.step_runner = self.interpreter.get_signature_runner(step_name)
-        prefill_inputs = self.prefill_runner.get_input_details()
-        step_inputs = self.step_runner.get_input_details()
-        for needed, have, name in ((("token_ids", "padding_mask"), prefill_inputs, "prefill"),
-                                   (("token_id",), step_inputs, step_name)):
+        self.step_runner = self.interpreter.get_signature_runner(step[0])
+        self.prefill_inputs = self.prefill_runner.get_input_details()
+        self.decode_inputs = self.step_runner.get_input_details()
+        for needed, have, name in ((("token_ids",), self.prefill_inputs, "prefill"),
+                                   (("token_id",), self.decode_inputs, step[0])):
             if not set(needed) <= set(have):
                 raise ExportError(f"signature {name!r} takes {sorted(have)}; expected "
                                   f"{list(needed)}")
-        self.batch_size, self.prefill_length = (int(d) for d in
-                                                prefill_inputs["token_ids"]["shape"])
-        self.state_names = sorted(n for n in step_inputs if n != "token_id")
-        outputs = set(self.prefill_runner.get_output_details())
-        absent = [n for n in self.state_names if n not in outputs]
+        self.batch_size, self.prefill_length = (
+            int(d) for d in self.prefill_inputs["token_ids"]["shape"])
+        self.state_names = sorted(n for n in self.decode_inputs if n not in ("token_id", "index"))
+        absent = [n for n in self.state_names
+                  if n not in self.prefill_runner.get_output_details()]
         if absent:
-            raise ExportError(f"prefill does not output the state {absent} that step takes")
+            raise ExportError(f"prefill does not output the state {absent} that "
+                              f"{step[0]!r} takes")
+        self.max_length = None
+        if "index" in self.decode_inputs and "cache" in self.decode_inputs:
+            self.max_length = int(self.decode_inputs["cache"]["shape"][-2])
+        self.timings = {}
+
+    # ---- the two signatures
 
     def prefill(self, prompts):
-        """Left-pads ``prompts`` (lists of ids, one per batch row) to the exported
-        length; returns (logits, state)."""
+        """Pads ``prompts`` (one list of ids per batch row, each at most the
+        exported length) as the file expects; returns (logits, state)."""
+        length = self.prefill_length
         if len(prompts) != self.batch_size:
-            raise ValueError(f"this file generates {self.batch_size} sequence(s) at a time; got "
-                             f"{len(prompts)} prompts")
-        ids = np.zeros((self.batch_size, self.prefill_length), "int32")
-        mask = np.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            n = len(prompt)
-            if n > self.prefill_length:
-                raise ValueError(f"prompt of {n} tokens is longer than the exported prefill "
-                                 f"length {self.prefill_length}; re-export with a longer "
-                                 "prefill length or shorten the prompt")
-            if n == 0:
-                raise ValueError("an empty prompt has no token to continue from")
-            ids[row, self.prefill_length - n:] = prompt
-            mask[row, self.prefill_length - n:] = 1
-        out = self.prefill_runner(token_ids=ids, padding_mask=mask)
+            raise ExportError(f"this file generates {self.batch_size} sequence(s) at a time; "
+                              f"got {len(prompts)} prompts")
+        ids = np.zeros((self.batch_size, length), "int32")
+        feed = {}
+        if "prompt_length" in self.prefill_inputs:  # right-padded
+            for row, prompt in enumerate(prompts):
+                ids[row, :len(prompt)] = prompt
+            feed["prompt_length"] = np.array([len(p) for p in prompts], "int32")
+        elif "padding_mask" in self.prefill_inputs:  # left-padded
+            mask = np.zeros_like(ids)
+            for row, prompt in enumerate(prompts):
+                ids[row, length - len(prompt):] = prompt
+                mask[row, length - len(prompt):] = 1
+            feed["padding_mask"] = mask
+        elif all(len(p) == length for p in prompts):
+            ids[:] = prompts
+        else:
+            raise ExportError(f"the prefill signature takes exactly {length} tokens and "
+                              "neither prompt_length nor padding_mask; got prompts of "
+                              f"{sorted({len(p) for p in prompts})} tokens")
+        out = self.prefill_runner(token_ids=ids, **feed)
         return out["logits"], {n: out[n] for n in self.state_names}
 
-    def step(self, token_ids, state):
-        out = self.step_runner(token_id=np.asarray(token_ids, "int32").reshape(-1, 1), **state)
+    def step(self, token_ids, state, position=None):
+        """Logits of one token per row at ``position`` (needed by files whose
+        step takes an ``index``), and the next state."""
+        feed = {"token_id": np.asarray(token_ids, "int32").reshape(-1, 1), **state}
+        if "index" in self.decode_inputs:
+            if position is None:
+                raise ExportError("this file's step signature takes the token's position")
+            feed["index"] = np.full(self.decode_inputs["index"]["shape"], position, "int32")
+        out = self.step_runner(**feed)
         return out["logits"], {n: out["next_" + n] for n in self.state_names}
 
-    def generate(self, prompts, max_new_tokens, temperature=0.0, top_k=None, seed=0,
+    # ---- the loop
+
+    def generate(self, prompts, max_new_tokens=32, temperature=None, top_k=None, seed=None,
                  end_id=None):
-        """New token ids per prompt. ``temperature=0``: greedy; otherwise sampling
-        from softmax(logits / temperature), over the ``top_k`` best if given."""
+        """New ids after each prompt: greedy by default; with ``temperature`` > 0
+        or ``top_k``, sampled from softmax(logits / temperature) (1.0 when only
+        ``top_k`` is given) over the ``top_k`` best. A row stops at ``end_id``
+        (padded with it while the others go on)."""
+        single = len(prompts) > 0 and all(np.ndim(t) == 0 for t in prompts)
+        batch = [[int(t) for t in p] for p in ([prompts] if single else prompts)]
+        if not batch or any(not p for p in batch):
+            raise ExportError("an empty prompt has no token to continue from")
+        if max_new_tokens < 1:
+            raise ExportError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        longest = max(len(p) for p in batch)
+        if self.max_length is not None and longest + max_new_tokens > self.max_length:
+            raise ExportError(f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} "
+                              f"passes the exported cache of {self.max_length} positions")
+        heads = [p[:self.prefill_length] for p in batch]
+        tails = [p[self.prefill_length:] for p in batch]
+        if len(batch) > 1 and (any(tails) or ("index" in self.decode_inputs
+                                               and len({len(p) for p in batch}) > 1)):
+            raise ExportError("prompts of a batch must share their length here (a step has one "
+                              f"position), and fit the exported prefill of "
+                              f"{self.prefill_length} tokens; got lengths "
+                              f"{[len(p) for p in batch]}")
+        if temperature is None:
+            temperature = 1.0 if top_k else 0.0
         rng = np.random.default_rng(seed)
-        logits, state = self.prefill(prompts)
-        generated, done = [], np.zeros(self.batch_size, bool)
+        start = time.perf_counter()
+        logits, state = self.prefill(heads)
+        position = len(heads[0])
+        for token in tails[0]:  # the rest of a long prompt (batch 1)
+            logits, state = self.step([token], state, position)
+            position += 1
+        self.timings = {"prefill_s": time.perf_counter() - start, "decode_s": []}
+        generated, done = [], np.zeros(len(batch), bool)
         for i in range(max_new_tokens):
             token = choose(logits, temperature, top_k, rng)
             if end_id is not None:
-                token = np.where(done, end_id, token)
+                token = np.where(done, end_id, token).astype("int32")
                 done |= token == end_id
             generated.append(token)
             if done.all() or i == max_new_tokens - 1:
                 break
-            logits, state = self.step(token, state)
-        return np.stack(generated, axis=1).tolist()
+            start = time.perf_counter()
+            logits, state = self.step(token, state, position)
+            self.timings["decode_s"].append(time.perf_counter() - start)
+            position += 1
+        rows = np.stack(generated, axis=1).tolist()
+        if end_id is not None:  # drop the padding after each row's end token
+            rows = [r[:r.index(end_id) + 1] if end_id in r else r for r in rows]
+        return rows[0] if single else rows
 
 
 def next_token_agreement(generator, model, prompt, num_tokens):
     """Fraction of ``num_tokens`` positions where the file's greedy next token
     equals the Keras model's, both fed the Keras model's greedy continuation
-    of ``prompt`` (teacher forcing: one disagreement does not derail the rest)."""
+    of ``prompt`` (teacher forcing: one disagreement does not derail the rest).
+    ``model`` has ``prefill(ids)`` and ``step(token, state)`` (Mamba)."""
     keras_logits, state = model.prefill(np.asarray([prompt], "int32"))
     file_logits, file_state = generator.prefill([prompt])
-    same = 0
+    position, same = len(prompt), 0
     for _ in range(num_tokens):
         token = np.asarray(keras_logits).argmax(-1).astype("int32")
         same += int(np.asarray(file_logits).argmax(-1)[0] == token[0])
         keras_logits, state = model.step(token, state)
-        file_logits, file_state = generator.step(token, file_state)
+        file_logits, file_state = generator.step(token, file_state, position)
+        position += 1
     return same / num_tokens
 
 
 def choose(logits, temperature=0.0, top_k=None, rng=None):
-    """Next token per row: argmax, or a sample at ``temperature`` (top-k optional)."""
+    """Next token per row of ``logits`` (batch, vocab): argmax, or a sample at
+    ``temperature`` among the ``top_k`` best (all tokens when None)."""
     logits = np.asarray(logits, "float64")
     if not temperature:
         return logits.argmax(-1).astype("int32")
@@ -129,20 +208,27 @@ def choose(logits, temperature=0.0, top_k=None, rng=None):
     return np.array([rng.choice(len(p), p=p) for p in probs], "int32")
 
 
+# ---------------------------------------------------------------- CLI
+
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("tflite", None, "a .tflite file with prefill and step signatures")
-    flags.DEFINE_list("prompt_ids", None, "prompt token ids, comma-separated")
-    flags.DEFINE_string("prompt", None, "prompt text (needs --tokenizer)")
-    flags.DEFINE_string("tokenizer", None, "preset folder holding the model's tokenizer")
+    flags.DEFINE_string("tflite", None, "a .tflite file with prefill and decode/step "
+                        "signatures")
+    flags.DEFINE_alias("model", "tflite")
+    flags.DEFINE_string("tokenizer", None, "a preset folder whose tokenizer encodes "
+                        "--prompt and decodes the output")
+    flags.DEFINE_multi_string("prompt", None, "prompt text (needs --tokenizer); repeatable")
+    flags.DEFINE_list("prompt_ids", None, "prompt as comma-separated token ids")
     flags.DEFINE_integer("max_new_tokens", 32, "tokens to generate")
-    flags.DEFINE_float("temperature", 0.0, "0 = greedy; > 0 samples")
+    flags.DEFINE_float("temperature", None, "sample at this temperature (default: greedy, "
+                       "or 1.0 with --top_k)")
     flags.DEFINE_integer("top_k", None, "sample among the k most likely tokens")
-    flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_integer("seed", None, "sampling seed")
     flags.DEFINE_integer("num_threads", 1, "interpreter threads")
-    flags.DEFINE_string("agreement_with", None, "a preset folder of the exported model: print "
-                        "how often the file's greedy next token equals Keras' (teacher-forced)")
+    flags.DEFINE_string("agreement_with", None, "a preset folder of the exported recurrent "
+                        "model: print how often the file's greedy next token equals Keras' "
+                        "(teacher-forced)")
     return flags.FLAGS
 
 
@@ -150,55 +236,57 @@ def main(argv):
     del argv
     FLAGS = _FLAGS
     if not FLAGS.tflite:
-        raise ExportError("--tflite is required")
+        raise ExportError("--tflite (a .tflite file) is required")
     tokenizer = None
     if FLAGS.tokenizer:
         from keras_zoo.data.tokenizers import Tokenizer
 
         tokenizer = Tokenizer.load(FLAGS.tokenizer)
-    if FLAGS.prompt is not None:
+    if FLAGS.prompt:
         if tokenizer is None:
             raise ExportError("--prompt needs --tokenizer (a preset folder); or give --prompt_ids")
-        prompt = tokenizer.encode([FLAGS.prompt])[0]
+        prompts = tokenizer.encode(FLAGS.prompt)
     elif FLAGS.prompt_ids:
-        prompt = [int(t) for t in FLAGS.prompt_ids]
+        try:
+            prompts = [[int(t) for t in FLAGS.prompt_ids]]
+        except ValueError:
+            raise ExportError(f"--prompt_ids takes whole numbers, got "
+                              f"{','.join(FLAGS.prompt_ids)!r}") from None
     else:
-        raise ExportError("give --prompt_ids or --prompt")
+        raise ExportError("give --prompt (with --tokenizer) or --prompt_ids")
     generator = TFLiteGenerator(FLAGS.tflite, FLAGS.num_threads)
     if FLAGS.agreement_with:
         import keras_zoo
 
         model = keras_zoo.from_preset(FLAGS.agreement_with)
-        rate = next_token_agreement(generator, model, prompt, FLAGS.max_new_tokens)
+        rate = next_token_agreement(generator, model, prompts[0], FLAGS.max_new_tokens)
         print(f"greedy next token equal to Keras at {rate:.1%} of {FLAGS.max_new_tokens} "
               "teacher-forced positions")
         return
-    end_id = tokenizer.end_id if tokenizer is not None else None
-    new = generator.generate([prompt], FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k,
-                             FLAGS.seed, end_id)[0]
-    print(tokenizer.decode([prompt + new])[0] if tokenizer is not None else
-          ",".join(map(str, new)))
+    end = tokenizer.end_id if tokenizer is not None else None
+    for prompt in prompts:
+        new = generator.generate(prompt, FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k,
+                                 FLAGS.seed, end)
+        steps = generator.timings["decode_s"]
+        per_token = f"{1e3 * np.median(steps):.2f} ms/token" if steps else "-"
+        print(tokenizer.decode(prompt + new) if tokenizer else " ".join(map(str, new)))
+        print(f"  [prefill {1e3 * generator.timings['prefill_s']:.1f} ms, decode {per_token}]",
+              file=sys.stderr)
 
 
 _FLAGS = None
 
 
 def run():
-    global _FLAGS
     import os
 
-    from absl import app
+    from export.export import run_guarded
+    from keras_zoo.data.tokenizers import TokenizerError
 
+    global _FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _FLAGS = _define_flags()
-
-    def guarded(argv):
-        try:
-            main(argv)
-        except (ExportError, ValueError) as e:
-            print(f"generate error: {e}", file=sys.stderr)
-            sys.exit(2)
-    app.run(guarded)
+    run_guarded(main, (ExportError, TokenizerError))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def samples(model, n_tokens):
 
 def tflite(model, folder, n_tokens):
     from export import export_tflite
-    from export.generate_gpt import TFLiteGenerator
+    from export.generate import TFLiteGenerator
 
     paths = {"none": os.path.join(folder, "gpt_float32.tflite"),
              "dynamic_int8": os.path.join(folder, "gpt_dynamic_int8.tflite")}

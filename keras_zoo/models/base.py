@@ -188,6 +188,12 @@ class ZooModel(keras.Model):
                 vars(self)["_zoo_transform"] = self.train_input_transform()
         return vars(self)["_zoo_transform"]
 
+    def throughput_units(self, examples):
+        """(count, unit) that the trainer's progress line reports for
+        ``examples`` training examples: images by default; text families say
+        sequences or tokens."""
+        return examples, "img"
+
     # True when ``steps_per_pass`` is exact for every shuffle (fixed-size
     # batches): a resumed run then skips whole passes instead of replaying them.
     batches_per_pass_exact = True

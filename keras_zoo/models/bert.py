@@ -34,6 +34,7 @@ from keras_zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
+from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
 TASKS = (None, "pretraining", "classification", "token_classification",
@@ -121,7 +122,7 @@ class OutputBias(layers.Layer):
 
 @register_family
 @keras.saving.register_keras_serializable(package="keras_zoo")
-class BERT(ZooModel):
+class BERT(TextData, ZooModel):
     """BERT encoder + the head of ``task`` (see the module docstring).
 
     BERT-Base: vocabulary 30,522, width 768, 12 blocks of 12 heads, feed-forward
@@ -283,32 +284,22 @@ class BERT(ZooModel):
         # Pre-training pairs segments at random: the instances per pass vary.
         return self.task != "pretraining"
 
-    def load_data(self, spec, split="train", seed=0, data_dir=None):
+    def data_task(self):
         from keras_zoo.data import text
 
-        if spec.startswith("synthetic"):
-            return self._synthetic(spec, seed)
-        ds, info = text.load(spec, split, data_dir=data_dir)
         need = {"pretraining": text.DOCUMENTS, "classification": text.CLASSIFICATION}
         if self.task not in need:
             raise ValueError(f"experiments.train trains BERT with task='pretraining' "
                              f"(documents) or 'classification' (labelled text); this model "
                              f"has task={self.task!r}")
-        text.require_task(info, need[self.task], f"BERT(task={self.task!r})")
-        return ds.cache(), info
+        return need[self.task]
 
-    def _synthetic(self, spec, seed):
+    def data_owner(self):
+        return f"BERT(task={self.task!r})"
+
+    def synthetic_examples(self, n, rng):
         """Random packed instances of the training shape (dry runs, throughput)."""
-        import tensorflow as tf
-
-        from keras_zoo.data import DatasetError, TextInfo
-
-        try:
-            n = int(spec.split(":")[1]) if ":" in spec else 1024
-        except ValueError:
-            raise DatasetError(f"synthetic:N needs a whole number, got {spec!r}") from None
         c = self.get_zoo_config()
-        rng = np.random.default_rng(seed)
         length = c["sequence_length"]
         ids = rng.integers(5, c["vocab_size"], (n, length)).astype("int32")
         ids[:, 0], ids[:, length // 2], ids[:, -1] = 2, 3, 3  # [CLS] A [SEP] B [SEP]
@@ -319,31 +310,21 @@ class BERT(ZooModel):
                    "label": rng.integers(0, 2 if self.task == "pretraining"
                                          else c["num_classes"], n).astype("int32")}
         task = "documents" if self.task == "pretraining" else "classification"
-        return (tf.data.Dataset.from_tensor_slices(columns),
-                TextInfo("synthetic", "train", task, n, num_classes=c["num_classes"],
-                         example_bytes=3 * ids[0].nbytes))
+        return columns, task, {"num_classes": c["num_classes"],
+                               "example_bytes": 3 * ids[0].nbytes}
 
     def prepare_data(self, examples, info, work_dir=None):
         """Trains a WordPiece vocabulary of ``vocab_size`` on the training texts
         when the model has no tokenizer (kept in ``work_dir/tokenizer`` for a
         resumed run), and for pre-training counts the instances of one pass
         (another shuffle pairs other documents: the count varies a little)."""
-        import os
-
-        from keras_zoo.data.tokenizers import Tokenizer, WordPieceTokenizer
+        from keras_zoo.data.tokenizers import WordPieceTokenizer
 
         if "token_ids" in examples.element_spec:
             return
-        saved = os.path.join(work_dir, "tokenizer") if work_dir else None
-        if self.tokenizer is None and saved and Tokenizer.exists(saved):
-            self.tokenizer = Tokenizer.load(saved)
-        texts = [t.decode("utf-8") for t in examples.map(lambda e: e["text"])
-                 .as_numpy_iterator()]
-        if self.tokenizer is None:
-            self.tokenizer = WordPieceTokenizer.train(
-                texts, vocab_size=self.get_zoo_config()["vocab_size"])
-            if saved:
-                self.tokenizer.save(saved)
+        self.run_tokenizer(work_dir, lambda: WordPieceTokenizer.train(
+            [t.decode("utf-8") for t in examples.map(lambda e: e["text"]).as_numpy_iterator()],
+            vocab_size=self.get_zoo_config()["vocab_size"]))
         if self.task == "pretraining":  # how many instances one pass makes (about)
             vars(self)["_zoo_pass_instances"] = sum(
                 int(b[0].shape[0]) for b in self._instances(examples).batch(4096))

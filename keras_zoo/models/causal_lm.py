@@ -23,11 +23,12 @@ import keras
 import numpy as np
 
 from keras_zoo.models.base import ZooModel, counted
+from keras_zoo.models.text_data import TextData
 
 SAMPLERS = ("greedy", "top_k", "top_p")
 
 
-class CausalLM(ZooModel):
+class CausalLM(TextData, ZooModel):
     """Base class of decoder-only LMs; see the module docstring for the contract.
 
     ``model.tokenizer`` maps text to ids (None until one is trained or loaded
@@ -76,51 +77,32 @@ class CausalLM(ZooModel):
     def sequence_length(self):
         return int(self.get_zoo_config()["sequence_length"])
 
-    def load_data(self, spec, split="train", seed=0, data_dir=None):
+    def throughput_units(self, examples):
+        return examples * self.sequence_length(), "tok"
+
+    def data_task(self):
         from keras_zoo.data import text
 
-        if spec.startswith("synthetic"):
-            return self._synthetic(spec, seed)
-        ds, info = text.load(spec, split, data_dir=data_dir)
-        text.require_task(info, text.DOCUMENTS, type(self).__name__)
-        return ds.cache(), info
+        return text.DOCUMENTS
 
-    def _synthetic(self, spec, seed):
+    def synthetic_examples(self, n, rng):
         """Random token windows of the training shape (dry runs, throughput)."""
-        import tensorflow as tf
-
-        from keras_zoo.data import DatasetError, TextInfo
-
-        try:
-            n = int(spec.split(":")[1]) if ":" in spec else 1024
-        except ValueError:
-            raise DatasetError(f"synthetic:N needs a whole number, got {spec!r}") from None
-        rng = np.random.default_rng(seed)
         windows = rng.integers(4, self.get_zoo_config()["vocab_size"],
                                (n, self.sequence_length() + 1)).astype("int32")
-        return (tf.data.Dataset.from_tensor_slices({"window": windows}),
-                TextInfo("synthetic", "train", "documents", n, example_bytes=windows[0].nbytes))
+        return {"window": windows}, "documents", {"example_bytes": windows[0].nbytes}
 
     def prepare_data(self, examples, info, work_dir=None):
         """Trains a SentencePiece tokenizer on the training documents when the
         model has none (kept in ``work_dir/tokenizer`` for resumed runs), and
         counts the tokens of a pass (every pass packs the same tokens)."""
-        import os
-
-        from keras_zoo.data.tokenizers import SentencePieceTokenizer, Tokenizer
+        from keras_zoo.data.tokenizers import SentencePieceTokenizer
 
         if "window" in examples.element_spec:
             return
-        saved = os.path.join(work_dir, "tokenizer") if work_dir else None
-        if self.tokenizer is None and saved and Tokenizer.exists(saved):
-            self.tokenizer = Tokenizer.load(saved)
-        if self.tokenizer is None:
-            texts = [t.decode("utf-8") for t in examples.map(lambda e: e["text"])
-                     .as_numpy_iterator()]
-            self.tokenizer = SentencePieceTokenizer.train(
-                _paragraphs(texts), vocab_size=self.get_zoo_config()["vocab_size"])
-            if saved:
-                self.tokenizer.save(saved)
+        self.run_tokenizer(work_dir, lambda: SentencePieceTokenizer.train(
+            _paragraphs([t.decode("utf-8") for t in examples.map(lambda e: e["text"])
+                         .as_numpy_iterator()]),
+            vocab_size=self.get_zoo_config()["vocab_size"]))
         vars(self)["_zoo_pass_tokens"] = self._count_tokens(examples)
 
     def _count_tokens(self, examples):

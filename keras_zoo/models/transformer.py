@@ -28,6 +28,7 @@ from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from keras_zoo.models import decoding
 from keras_zoo.models.base import ZooModel, counted, signature_model
+from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
 log = logging.getLogger("keras_zoo")
@@ -39,7 +40,7 @@ BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 @register_family
 @keras.saving.register_keras_serializable(package="keras_zoo")
-class Transformer(ZooModel):
+class Transformer(TextData, ZooModel):
     """Encoder-decoder Transformer. ``transformer_base``: d_model 512, 6 + 6
     layers, 8 heads, d_ff 2048, dropout 0.1, label smoothing 0.1 (Table 3).
 
@@ -272,40 +273,24 @@ class Transformer(ZooModel):
 
     # ---- data (the trainer's hooks)
 
-    def load_data(self, spec, split="train", seed=0, data_dir=None):
+    def data_task(self):
         from keras_zoo.data import text
 
-        if spec.startswith("synthetic"):
-            return self._synthetic(spec, seed)
-        ds, info = text.load(spec, split, data_dir=data_dir)
-        text.require_task(info, text.TRANSLATION, type(self).__name__)
-        return ds.cache(), info
+        return text.TRANSLATION
 
-    def _synthetic(self, spec, seed):
+    def synthetic_examples(self, n, rng):
         """Random id pairs of the longest shape (dry runs at the real shapes)."""
-        import tensorflow as tf
-
-        from keras_zoo.data import DatasetError, TextInfo
-
-        try:
-            n = int(spec.split(":")[1]) if ":" in spec else 1024
-        except ValueError:
-            raise DatasetError(f"synthetic:N needs a whole number, got {spec!r}") from None
         c = self.get_zoo_config()
-        rng = np.random.default_rng(seed)
         source = rng.integers(4, c["vocab_size"], (n, c["max_source_length"] - 1), np.int32)
         target = rng.integers(4, c["vocab_size"], (n, c["max_target_length"] - 1), np.int32)
-        ds = tf.data.Dataset.from_tensor_slices({"source_ids": source, "target_ids": target})
-        return ds, TextInfo("synthetic", "train", "translation", n)
+        return {"source_ids": source, "target_ids": target}, "translation", {}
 
     def prepare_data(self, examples, info, work_dir=None):
         """Trains the shared source/target SentencePiece vocabulary on the
         training split when the model has none (kept in work_dir/tokenizer for
         resumed runs), then counts the batches of a pass (exact: each length
         bucket holds the same sentences every pass)."""
-        import os
-
-        from keras_zoo.data.tokenizers import SentencePieceTokenizer, Tokenizer
+        from keras_zoo.data.tokenizers import SentencePieceTokenizer
 
         if "source_ids" in examples.element_spec:
             lengths = [(len(e["source_ids"]) + 1, len(e["target_ids"]) + 1)
@@ -313,15 +298,9 @@ class Transformer(ZooModel):
         else:
             pairs = [(e["source"].decode(), e["target"].decode())
                      for e in examples.as_numpy_iterator()]
-            saved = os.path.join(work_dir, "tokenizer") if work_dir else None
-            if self.tokenizer is None and saved and Tokenizer.exists(saved):
-                self.tokenizer = Tokenizer.load(saved)
-            if self.tokenizer is None:
-                self.tokenizer = SentencePieceTokenizer.train(
-                    [t for pair in pairs for t in pair],
-                    vocab_size=self.get_zoo_config()["vocab_size"])
-                if saved:
-                    self.tokenizer.save(saved)
+            self.run_tokenizer(work_dir, lambda: SentencePieceTokenizer.train(
+                [t for pair in pairs for t in pair],
+                vocab_size=self.get_zoo_config()["vocab_size"]))
             src = self.tokenizer.encode([s for s, _ in pairs])
             tgt = self.tokenizer.encode([t for _, t in pairs])
             lengths = [(len(s) + 1, len(t) + 1) for s, t in zip(src, tgt)]

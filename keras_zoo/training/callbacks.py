@@ -328,7 +328,8 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """One line per epoch: global step (the optimizer's), metrics, time and throughput."""
+    """One line per epoch: global step (the optimizer's), metrics, time and
+    throughput in the model's own unit (``throughput_units``: img/s, seq/s, tok/s)."""
 
     def __init__(self, total_steps, epochs, global_batch_size, print_fn=print):
         super().__init__()
@@ -347,9 +348,12 @@ class EpochSummary(keras.callbacks.Callback):
         self.last_logs = dict(logs or {})
         seconds = time.perf_counter() - self._start
         step = _step(self.model)
-        rate = (step - self._first_step) * self.global_batch_size / max(seconds, 1e-9)
+        examples = (step - self._first_step) * self.global_batch_size
+        units = getattr(self.model, "throughput_units", None)
+        count, unit = units(examples) if units else (examples, "examples")
+        rate = count / max(seconds, 1e-9)
         metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in self.last_logs.items()
                             if k != "learning_rate")
         width = len(str(self.epochs))
         self.print_fn(f"epoch {epoch + 1:>{width}}/{self.epochs}  step {step}/"
-                      f"{self.total_steps}  {metrics}  {seconds:.1f}s  {rate:,.0f} img/s")
+                      f"{self.total_steps}  {metrics}  {seconds:.1f}s  {rate:,.0f} {unit}/s")

@@ -1,4 +1,5 @@
-"""Generation from a .tflite file alone: Mamba's prefill + step signatures."""
+"""Generation from a .tflite file alone: Mamba's prefill + step signatures
+(export.generate, the host loop GPT's files use too: tests/export/test_gpt_generation.py)."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import pytest
 import keras_zoo
 from export import export_tflite
 from export.generate import TFLiteGenerator, choose, next_token_agreement
+from export.tflite import ExportError
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +53,20 @@ def test_tflite_prefill_and_step_generate_the_same_tokens_as_keras(exported):
 
 
 @pytest.mark.slow
-def test_prompt_longer_than_the_exported_length_is_a_clear_error(exported):
-    _, paths, _ = exported
+def test_long_prompts_batches_and_end_tokens(exported):
+    model, paths, _ = exported
     generator = TFLiteGenerator(paths["none"])
-    with pytest.raises(ValueError, match=r"prompt of 17 tokens is longer than the exported "
-                                         r"prefill length 16"):
-        generator.generate([list(range(17))], 3)
-    with pytest.raises(ValueError, match="1 sequence"):
+    # longer than the exported prefill (16): the rest goes through the step signature
+    prompt = list(range(30, 51))
+    assert generator.generate(prompt, 12) == keras_greedy(model, prompt, 12)
+    assert generator.generate([prompt], 12) == [keras_greedy(model, prompt, 12)]
+    with pytest.raises(ExportError, match="generates 1 sequence"):
         generator.generate([[1], [2]], 3)
+    with pytest.raises(ExportError, match="empty prompt"):
+        generator.generate([[]], 3)
+    expected = keras_greedy(model, [5, 17, 200], 20)
+    end = expected[4]
+    assert generator.generate([5, 17, 200], 20, end_id=end) == expected[:expected.index(end) + 1]
 
 
 def test_choose_is_greedy_at_temperature_zero_and_respects_top_k():

@@ -1,4 +1,4 @@
-"""GPT on device: the prefill/decode TFLite signatures and export.generate_gpt's
+"""GPT on device: the prefill/decode TFLite signatures and export.generate's
 host loop give the Keras model's greedy tokens, from the .tflite file alone."""
 
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 import keras_zoo
 from export import export_tflite
-from export.generate_gpt import TFLiteGenerator
+from export.generate import TFLiteGenerator
 from export.tflite import ExportError
 
 PROMPTS = [[5, 9, 3], [7] * 20, list(range(40, 62)), [311]]  # the third passes prefill_length
@@ -70,21 +70,24 @@ def test_host_loop_errors_and_sampling(exported, tmp_path):
 def test_command_line(exported, capsys):
     import types
 
-    from export import generate_gpt as generate
+    from export import generate
 
     _, paths, _ = exported
     run = subprocess.run(
-        [sys.executable, "-m", "export.generate_gpt", f"--model={paths['none']}",
+        [sys.executable, "-m", "export.generate", f"--model={paths['none']}",
          "--prompt_ids=5,9,3", "--max_new_tokens=6"], capture_output=True, text=True, check=True)
     tokens = [int(t) for t in run.stdout.split()]
     assert tokens == TFLiteGenerator(paths["none"]).generate([5, 9, 3], 6)
     assert "ms/token" in run.stderr
-    flags = {"model": paths["none"], "tokenizer": None, "prompt": ["Hello"], "prompt_ids": None,
-             "max_new_tokens": 4, "top_k": None, "temperature": 1.0, "seed": None,
-             "num_threads": 1}
+    flags = {"tflite": paths["none"], "tokenizer": None, "prompt": ["Hello"], "prompt_ids": None,
+             "max_new_tokens": 4, "top_k": None, "temperature": None, "seed": None,
+             "num_threads": 1, "agreement_with": None}
     generate._FLAGS = types.SimpleNamespace(**flags)
     with pytest.raises(ExportError, match="--prompt needs --tokenizer"):
         generate.main([])
     generate._FLAGS = types.SimpleNamespace(**{**flags, "prompt": None, "prompt_ids": ["7"]})
     generate.main([])
     assert len(capsys.readouterr().out.split()) == 4
+    generate._FLAGS = types.SimpleNamespace(**{**flags, "prompt": None, "prompt_ids": ["7", "x"]})
+    with pytest.raises(ExportError, match="--prompt_ids takes whole numbers, got '7,x'"):
+        generate.main([])
