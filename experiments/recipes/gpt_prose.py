@@ -1,8 +1,12 @@
-r"""GPT recipe on the bundled English prose: evaluation, samples and on-device export.
+r"""Language-model recipe on the bundled English prose (any CausalLM run: GPT,
+Mamba): evaluation, samples and on-device export.
 
     python -m experiments.train --config=experiments/configs/gpt_prose.py \
         --model_dir=runs/gpt_prose                                  # train (CPU)
     python -m experiments.recipes.gpt_prose --model_dir=runs/gpt_prose
+    python -m experiments.train --config=experiments/configs/text_mamba.py \
+        --model_dir=runs/mamba_prose                                # the Mamba beside it
+    python -m experiments.recipes.gpt_prose --model_dir=runs/mamba_prose
 
 1. Validation perplexity of the trained model next to two baselines on the
    same tokens (the validation windows the trainer evaluates, the same
@@ -10,8 +14,8 @@ r"""GPT recipe on the bundled English prose: evaluation, samples and on-device e
    Kneser-Ney bigram model, both counted on the training split's token stream.
 2. A few generated samples (greedy and top-k) from prompts in the style of
    the corpus.
-3. TFLite: float32 and dynamic-range int8 files with ``prefill``/``decode``
-   signatures; greedy tokens of the .tflite host loop (export.generate) vs
+3. TFLite: float32 and dynamic-range int8 files with ``prefill`` and
+   ``decode`` (GPT) or ``step`` (Mamba) signatures; greedy tokens of the .tflite host loop (export.generate) vs
    Keras on the prompts; file sizes and median per-token decode latency
    (1 thread).
 
@@ -88,8 +92,9 @@ def tflite(model, folder, n_tokens):
     from export import export_tflite
     from export.generate import TFLiteGenerator
 
-    paths = {"none": os.path.join(folder, "gpt_float32.tflite"),
-             "dynamic_int8": os.path.join(folder, "gpt_dynamic_int8.tflite")}
+    name = type(model).__name__.lower()  # gpt, mamba: any CausalLM
+    paths = {"none": os.path.join(folder, f"{name}_float32.tflite"),
+             "dynamic_int8": os.path.join(folder, f"{name}_dynamic_int8.tflite")}
     start = time.perf_counter()
     results = export_tflite(model, paths)
     seconds = time.perf_counter() - start

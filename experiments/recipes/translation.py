@@ -56,9 +56,13 @@ def dictionary_baseline(train_pairs):
         joint.update((e, d) for e in e_words for d in d_words)
     best = {}
     for (e, d), n in joint.items():
-        score = 2 * n / (en_count[e] + de_count[d])
-        if score > best.get(e, (0.0, None))[0]:
-            best[e] = (score, d)
+        # the highest Dice score; ties to the more frequent pair, then the first
+        # word in sorted order (set order changes with PYTHONHASHSEED)
+        rank = (2 * n / (en_count[e] + de_count[d]), n)
+        held = best.get(e)
+        if held is None or rank > held[0] or (rank == held[0] and d < held[1]):
+            best[e] = (rank, d)
+    best = {e: (rank[0], d) for e, (rank, d) in best.items()}
 
     def translate(text):
         out = []
