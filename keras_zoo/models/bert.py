@@ -144,7 +144,6 @@ class BERT(TextData, ZooModel):
     has none) and travels in preset folders.
     """
 
-    requires_tokenizer = True
     # Layers a change of task may add (presets.transfer_weights initialises them).
     head_layer_names = ("head", "mlm_transform", "mlm_output_bias", "nsp_head")
 
@@ -203,27 +202,7 @@ class BERT(TextData, ZooModel):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         _truncated_normal_init(self, initializer_range)
 
-    # ---- tokenizer (plain attribute: travels in preset folders, not in the graph)
-
-    @property
-    def tokenizer(self):
-        return vars(self).get("_zoo_tokenizer")
-
-    @tokenizer.setter
-    def tokenizer(self, value):
-        vocab = self.get_zoo_config()["vocab_size"]
-        if value is not None and value.vocab_size > vocab:
-            raise ValueError(f"tokenizer has {value.vocab_size} tokens, more than the model's "
-                             f"vocab_size={vocab}")
-        vars(self)["_zoo_tokenizer"] = value
-
-    def _require_tokenizer(self, what):
-        if self.tokenizer is None:
-            raise ValueError(
-                f"BERT has no tokenizer, so {what} needs token ids: load a preset folder that "
-                "carries one, train one (experiments.train does), or set model.tokenizer "
-                "(keras_zoo.data.tokenizers.WordPieceTokenizer)")
-        return self.tokenizer
+    tokenizer_hint = " (keras_zoo.data.tokenizers.WordPieceTokenizer)"
 
     # ---- inputs
 

@@ -37,8 +37,6 @@ class CausalLM(TextData, ZooModel):
     (training window).
     """
 
-    requires_tokenizer = True
-
     # ---- what a family provides
 
     def init_cache(self, batch_size, max_length):
@@ -49,28 +47,6 @@ class CausalLM(TextData, ZooModel):
 
     def max_generation_length(self):
         """Largest prompt + generated length (a position table's size), or None."""
-
-    # ---- tokenizer
-
-    @property
-    def tokenizer(self):
-        return vars(self).get("_zoo_tokenizer")
-
-    @tokenizer.setter
-    def tokenizer(self, value):
-        if value is not None and value.vocab_size > self.get_zoo_config()["vocab_size"]:
-            raise ValueError(
-                f"tokenizer has {value.vocab_size} tokens, more than the model's vocab_size="
-                f"{self.get_zoo_config()['vocab_size']}")
-        vars(self)["_zoo_tokenizer"] = value  # plain attribute, not tracked by Keras
-
-    def _require_tokenizer(self, what):
-        if self.tokenizer is None:
-            raise ValueError(
-                f"{type(self).__name__} has no tokenizer, so {what} needs token ids: load a "
-                "preset folder that carries one, train one (experiments.train does), or set "
-                "model.tokenizer")
-        return self.tokenizer
 
     # ---- data (the trainer's hooks)
 

@@ -4,6 +4,11 @@ trains on, ``synthetic[:N]`` -> random ids of the training shape (dry runs and
 throughput at the real shapes), and the tokenizer of a run, loaded from
 ``<work_dir>/tokenizer`` on a resumed run or trained on the training split.
 
+The mixin also holds the model's ``tokenizer`` (a plain attribute: it travels
+in preset folders, not in the graph; one with more tokens than the model's
+``vocab_size`` is refused) and ``_require_tokenizer(what)`` (one clear error
+when text comes in and there is no tokenizer).
+
 A family mixes ``TextData`` into its ``ZooModel`` and supplies two things:
 ``data_task()`` (the task its training data must have; raise ValueError there
 when the model's configuration cannot train at all) and
@@ -17,7 +22,32 @@ import numpy as np
 
 
 class TextData:
-    """Mixin: ``load_data`` and the tokenizer of a run for text families."""
+    """Mixin: ``load_data``, the tokenizer and the tokenizer of a run for text families."""
+
+    # A preset folder of a text family must carry its tokenizer (presets.py).
+    requires_tokenizer = True
+    # Appended to the no-tokenizer error (e.g. which tokenizer class fits).
+    tokenizer_hint = ""
+
+    @property
+    def tokenizer(self):
+        return vars(self).get("_zoo_tokenizer")
+
+    @tokenizer.setter
+    def tokenizer(self, value):
+        vocab = self.get_zoo_config()["vocab_size"]
+        if value is not None and value.vocab_size > vocab:
+            raise ValueError(f"tokenizer has {value.vocab_size} tokens, more than the model's "
+                             f"vocab_size={vocab}")
+        vars(self)["_zoo_tokenizer"] = value  # not tracked by Keras
+
+    def _require_tokenizer(self, what):
+        if self.tokenizer is None:
+            raise ValueError(
+                f"this {type(self).__name__} has no tokenizer, so {what} needs token ids: load "
+                "a preset folder that carries one, train one (experiments.train does), or set "
+                f"model.tokenizer{self.tokenizer_hint}")
+        return self.tokenizer
 
     def data_task(self):
         """The ``keras_zoo.data.text`` task (TRANSLATION, DOCUMENTS, ...) to train on."""

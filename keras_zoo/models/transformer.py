@@ -51,8 +51,6 @@ class Transformer(TextData, ZooModel):
     strings into ids; ``translate`` takes and returns strings.
     """
 
-    requires_tokenizer = True
-
     def __init__(self, vocab_size=37000, hidden_dim=512, num_encoder_layers=6,
                  num_decoder_layers=6, num_heads=8, mlp_dim=2048, dropout=0.1,
                  attention_dropout=0.0, activation_dropout=0.0, label_smoothing=0.1,
@@ -112,26 +110,7 @@ class Transformer(TextData, ZooModel):
                                     "decoder": decoder, "encoder_norm": encoder_norm,
                                     "decoder_norm": decoder_norm}
 
-    # ---- tokenizer (travels in the preset folder)
-
-    @property
-    def tokenizer(self):
-        return vars(self).get("_zoo_tokenizer")
-
-    @tokenizer.setter
-    def tokenizer(self, value):
-        vocab = self.get_zoo_config()["vocab_size"]
-        if value is not None and value.vocab_size > vocab:
-            raise ValueError(f"tokenizer has {value.vocab_size} tokens, more than the model's "
-                             f"vocab_size={vocab}")
-        vars(self)["_zoo_tokenizer"] = value
-
-    def _require_tokenizer(self):
-        if self.tokenizer is None:
-            raise ValueError("this Transformer has no tokenizer: load a preset folder written "
-                             "after training (it carries tokenizer.spm), or set "
-                             "model.tokenizer; translate_ids() takes token ids without one")
-        return self.tokenizer
+    tokenizer_hint = "; translate_ids() takes token ids without one"
 
     # ---- the two halves, used by decoding and by the exported signatures
 
@@ -181,7 +160,7 @@ class Transformer(TextData, ZooModel):
         ``max_length``: most target subwords (default: source length + 50 as
         in the paper, capped at ``max_target_length``).
         """
-        tokenizer = self._require_tokenizer()
+        tokenizer = self._require_tokenizer("translate() on strings")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         ids = self._source_ids(tokenizer.encode(texts))
@@ -343,7 +322,7 @@ class Transformer(TextData, ZooModel):
             ids = examples.map(lambda e: (tf.cast(e["source_ids"], tf.int32),
                                           tf.cast(e["target_ids"], tf.int32)))
         else:
-            tokenizer = self._require_tokenizer()
+            tokenizer = self._require_tokenizer("training on text")
 
             def tokenize(batch):
                 return (tokenizer.tf_encode(batch["source"]),
