@@ -118,7 +118,8 @@ def script_main(module, handlers, parse_args, plan, report, argv=None):
         return
     args = parse_args(argv)
     jobs = plan(args)
-    print(report(args, jobs, run_plan(module, jobs, isolate=not args.quick)))
+    print(report(args, jobs, run_plan(module, jobs, isolate=not args.quick,
+                                      rounds=getattr(args, "rounds", 1))))
 
 
 def require_positive(parser, args, names):

@@ -18,7 +18,6 @@ stretch.
 """
 
 import argparse
-import sys
 
 from benchmarks import common
 
@@ -150,13 +149,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if common.worker_main(argv, HANDLERS):
-        return
-    args = parse_args(argv)
-    jobs = plan(args)
-    results = common.run_plan(MODULE, jobs, isolate=not args.quick, rounds=args.rounds)
-    print(report(args, jobs, results))
+    common.script_main(MODULE, HANDLERS, parse_args, plan, report, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ model without a cache must.
 """
 
 import argparse
-import sys
 
 from benchmarks import common
 
@@ -186,20 +185,13 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args(argv)
-    for name in ("batch_size", "length", "new_tokens", "warmup", "steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
+    common.require_positive(parser, args, ("batch_size", "length", "new_tokens", "warmup",
+                                           "steps"))
     return args
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if common.worker_main(argv, HANDLERS):
-        return
-    args = parse_args(argv)
-    jobs = plan(args)
-    results = common.run_plan(MODULE, jobs, isolate=not args.quick)
-    print(report(args, jobs, results))
+    common.script_main(MODULE, HANDLERS, parse_args, plan, report, argv)
 
 
 if __name__ == "__main__":
