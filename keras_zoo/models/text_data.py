@@ -22,7 +22,7 @@ import numpy as np
 
 
 class TextData:
-    """Mixin: ``load_data``, the tokenizer and the tokenizer of a run for text families."""
+    """Mixin for text families: ``load_data``, the model's tokenizer and a run's tokenizer."""
 
     # A preset folder of a text family must carry its tokenizer (presets.py).
     requires_tokenizer = True
