@@ -9,7 +9,9 @@ mask) and ``decode`` (one token, its position, the self-attention cache ->
 logits + the updated cache). This loop pads the source, runs ``encode``
 once, then ``decode`` once per target token (greedy), keeping the cache
 between calls: the same computation as ``Transformer.translate(beam_size=1)``.
-Only the LiteRT interpreter and the tokenizer file are needed.
+Only the LiteRT interpreter and the tokenizer file are needed; a preset
+folder's config.json, when given, adds the model's decoding ids (an imported
+Marian pads with its last id, starts with it and never generates it).
 """
 
 import os
@@ -24,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 class TFLiteTranslator:
     """Greedy translation with the ``encode``/``decode`` signatures of a .tflite file."""
 
-    def __init__(self, path, tokenizer=None, num_threads=1):
+    def __init__(self, path, tokenizer=None, num_threads=1, settings=None):
         from ai_edge_litert.interpreter import Interpreter
 
         if not os.path.isfile(path):
@@ -42,6 +44,9 @@ class TFLiteTranslator:
         self.max_source = int(self.encoder.get_input_details()["source_ids"]["shape"][1])
         self.max_target = self.cache_shape[4]
         self.tokenizer = tokenizer
+        # Transformer config keys (decoding_settings): pad_id, suppress_ids,
+        # force_end, decoder_start_id, end_id, max_decode_length
+        self.settings = dict(settings or {})
         self.step_seconds = []
 
     def translate_ids(self, source_ids, start_id=2, end_id=3, max_length=None):
@@ -49,11 +54,14 @@ class TFLiteTranslator:
         if len(source_ids) > self.max_source:
             raise ValueError(f"a source of {len(source_ids)} tokens passes the exported "
                              f"max_source_length={self.max_source}")
-        source = np.zeros((1, self.max_source), np.int32)
+        settings = self.settings
+        source = np.full((1, self.max_source), settings.get("pad_id", 0), np.int32)
         source[0, :len(source_ids)] = source_ids
         encoded = self.encoder(source_ids=source)
         cache = np.zeros(self.cache_shape, np.float32)
-        limit = min(self.max_target, max_length or len(source_ids) + 50)
+        limit = min(self.max_target, max_length or settings.get("max_decode_length")
+                    or len(source_ids) + 50)
+        banned = list(settings.get("suppress_ids", ()))
         token, out = start_id, []
         for index in range(limit):
             started = time.perf_counter()
@@ -63,7 +71,11 @@ class TFLiteTranslator:
                                   source_mask=encoded["source_mask"])
             self.step_seconds.append(time.perf_counter() - started)
             cache = result["cache"]
-            token = int(np.argmax(result["logits"][0]))
+            logits = np.array(result["logits"][0], np.float32)
+            logits[banned] = -np.inf
+            token = int(np.argmax(logits))
+            if settings.get("force_end") and index == limit - 1:
+                token = end_id
             if token == end_id:
                 break
             out.append(token)
@@ -74,8 +86,25 @@ class TFLiteTranslator:
             raise ValueError("translate() on strings needs the tokenizer (--tokenizer=FOLDER)")
         t = self.tokenizer
         limit = self.max_source - 1
-        return [t.decode(self.translate_ids(ids[:limit] + [t.end_id], t.start_id, t.end_id))
+        start, end = (self.settings.get(k) for k in ("decoder_start_id", "end_id"))
+        start = t.start_id if start is None else start
+        end = t.end_id if end is None else end
+        return [t.decode(self.translate_ids(ids[:limit] + [end], start, end))
                 if text else "" for ids, text in zip(t.encode(list(texts)), texts)]
+
+
+def decoding_settings(folder):
+    """The decoding ids of a Transformer preset folder's config.json ({} if none)."""
+    import json
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        config = json.load(f).get("config", {})
+    keys = ("pad_id", "suppress_ids", "force_end", "decoder_start_id", "end_id",
+            "max_decode_length")
+    return {k: config[k] for k in keys if config.get(k) is not None}
 
 
 def main(argv):
@@ -92,7 +121,8 @@ def main(argv):
         if not flags.FLAGS.tflite or not flags.FLAGS.tokenizer:
             raise ValueError("give --tflite=FILE and --tokenizer=PRESET_FOLDER")
         translator = TFLiteTranslator(flags.FLAGS.tflite, Tokenizer.load(flags.FLAGS.tokenizer),
-                                      flags.FLAGS.num_threads)
+                                      flags.FLAGS.num_threads,
+                                      decoding_settings(flags.FLAGS.tokenizer))
         for source, target in zip(texts, translator.translate(texts)):
             print(f"{source}\t{target}")
     except (ValueError, FileNotFoundError, TokenizerError) as e:

@@ -146,15 +146,26 @@ class LearnedPositionEmbedding(layers.Layer):
         return config
 
 
-def sinusoidal_1d(length, dim, max_wavelength=10000.0):
-    """The 2017 paper's table: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos."""
+SINUSOID_LAYOUTS = ("interleaved", "halves")
+
+
+def sinusoidal_1d(length, dim, max_wavelength=10000.0, layout="interleaved"):
+    """The 2017 paper's table: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos.
+    ``layout="halves"``: the same sines in the first d/2 channels and cosines in
+    the last d/2 (Marian; transformers' ``MarianSinusoidalPositionalEmbedding``)."""
     if dim % 2:
         raise ValueError(f"sinusoidal embedding needs an even dim, got {dim}")
+    if layout not in SINUSOID_LAYOUTS:
+        raise ValueError(f"sinusoidal layout {layout!r}; expected one of {SINUSOID_LAYOUTS}")
     pos = np.arange(length, dtype=np.float64)[:, None]
     inv_freq = 1.0 / max_wavelength ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
     table = np.zeros((length, dim))
-    table[:, 0::2] = np.sin(pos * inv_freq)
-    table[:, 1::2] = np.cos(pos * inv_freq)
+    if layout == "halves":
+        table[:, :dim // 2] = np.sin(pos * inv_freq)
+        table[:, dim // 2:] = np.cos(pos * inv_freq)
+    else:
+        table[:, 0::2] = np.sin(pos * inv_freq)
+        table[:, 1::2] = np.cos(pos * inv_freq)
     return table.astype("float32")
 
 
@@ -183,11 +194,15 @@ class SinusoidalPositionEmbedding(layers.Layer):
 
     ``max_length`` (1D): a table of that many positions, for sequences of
     any length up to it; ``call(x, index=i)`` adds positions i, i+1, ...
-    (one decoding step at a time)."""
+    (one decoding step at a time). ``layout`` (1D): "interleaved" sin/cos
+    channels as the paper, or "halves" (Marian: sines first, then cosines)."""
 
     def __init__(self, grid=False, num_prefix_tokens=0, max_wavelength=10000.0,
-                 max_length=None, **kwargs):
+                 max_length=None, layout="interleaved", **kwargs):
         super().__init__(**kwargs)
+        if layout not in SINUSOID_LAYOUTS:
+            raise ValueError(f"sinusoidal layout {layout!r}; expected one of {SINUSOID_LAYOUTS}")
+        self.layout = layout
         self.grid = grid
         self.num_prefix_tokens = num_prefix_tokens
         self.max_wavelength = max_wavelength
@@ -198,7 +213,8 @@ class SinusoidalPositionEmbedding(layers.Layer):
     def build(self, input_shape):
         dim = input_shape[2]
         if self.max_length is not None:
-            self.table = sinusoidal_1d(self.max_length, dim, self.max_wavelength)[None]
+            self.table = sinusoidal_1d(self.max_length, dim, self.max_wavelength,
+                                       self.layout)[None]
             return
         n = input_shape[1] - self.num_prefix_tokens
         if self.grid:
@@ -207,7 +223,7 @@ class SinusoidalPositionEmbedding(layers.Layer):
                 raise ValueError(f"2D sin-cos embedding needs a square patch grid, got {n} patches")
             table = sincos_2d(g, dim, self.max_wavelength)
         else:
-            table = sinusoidal_1d(n, dim, self.max_wavelength)
+            table = sinusoidal_1d(n, dim, self.max_wavelength, self.layout)
         table = np.concatenate([np.zeros((self.num_prefix_tokens, dim), "float32"), table])
         self.table = table[None]
 
@@ -224,7 +240,8 @@ class SinusoidalPositionEmbedding(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens,
-                      max_wavelength=self.max_wavelength, max_length=self.max_length)
+                      max_wavelength=self.max_wavelength, max_length=self.max_length,
+                      layout=self.layout)
         return config
 
 

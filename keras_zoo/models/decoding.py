@@ -8,7 +8,9 @@ tensor2tensor's ``beam_search.py`` (Wu et al. 2016's length penalty
 lp(n) = ((5 + n) / 6) ** alpha, 2 x beam candidates per step so that a
 finished hypothesis never displaces an alive one, and its early stop: the
 best alive hypothesis, even at the maximum length's penalty, can no longer
-beat the worst finished one).
+beat the worst finished one). ``hf_beam_search`` is transformers'
+``generate(num_beams=k)`` rule instead (imported Hugging Face checkpoints
+such as Marian translate as their authors' code does).
 """
 
 import numpy as np
@@ -27,16 +29,25 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def greedy_search(step, cache, start_ids, max_length, end_id):
+def greedy_search(step, cache, start_ids, max_length, end_id, banned_ids=(), force_end=False):
     """Greedy decoding. ``start_ids`` (batch,): the first decoder input token.
-    Returns a list per sequence of generated ids (up to and excluding end_id)."""
+    Returns a list per sequence of generated ids (up to and excluding end_id).
+    ``banned_ids`` are never chosen (Marian's padding token); ``force_end``:
+    the last of the ``max_length`` steps emits ``end_id`` (transformers'
+    ``forced_eos_token_id``)."""
     batch = len(start_ids)
     token = np.asarray(start_ids, np.int32)[:, None]
     done = np.zeros(batch, bool)
     out = [[] for _ in range(batch)]
+    banned = list(banned_ids)
     for index in range(max_length):
         logits, cache = step(token, cache, index)
-        token = np.asarray(logits)[:, -1].argmax(-1).astype(np.int32)
+        scores = np.array(np.asarray(logits)[:, -1], np.float32)
+        if banned:
+            scores[:, banned] = -np.inf
+        token = scores.argmax(-1).astype(np.int32)
+        if force_end and index == max_length - 1:
+            token[:] = end_id
         for b in np.flatnonzero(~done):
             if token[b] == end_id:
                 done[b] = True
@@ -49,7 +60,7 @@ def greedy_search(step, cache, start_ids, max_length, end_id):
 
 
 def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0.6,
-                reorder=None):
+                reorder=None, banned_ids=()):
     """Beam search with length penalty; returns (best ids per sequence, scores).
 
     Args:
@@ -60,6 +71,7 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
         reorder: ``reorder(cache, rows)`` gathers cache rows (default: take
             along axis 0 of every tensor of the nest).
         alpha: 0.6 as in the paper; 0 ranks by total log-probability.
+        banned_ids: tokens never chosen.
     """
     batch, k = len(start_ids), beam_size
     reorder = reorder or _take_rows
@@ -74,6 +86,8 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
         logits, cache = step(token, cache, index)
         vocab = np.asarray(logits).shape[-1]
         logp = _log_softmax(np.asarray(logits)[:, -1]).reshape(batch, k, vocab)
+        if len(banned_ids):
+            logp[..., list(banned_ids)] = NEG_INF
         candidates = (alive_logp[:, :, None] + logp).reshape(batch, k * vocab)
         top = np.argsort(-candidates, axis=1, kind="stable")[:, :2 * k]
         top_logp = np.take_along_axis(candidates, top, axis=1)
@@ -118,6 +132,86 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
         results.append(seq[:seq.index(end_id)] if end_id in seq else seq)
         scores.append(float(score))
     return results, scores
+
+
+def hf_beam_search(step, cache, start_ids, max_length, end_id, beam_size=4,
+                   length_penalty=1.0, banned_ids=(), force_end=True, reorder=None):
+    """transformers' beam search (``generate(num_beams=k)`` with
+    ``early_stopping=False``, its default), rule for rule:
+
+    * scores are log-probabilities of the full softmax; ``banned_ids``
+      (``bad_words_ids``) are set to -inf after it, not renormalised;
+      ``force_end``: the last step may only emit ``end_id``
+      (``forced_eos_token_id``);
+    * each step keeps the 2k best continuations of all beams; of those that
+      end (``end_id``, or the last step), only ones among the first k become
+      finished hypotheses, scored sum log p / n ** ``length_penalty`` with n
+      the generated tokens including the end token; the k best non-ended
+      ones stay alive;
+    * a sequence is done once it has k finished hypotheses and its best
+      alive beam, divided by the current length ** length_penalty, no longer
+      beats the worst of them (the heuristic, not tensor2tensor's bound
+      at ``max_length``); done sequences take no new hypotheses.
+
+    Returns (best ids per sequence without the end token, scores). Arguments
+    as ``beam_search``; ``max_length`` counts decoder steps (transformers'
+    ``max_length`` minus its start token).
+    """
+    batch, k = len(start_ids), beam_size
+    reorder = reorder or _take_rows
+    alive_seq = np.zeros((batch, k, 0), np.int32)
+    alive_logp = np.tile(np.array([0.0] + [NEG_INF] * (k - 1)), (batch, 1))
+    finished_seq = np.zeros((batch, k, 0), np.int32)
+    finished_score = np.full((batch, k), NEG_INF)
+    finished_flag = np.zeros((batch, k), bool)
+    open_ = np.ones(batch, bool)  # the heuristic still allows improvement
+    token = np.repeat(np.asarray(start_ids, np.int32), k)[:, None]
+    banned = list(banned_ids)
+    for index in range(max_length):
+        logits, cache = step(token, cache, index)
+        vocab = np.asarray(logits).shape[-1]
+        logp = _log_softmax(np.asarray(logits)[:, -1]).reshape(batch, k, vocab)
+        if banned:
+            logp[..., banned] = -np.inf
+        if force_end and index == max_length - 1:
+            logp[..., :] = -np.inf
+            logp[..., end_id] = 0.0
+        candidates = (alive_logp[:, :, None] + logp).reshape(batch, k * vocab)
+        top = np.argsort(-candidates, axis=1, kind="stable")[:, :2 * k]
+        top_logp = np.take_along_axis(candidates, top, axis=1)
+        top_beam, top_token = top // vocab, (top % vocab).astype(np.int32)
+        top_seq = np.concatenate(
+            [np.take_along_axis(alive_seq, top_beam[:, :, None], axis=1), top_token[:, :, None]],
+            axis=2)
+        ended = (top_token == end_id) | (index + 1 >= max_length)
+        alive_rank = top_logp + ended * NEG_INF
+        keep = np.argsort(-alive_rank, axis=1, kind="stable")[:, :k]
+        alive_seq = np.take_along_axis(top_seq, keep[:, :, None], axis=1)
+        alive_logp = np.take_along_axis(alive_rank, keep, axis=1)
+        parents = np.take_along_axis(top_beam, keep, axis=1)
+        just_finished = ended & (np.arange(2 * k) < k)[None]
+        new_score = top_logp / float(index + 1) ** length_penalty
+        new_score = new_score + (~open_[:, None]) * NEG_INF + (~just_finished) * NEG_INF
+        pad = np.zeros((batch, k, 1), np.int32)
+        pool_seq = np.concatenate([np.concatenate([finished_seq, pad], axis=2), top_seq], axis=1)
+        pool_score = np.concatenate([finished_score, new_score], axis=1)
+        pool_flag = np.concatenate([finished_flag, just_finished], axis=1)
+        best = np.argsort(-pool_score, axis=1, kind="stable")[:, :k]
+        finished_seq = np.take_along_axis(pool_seq, best[:, :, None], axis=1)
+        finished_score = np.take_along_axis(pool_score, best, axis=1)
+        finished_flag = np.take_along_axis(pool_flag, best, axis=1)
+        best_possible = alive_logp[:, 0] / float(index + 1) ** length_penalty
+        worst = np.where(finished_flag, finished_score.min(axis=1, keepdims=True), NEG_INF)
+        open_ &= (best_possible[:, None] > worst).any(axis=1)
+        if not open_.any() or ended.all():
+            break
+        cache = reorder(cache, (np.arange(batch)[:, None] * k + parents).reshape(-1))
+        token = alive_seq[:, :, -1].reshape(-1, 1)
+    results = []
+    for b in range(batch):
+        seq = [int(t) for t in finished_seq[b, 0]]
+        results.append(seq[:seq.index(end_id)] if end_id in seq else seq)
+    return results, [float(s) for s in finished_score[:, 0]]
 
 
 def compiled(model, fn):

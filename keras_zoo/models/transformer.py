@@ -33,6 +33,8 @@ from keras_zoo.presets import register_family, register_preset
 
 log = logging.getLogger("keras_zoo")
 
+BEAM_SEARCHES = ("tensor2tensor", "huggingface")
+
 # Length buckets (subwords): ratio ~1.5 between neighbours keeps ~80 % of a batch real
 # tokens; each is one static shape (one XLA program).
 BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -44,18 +46,34 @@ class Transformer(TextData, ZooModel):
     """Encoder-decoder Transformer. ``transformer_base``: d_model 512, 6 + 6
     layers, 8 heads, d_ff 2048, dropout 0.1, label smoothing 0.1 (Table 3).
 
-    Inputs: ``{"source_ids": (B, S), "target_ids": (B, T)}`` with 0 = padding;
-    ``target_ids`` is the decoder input (start token, then the target shifted
-    right). Output: logits (B, T, vocab_size), float32.
+    Inputs: ``{"source_ids": (B, S), "target_ids": (B, T)}`` with ``pad_id``
+    (0) = padding; ``target_ids`` is the decoder input (start token, then the
+    target shifted right). Output: logits (B, T, vocab_size), float32.
     ``model.tokenizer`` (a shared source/target subword vocabulary) turns
     strings into ids; ``translate`` takes and returns strings.
+
+    Options for imported checkpoints (Marian, ``keras_zoo.converters.hf_marian``;
+    the defaults are the paper's model): ``activation`` of the feed-forward,
+    ``pad_id``, ``scale_embedding`` (x sqrt(d_model) or not),
+    ``position_layout`` ("interleaved" or "halves", see
+    ``sinusoidal_1d``), ``final_logits_bias`` (a learned bias on the logits);
+    and decoding defaults: ``decoder_start_id`` / ``end_id`` (default: the
+    tokenizer's start / end tokens), ``suppress_ids`` (never generated),
+    ``num_beams``, ``length_penalty`` (alpha), ``beam_search``
+    ("tensor2tensor" or "huggingface": ``decoding.hf_beam_search``),
+    ``force_end`` (the last step emits the end token), ``max_decode_length``
+    (default: source length + 50).
     """
 
     def __init__(self, vocab_size=37000, hidden_dim=512, num_encoder_layers=6,
                  num_decoder_layers=6, num_heads=8, mlp_dim=2048, dropout=0.1,
                  attention_dropout=0.0, activation_dropout=0.0, label_smoothing=0.1,
                  norm_first=False, max_source_length=256, max_target_length=256,
-                 layer_norm_epsilon=1e-6, name="transformer", **kwargs):
+                 layer_norm_epsilon=1e-6, activation="relu", pad_id=0, scale_embedding=True,
+                 position_layout="interleaved", final_logits_bias=False,
+                 decoder_start_id=None, end_id=None, suppress_ids=(), num_beams=4,
+                 length_penalty=0.6, beam_search="tensor2tensor", force_end=False,
+                 max_decode_length=None, name="transformer", **kwargs):
         for key, value in (("vocab_size", vocab_size), ("hidden_dim", hidden_dim),
                            ("num_encoder_layers", num_encoder_layers),
                            ("num_decoder_layers", num_decoder_layers),
@@ -70,14 +88,24 @@ class Transformer(TextData, ZooModel):
             raise ValueError(f"hidden_dim={hidden_dim} must be even (sinusoidal positions)")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if beam_search not in BEAM_SEARCHES:
+            raise ValueError(f"beam_search={beam_search!r}; expected one of {BEAM_SEARCHES}")
+        for key, value in (("pad_id", pad_id), ("decoder_start_id", decoder_start_id),
+                           ("end_id", end_id), *(("suppress_ids", i) for i in suppress_ids)):
+            if value is not None and not (isinstance(value, int) and 0 <= value < vocab_size):
+                raise ValueError(f"Transformer {key}={value!r} is not a token id "
+                                 f"(0..{vocab_size - 1})")
         block = {"num_heads": num_heads, "mlp_dim": mlp_dim, "dropout": dropout,
-                     "attention_dropout": attention_dropout, "activation": "relu",
+                     "attention_dropout": attention_dropout, "activation": activation,
                      "norm_first": norm_first, "layer_norm_epsilon": layer_norm_epsilon,
                      "activation_dropout": activation_dropout}
-        embedding = TokenEmbedding(vocab_size, hidden_dim, scale=math.sqrt(hidden_dim),
+        embedding = TokenEmbedding(vocab_size, hidden_dim,
+                                   scale=math.sqrt(hidden_dim) if scale_embedding else 1.0,
                                    initializer_stddev=hidden_dim ** -0.5, name="embedding")
         positions = SinusoidalPositionEmbedding(
-            max_length=max(max_source_length, max_target_length) + 1, name="positions")
+            max_length=max(max_source_length, max_target_length) + 1, layout=position_layout,
+            name="positions")
+        logits_bias = LogitsBias(name="final_logits_bias") if final_logits_bias else None
         source_dropout = layers.Dropout(dropout, name="source_dropout")
         target_dropout = layers.Dropout(dropout, name="target_dropout")
         encoder = [TransformerEncoderBlock(**block, name=f"encoder_block_{i}")
@@ -93,7 +121,7 @@ class Transformer(TextData, ZooModel):
 
         source_ids = keras.Input((None,), dtype="int32", name="source_ids")
         target_ids = keras.Input((None,), dtype="int32", name="target_ids")
-        source_mask = ops.not_equal(source_ids, 0)
+        source_mask = ops.not_equal(source_ids, pad_id)
         x = source_dropout(positions(embedding(source_ids)))
         for blk in encoder:
             x = blk(x, attention_mask=source_mask)
@@ -104,11 +132,13 @@ class Transformer(TextData, ZooModel):
         if decoder_norm:
             y = decoder_norm(y)
         logits = embedding(y, reverse=True)
+        if logits_bias is not None:
+            logits = logits_bias(logits)
         super().__init__(inputs={"source_ids": source_ids, "target_ids": target_ids},
                          outputs=logits, name=name, **kwargs)
         vars(self)["_parts"] = {"embedding": embedding, "positions": positions, "encoder": encoder,
                                     "decoder": decoder, "encoder_norm": encoder_norm,
-                                    "decoder_norm": decoder_norm}
+                                    "decoder_norm": decoder_norm, "logits_bias": logits_bias}
 
     tokenizer_hint = "; translate_ids() takes token ids without one"
 
@@ -118,7 +148,7 @@ class Transformer(TextData, ZooModel):
         """(B, S) ids -> (memory (B, S, D), cross-attention caches stacked
         (B, decoder_layers, 2, heads, S, head_dim), source mask (B, S) bool)."""
         p = self._parts
-        mask = ops.not_equal(source_ids, 0)
+        mask = ops.not_equal(source_ids, self.get_zoo_config()["pad_id"])
         x = p["positions"](p["embedding"](source_ids))
         for blk in p["encoder"]:
             x = blk(x, attention_mask=mask, training=False)
@@ -148,17 +178,22 @@ class Transformer(TextData, ZooModel):
             new.append(layer_cache)
         if p["decoder_norm"]:
             y = p["decoder_norm"](y)
-        return p["embedding"](y, reverse=True), ops.stack(new, axis=1)
+        logits = p["embedding"](y, reverse=True)
+        if p["logits_bias"] is not None:
+            logits = p["logits_bias"](logits)
+        return logits, ops.stack(new, axis=1)
 
     # ---- translation
 
-    def translate(self, texts, beam_size=4, max_length=None, alpha=0.6, batch_size=32):
-        """Translates strings; returns strings. ``beam_size=1`` is greedy.
+    def translate(self, texts, beam_size=None, max_length=None, alpha=None, batch_size=32):
+        """Translates strings; returns strings. ``beam_size=1`` is greedy
+        (default: the config's ``num_beams``, 4).
 
         Sources longer than ``max_source_length - 1`` subwords are cut
         (with a warning); an empty string translates to an empty string.
-        ``max_length``: most target subwords (default: source length + 50 as
-        in the paper, capped at ``max_target_length``).
+        ``max_length``: most target subwords (default: ``max_decode_length``,
+        else source length + 50 as in the paper; capped at ``max_target_length``).
+        ``alpha``: the length penalty (default: the config's ``length_penalty``).
         """
         tokenizer = self._require_tokenizer("translate() on strings")
         single = isinstance(texts, str)
@@ -174,14 +209,17 @@ class Transformer(TextData, ZooModel):
         if long:
             log.warning("%d source(s) longer than %d subwords were cut to fit "
                         "max_source_length=%d", long, limit, limit + 1)
-        end = self.tokenizer.end_id
+        end = self._special_ids()[1]
         return [i[:limit] + [end] for i in ids]
 
-    def translate_ids(self, source_ids, beam_size=4, max_length=None, alpha=0.6,
+    def translate_ids(self, source_ids, beam_size=None, max_length=None, alpha=None,
                       batch_size=32):
         """Token-id version of ``translate``: lists of source ids (ending in
         the end token) -> lists of target ids (without start/end tokens)."""
         c = self.get_zoo_config()
+        beam_size = c["num_beams"] if beam_size is None else beam_size
+        alpha = c["length_penalty"] if alpha is None else alpha
+        banned, force_end = list(c["suppress_ids"]), c["force_end"]
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         start, end = self._special_ids()
@@ -200,34 +238,42 @@ class Transformer(TextData, ZooModel):
         for first in range(0, len(order), batch_size):
             rows = order[first:first + batch_size]
             width = _bucket(max(len(source_ids[r]) for r in rows), c["max_source_length"])
-            src = np.zeros((len(rows), width), np.int32)
+            src = np.full((len(rows), width), c["pad_id"], np.int32)
             for j, r in enumerate(rows):
                 src[j, :len(source_ids[r])] = source_ids[r]
-            limit = min(c["max_target_length"],
-                        max_length or max(len(source_ids[r]) for r in rows) + 50)
+            limit = min(c["max_target_length"], max_length or c["max_decode_length"]
+                        or max(len(source_ids[r]) for r in rows) + 50)
             _, cross, mask = encode(ops.convert_to_tensor(src))
             if beam_size == 1:
                 cache = self.init_cache(len(rows), limit)
                 result = decoding.greedy_search(
                     lambda t, cc, i, cross=cross, mask=mask: step(t, cc, i, cross, mask), cache,
-                    [start] * len(rows), limit, end)
+                    [start] * len(rows), limit, end, banned, force_end)
             else:
                 rep = ops.convert_to_tensor(np.repeat(np.arange(len(rows)), beam_size))
                 cross_k, mask_k = ops.take(cross, rep, axis=0), ops.take(mask, rep, axis=0)
                 cache = self.init_cache(len(rows) * beam_size, limit)
-                result, _ = decoding.beam_search(
-                    lambda t, cc, i, cross=cross_k, mask=mask_k: step(t, cc, i, cross, mask),
-                    cache,
-                    [start] * len(rows), limit, end, beam_size=beam_size, alpha=alpha)
+                run = lambda t, cc, i, cross=cross_k, mask=mask_k: step(t, cc, i, cross, mask)
+                if c["beam_search"] == "huggingface":
+                    result, _ = decoding.hf_beam_search(
+                        run, cache, [start] * len(rows), limit, end, beam_size=beam_size,
+                        length_penalty=alpha, banned_ids=banned, force_end=force_end)
+                else:
+                    result, _ = decoding.beam_search(
+                        run, cache, [start] * len(rows), limit, end, beam_size=beam_size,
+                        alpha=alpha, banned_ids=banned)
             for j, r in enumerate(rows):
                 out[r] = result[j]
         return out
 
     def _special_ids(self):
-        t = self.tokenizer
+        c, t = self.get_zoo_config(), self.tokenizer
         if t is None:  # the SentencePiece convention used for every preset trained here
-            return 2, 3
-        return t.start_id, t.end_id
+            start, end = 2, 3
+        else:
+            start, end = t.start_id, t.end_id
+        return (start if c["decoder_start_id"] is None else c["decoder_start_id"],
+                end if c["end_id"] is None else c["end_id"])
 
     def _compiled(self):
         """(encode, step) compiled once; the step's position goes in as a
@@ -345,11 +391,15 @@ class Transformer(TextData, ZooModel):
         def length(x, y, w):
             return tf.maximum(tf.size(x["source_ids"]), tf.size(y))
 
+        pad = tf.constant(c["pad_id"], tf.int32)
+        zero = tf.constant(0, tf.int32)
         batched = pairs.bucket_by_sequence_length(
             length, bucket_boundaries=[b + 1 for b in bounds[:-1]],
             bucket_batch_sizes=sizes, pad_to_bucket_boundary=False,
+            padding_values=({"source_ids": pad, "target_ids": zero}, zero,
+                            tf.constant(0.0, tf.float32)),
             drop_remainder=training)
-        batched = batched.map(lambda x, y, w: _pad_batch(x, y, w, bounds, sizes))
+        batched = batched.map(lambda x, y, w: _pad_batch(x, y, w, bounds, sizes, pad))
         # bucketing leaves the length unknown: evaluation passes carry theirs
         # (base.counted: Keras' evaluate() misreports metrics otherwise)
         return batched if training else counted(batched)
@@ -398,8 +448,9 @@ def _bucket(length, limit):
     return min(next((b for b in BUCKETS if b >= length), limit), limit)
 
 
-def _pad_batch(x, y, w, bounds, sizes):
-    """Pads a bucket's batch to the bucket's static (batch, length) shape."""
+def _pad_batch(x, y, w, bounds, sizes, source_pad=0):
+    """Pads a bucket's batch to the bucket's static (batch, length) shape
+    (sources with ``source_pad``, the model's padding id)."""
     import tensorflow as tf
 
     longest = tf.maximum(tf.shape(x["source_ids"])[1], tf.shape(y)[1])
@@ -407,11 +458,26 @@ def _pad_batch(x, y, w, bounds, sizes):
     bucket = tf.reduce_min(tf.where(bounds_t >= longest))
     width, rows = tf.gather(bounds_t, bucket), tf.gather(tf.constant(sizes), bucket)
 
-    def pad(t):
-        return tf.pad(t, [[0, rows - tf.shape(t)[0]], [0, width - tf.shape(t)[1]]])
+    def pad(t, value=0):
+        return tf.pad(t, [[0, rows - tf.shape(t)[0]], [0, width - tf.shape(t)[1]]],
+                      constant_values=value)
 
-    return ({"source_ids": pad(x["source_ids"]), "target_ids": pad(x["target_ids"])},
+    return ({"source_ids": pad(x["source_ids"], source_pad), "target_ids": pad(x["target_ids"])},
             pad(y), pad(w))
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class LogitsBias(layers.Layer):
+    """A learned bias added to the logits (Marian's ``final_logits_bias``); zeros at init."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, logits):
+        return logits + ops.cast(self.bias, logits.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
