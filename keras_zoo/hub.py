@@ -1,0 +1,174 @@
+"""Published checkpoints by URI: ``hf://ORG/NAME[@REVISION]`` and
+``kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]``.
+
+    keras_zoo.GPT.from_preset("hf://openai-community/gpt2")
+    keras_zoo.BERT.from_preset("hf://google-bert/bert-base-uncased@86b5e0934494bd15c9632b12f734a8a67f723594")
+    keras_zoo.ViT.from_preset("kaggle://keras/vit/keras/vit_base_patch16_224_imagenet")
+
+Downloads go through the libraries made for them -- ``huggingface_hub.
+snapshot_download`` and ``kagglehub.model_download`` -- so their caches,
+tokens (``HF_TOKEN``, Kaggle credentials), offline switches
+(``HF_HUB_OFFLINE``, ``KAGGLEHUB_OFFLINE``... see each library) and progress
+bars apply unchanged. The downloaded folder is then read by the local
+importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
+on config.json's ``architectures``, or ``"timm"`` for a timm checkpoint's
+config) and the keras-hub folder import (keras_zoo/converters/keras_hub.py).
+
+Only safe files are fetched from the Hugging Face Hub (``ALLOW_PATTERNS``:
+safetensors, JSON, text vocabularies, SentencePiece models); pickled
+checkpoints (``pytorch_model.bin``, ``*.pth``, ``*.ckpt``, ``*.pkl``) are
+never downloaded, never unpickled.
+
+Environment variables are read on every call (not only when
+``huggingface_hub`` is first imported), so setting ``HF_HUB_OFFLINE`` or
+``HF_HUB_CACHE`` in a running program takes effect.
+"""
+
+import os
+import re
+
+from keras_zoo.presets import PresetError
+
+HF_SCHEME = "hf://"
+KAGGLE_SCHEME = "kaggle://"
+
+# What snapshot_download fetches: weights as safetensors, configs, vocabularies.
+ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", "*.spm")
+# Never fetched, even where an allow pattern would match (defence in depth).
+PICKLE_PATTERNS = ("*.bin", "*.pth", "*.pt", "*.ckpt", "*.pkl", "*.pickle", "*.joblib",
+                   "*.npy", "*.h5", "*.msgpack")
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_HF_REPO = re.compile(rf"^(?:{_NAME}/)?{_NAME}$")
+_TRUE = {"1", "on", "yes", "true"}
+
+
+# ---------------------------------------------------------------- Hugging Face
+
+def parse_hf_uri(uri):
+    """``hf://ORG/NAME[@REVISION]`` -> (repo_id, revision or None); PresetError
+    (one line) for anything else."""
+    if not uri.startswith(HF_SCHEME):
+        raise PresetError(f"{uri!r} is not an hf:// URI (expected hf://ORG/NAME[@REVISION])")
+    body = uri[len(HF_SCHEME):]
+    repo_id, _, revision = body.partition("@")
+    repo_id = repo_id.rstrip("/")
+    if not _HF_REPO.match(repo_id) or ".." in repo_id or ("@" in body and not revision):
+        raise PresetError(f"{uri!r} is not a Hugging Face model URI: expected "
+                          "hf://ORG/NAME or hf://ORG/NAME@REVISION (a branch, tag or commit sha); "
+                          "a local save_pretrained folder is hf:/path/to/folder")
+    return repo_id, revision or None
+
+
+def hf_cache_dir():
+    """The hub cache huggingface_hub uses: ``HF_HUB_CACHE``, else ``HF_HOME``/hub,
+    else its default (~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def hf_offline():
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) as set now, or as
+    huggingface_hub read it at import."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(key, "").strip().lower() in _TRUE:
+            return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _fill_hint(repo_id, revision, cache):
+    rev = f" --revision {revision}" if revision else ""
+    return (f"fill it on a machine with internet (`hf download {repo_id}{rev} --cache-dir "
+            f"{cache}`, then copy the folder here) or unset HF_HUB_OFFLINE")
+
+
+def _cached_revisions(storage):
+    refs = os.path.join(storage, "refs")
+    snaps = os.path.join(storage, "snapshots")
+    names = sorted(os.listdir(refs)) if os.path.isdir(refs) else []
+    names += sorted(os.listdir(snaps)) if os.path.isdir(snaps) else []
+    return names
+
+
+def hf_snapshot(uri):
+    """Downloads (or finds in the cache) the safe files of ``hf://ORG/NAME[@REV]``.
+
+    Returns ``(folder, repo_id, revision, commit_sha)``; ``folder`` is the
+    snapshot folder in the hub cache (``models--ORG--NAME/snapshots/SHA``).
+    Every failure is one PresetError line naming the repo and the revision."""
+    repo_id, revision = parse_hf_uri(uri)
+    shown = revision or "main"
+    try:
+        from huggingface_hub import errors, snapshot_download
+    except ImportError:
+        raise PresetError(f"{uri}: hf:// needs the huggingface_hub package "
+                          "(pip install huggingface_hub)") from None
+    cache = hf_cache_dir()
+    offline = hf_offline()
+    storage = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache, local_files_only=offline,
+            allow_patterns=list(ALLOW_PATTERNS), ignore_patterns=list(PICKLE_PATTERNS))
+    except errors.LocalEntryNotFoundError as e:
+        if isinstance(e, errors.IncompleteSnapshotError):
+            raise PresetError(f"hf://{repo_id} revision {shown!r}: the cached snapshot in "
+                              f"{storage} is incomplete; {_fill_hint(repo_id, revision, cache)}"
+                              ) from None
+        why = "HF_HUB_OFFLINE is set" if offline else \
+            f"the Hub could not be reached ({_first_line(e.__cause__ or e)})"
+        cached = _cached_revisions(storage)
+        if cached:
+            raise PresetError(
+                f"hf://{repo_id}: revision {shown!r} is not in the Hugging Face cache "
+                f"{storage} (it holds {', '.join(cached)}) and {why}; "
+                f"{_fill_hint(repo_id, revision, cache)}") from None
+        raise PresetError(
+            f"hf://{repo_id} (revision {shown!r}) is not in the Hugging Face cache {cache} and "
+            f"{why}; {_fill_hint(repo_id, revision, cache)}") from None
+    except errors.RevisionNotFoundError:
+        raise PresetError(f"hf://{repo_id} has no revision {shown!r} on the Hub (a branch, "
+                          "tag or commit sha of the repo)") from None
+    except errors.GatedRepoError:
+        raise PresetError(f"hf://{repo_id} is gated: accept its terms on huggingface.co and "
+                          "set HF_TOKEN (or run `hf auth login`)") from None
+    except errors.RepositoryNotFoundError:
+        raise PresetError(f"hf://{repo_id}: no such model repo on the Hugging Face Hub (or "
+                          "it is private: set HF_TOKEN)") from None
+    except (errors.HfHubHTTPError, OSError, ValueError) as e:
+        raise PresetError(f"hf://{repo_id} (revision {shown!r}): download failed: "
+                          f"{_first_line(e)}") from None
+    folder = str(folder)
+    return folder, repo_id, revision, os.path.basename(os.path.normpath(folder))
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load_hf(cls, uri, overrides, load_weights):
+    """Implements ``from_preset("hf://ORG/NAME[@REVISION]")``."""
+    from keras_zoo.converters import huggingface
+
+    folder, repo_id, revision, sha = hf_snapshot(uri)
+    return huggingface.load(cls, folder, overrides, load_weights,
+                            source=f"hf://{repo_id}" + (f"@{revision}" if revision else ""))
+
+
+def load_uri(cls, uri, overrides, load_weights):
+    """``from_preset`` for an ``hf://`` or ``kaggle://`` URI."""
+    if uri.startswith(HF_SCHEME):
+        return load_hf(cls, uri, overrides, load_weights)
+    return load_kaggle(cls, uri, overrides, load_weights)
+
+
+def load_kaggle(cls, uri, overrides, load_weights):
+    raise PresetError(f"{uri}: kaggle:// is not implemented yet")
