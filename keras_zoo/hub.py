@@ -7,9 +7,10 @@
 
 Downloads go through the libraries made for them -- ``huggingface_hub.
 snapshot_download`` and ``kagglehub.model_download`` -- so their caches,
-tokens (``HF_TOKEN``, Kaggle credentials), offline switches
-(``HF_HUB_OFFLINE``, ``KAGGLEHUB_OFFLINE``... see each library) and progress
-bars apply unchanged. The downloaded folder is then read by the local
+tokens (``HF_TOKEN``, Kaggle credentials), cache folders (``HF_HUB_CACHE``,
+``KAGGLEHUB_CACHE``) and progress bars apply unchanged. ``HF_HUB_OFFLINE=1``
+stops Hugging Face downloads; kagglehub has no offline switch, so keras_zoo's
+``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The downloaded folder is then read by the local
 importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
 on config.json's ``architectures``, or ``"timm"`` for a timm checkpoint's
 config) and the keras-hub folder import (keras_zoo/converters/keras_hub.py).
@@ -43,6 +44,34 @@ _HF_REPO = re.compile(rf"^(?:{_NAME}/)?{_NAME}$")
 _TRUE = {"1", "on", "yes", "true"}
 
 
+# ---------------------------------------------------------------- registry
+
+# Registry name -> the published checkpoint ``from_preset(name)`` loads (its
+# config and weights: the importer reads the checkpoint's own config.json);
+# ``from_preset(name, load_weights=False)`` builds the registry config with
+# random weights, without any download. Revisions: a commit sha where one was
+# found pinned in public code (the search tools of this project; the sha was
+# not fetched here), else "main" (the repo's head at download time).
+SOURCES = {
+    "vit_base_patch16_224": "hf://google/vit-base-patch16-224@main",
+    "vit_small_patch16_224": "hf://timm/vit_small_patch16_224.augreg_in21k_ft_in1k@main",
+    # 34c2154c194f829b11125337b98c8f5f9965ff19 is pinned in public code, but
+    # whether that commit holds model.safetensors was not checkable: main.
+    "resnet50": "hf://microsoft/resnet-50@main",
+    "dino_vit_small_patch16": "hf://facebook/dino-vits16@main",
+    "mae_vit_base_patch16": "hf://facebook/vit-mae-base@main",
+    "bert_base_uncased":
+        "hf://google-bert/bert-base-uncased@86b5e0934494bd15c9632b12f734a8a67f723594",
+    "gpt2": "hf://openai-community/gpt2@607a30d783dfa663caf39e06633721c8d4cfcd7e",
+    "mamba_130m": "hf://state-spaces/mamba-130m-hf@main",
+}
+
+
+def published_source(name):
+    """The ``hf://`` URI a registry preset's weights come from, or None."""
+    return SOURCES.get(name)
+
+
 # ---------------------------------------------------------------- Hugging Face
 
 def parse_hf_uri(uri):
@@ -73,9 +102,9 @@ def hf_cache_dir():
 
 
 def hf_offline():
-    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) as set now, or as
-    huggingface_hub read it at import."""
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``, or keras_zoo's own
+    ``KERAS_ZOO_OFFLINE``) as set now, or as huggingface_hub read it at import."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KERAS_ZOO_OFFLINE"):
         if os.environ.get(key, "").strip().lower() in _TRUE:
             return True
     from huggingface_hub import constants
@@ -163,6 +192,30 @@ def load_hf(cls, uri, overrides, load_weights):
                             source=f"hf://{repo_id}" + (f"@{revision}" if revision else ""))
 
 
+def load_published(cls, entry, overrides):
+    """``from_preset(name)`` for a registry preset with a ``SOURCES`` entry:
+    its published weights, downloaded on first use."""
+    import logging
+
+    from keras_zoo import presets
+
+    family_cls = presets.get_family(entry.family)
+    if cls.__name__ != "ZooModel" and not issubclass(family_cls, cls):
+        raise PresetError(f"preset {entry.name!r} is a {entry.family} model, not a "
+                          f"{cls.__name__}; use keras_zoo.{entry.family}.from_preset("
+                          f"{entry.name!r})")
+    uri = SOURCES[entry.name]
+    logging.getLogger("keras_zoo").info(
+        "preset %r: weights from %s (load_weights=False builds it with random weights)",
+        entry.name, uri)
+    try:
+        return load_hf(cls, uri, overrides, True)
+    except PresetError as e:
+        raise PresetError(f"preset {entry.name!r} loads its published weights from {uri}; "
+                          f"{e} (load_weights=False builds it with random weights, no "
+                          "download)") from None
+
+
 def load_uri(cls, uri, overrides, load_weights):
     """``from_preset`` for an ``hf://`` or ``kaggle://`` URI."""
     if uri.startswith(HF_SCHEME):
@@ -170,5 +223,100 @@ def load_uri(cls, uri, overrides, load_weights):
     return load_kaggle(cls, uri, overrides, load_weights)
 
 
+# ---------------------------------------------------------------- Kaggle
+
+_KAGGLE_FORM = "kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]"
+
+
+def parse_kaggle_uri(uri):
+    """``kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]`` -> (owner, model,
+    variant, version or None); PresetError (one line) for anything else."""
+    parts = uri[len(KAGGLE_SCHEME):].rstrip("/").split("/")
+    name = re.compile(rf"^{_NAME}$")
+    if len(parts) not in (4, 5) or not all(name.match(p) for p in parts):
+        raise PresetError(f"{uri!r} is not a Kaggle model URI: expected {_KAGGLE_FORM}")
+    owner, model, framework, variant = parts[:4]
+    if framework != "keras":
+        raise PresetError(f"{uri!r}: framework {framework!r} is not read; keras_zoo imports "
+                          f"keras-hub presets ({_KAGGLE_FORM})")
+    version = parts[4] if len(parts) == 5 else None
+    if version is not None and not version.isdigit():
+        raise PresetError(f"{uri!r}: version {version!r} must be a number ({_KAGGLE_FORM})")
+    return owner, model, variant, (int(version) if version else None)
+
+
+def offline():
+    """``KERAS_ZOO_OFFLINE=1``: no download from any hub (kagglehub has no
+    offline switch of its own; for the Hugging Face Hub HF_HUB_OFFLINE works too)."""
+    return os.environ.get("KERAS_ZOO_OFFLINE", "").strip().lower() in _TRUE
+
+
+def kaggle_cache_dir():
+    """kagglehub's cache: ``KAGGLEHUB_CACHE``, else ~/.cache/kagglehub."""
+    from kagglehub import config
+
+    return config.get_cache_folder()
+
+
+def _kaggle_cached(owner, model, variant, version):
+    """The folder of a complete download in kagglehub's cache (its own
+    Cache.load_from_cache: the folder and its ``VERSION.complete`` marker), the
+    highest cached version when ``version`` is None; or None."""
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_model_handle
+
+    if version is None:
+        base = os.path.join(kaggle_cache_dir(), "models", owner, model, "keras", variant)
+        found = [int(n[:-len(".complete")]) for n in (os.listdir(base) if os.path.isdir(base)
+                                                      else [])
+                 if n.endswith(".complete") and n[:-len(".complete")].isdigit()]
+        for candidate in sorted(found, reverse=True):
+            path = _kaggle_cached(owner, model, variant, candidate)
+            if path:
+                return path
+        return None
+    handle = parse_model_handle(f"{owner}/{model}/keras/{variant}/{version}")
+    return Cache().load_from_cache(handle)
+
+
+def kaggle_snapshot(uri):
+    """Downloads (or finds in kagglehub's cache) a Kaggle model variant; returns
+    ``(folder, handle, version)``. Every failure is one PresetError line."""
+    owner, model, variant, version = parse_kaggle_uri(uri)
+    handle = f"{owner}/{model}/keras/{variant}" + (f"/{version}" if version else "")
+    try:
+        import kagglehub
+    except ImportError:
+        raise PresetError(f"{uri}: kaggle:// needs the kagglehub package "
+                          "(pip install kagglehub)") from None
+    if offline():
+        folder = _kaggle_cached(owner, model, variant, version)
+        if folder is None:
+            what = f"version {version}" if version else "any version"
+            raise PresetError(
+                f"{uri}: {what} of {handle} is not in kagglehub's cache "
+                f"{kaggle_cache_dir()} and KERAS_ZOO_OFFLINE is set; fill it on a machine with "
+                f"internet (`python -c \"import kagglehub; kagglehub.model_download("
+                f"'{handle}')\"` with KAGGLEHUB_CACHE={kaggle_cache_dir()}) or unset "
+                "KERAS_ZOO_OFFLINE")
+    else:
+        try:
+            folder = kagglehub.model_download(handle)
+        except Exception as e:  # kagglehub raises requests / its own error types
+            raise PresetError(f"{uri}: kagglehub could not download {handle}: "
+                              f"{_first_line(e)}") from None
+    folder = str(folder)
+    found = os.path.basename(os.path.normpath(folder))
+    return folder, handle, int(found) if found.isdigit() else version
+
+
 def load_kaggle(cls, uri, overrides, load_weights):
-    raise PresetError(f"{uri}: kaggle:// is not implemented yet")
+    """Implements ``from_preset("kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]")``:
+    the downloaded folder is a keras-hub (or keras_zoo) preset folder."""
+    from keras_zoo import presets
+
+    folder, _, _ = kaggle_snapshot(uri)
+    if not os.path.exists(os.path.join(folder, presets.CONFIG_FILE)):
+        raise PresetError(f"{uri}: the downloaded folder {folder!r} has no "
+                          f"{presets.CONFIG_FILE}: not a keras-hub preset")
+    return presets.load(cls, folder, load_weights=load_weights, **overrides)

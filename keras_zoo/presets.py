@@ -328,6 +328,11 @@ def load(cls, preset, load_weights=True, **overrides):
     else:
         entry = get_preset(preset)
         family, config, source, weights = entry.family, entry.config, preset, None
+        if load_weights and not entry.weights:  # weights published on a hub: keras_zoo/hub.py
+            from keras_zoo import hub
+
+            if hub.published_source(preset):
+                return hub.load_published(cls, entry, overrides)
         if entry.weights and load_weights:
             folder = _localize(entry.weights)
             _, weights = read_preset_folder(folder)

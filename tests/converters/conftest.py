@@ -61,3 +61,27 @@ def hf_hub_cache(tmp_path, monkeypatch):
 
     add.cache = cache
     return add
+
+
+@pytest.fixture
+def kaggle_cache(tmp_path, monkeypatch):
+    """``add("OWNER/MODEL/keras/VARIANT/VERSION", folder) -> cached folder``.
+
+    Lays out kagglehub's own cache (kagglehub/cache.py): the files in
+    ``models/OWNER/MODEL/keras/VARIANT/VERSION/`` and the completion marker
+    ``models/OWNER/MODEL/keras/VARIANT/VERSION.complete``, under tmp_path as
+    KAGGLEHUB_CACHE; KERAS_ZOO_OFFLINE=1 keeps kaggle:// off the network."""
+    cache = tmp_path / "kagglehub_cache"
+    cache.mkdir()
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(cache))
+    monkeypatch.setenv("KERAS_ZOO_OFFLINE", "1")
+
+    def add(handle, folder):
+        owner, model, framework, variant, version = handle.split("/")
+        base = cache / "models" / owner / model / framework / variant
+        shutil.copytree(folder, base / version)
+        (base / f"{version}.complete").touch()
+        return str(base / version)
+
+    add.cache = cache
+    return add

@@ -93,3 +93,47 @@ def test_only_safe_files_are_requested(monkeypatch):
     fetched = list(filter_repo_objects(repo, allow_patterns=seen["allow_patterns"],
                                        ignore_patterns=seen["ignore_patterns"]))
     assert fetched == repo[:7]
+
+
+def _publish(hf_hub_cache, name, folder):
+    """Lays ``folder`` out in the cache as the repo + revision registry ``name`` names."""
+    repo, revision = hub.parse_hf_uri(hub.SOURCES[name])
+    sha = revision if hub.re.fullmatch("[0-9a-f]{40}", revision) else None
+    return hf_hub_cache(repo, folder, revision=revision, sha=sha)
+
+
+def test_registry_names_load_their_published_checkpoint(hf_hub_cache):
+    """gpt2 / mamba_130m resolve to their repo and revision (here: tiny stand-ins)."""
+    _publish(hf_hub_cache, "gpt2", os.path.join(FIXTURES, "hf_gpt2"))
+    _publish(hf_hub_cache, "mamba_130m", MAMBA)
+    ref = dict(np.load(os.path.join(FIXTURES, "hf_gpt2", "reference.npz")))
+    gpt = keras_zoo.GPT.from_preset("gpt2")
+    np.testing.assert_allclose(np.asarray(gpt(ref["input_ids"].astype("int32"))),
+                               ref["logits"], atol=1e-4, rtol=0)
+    ref = dict(np.load(os.path.join(MAMBA, "reference.npz")))
+    mamba = keras_zoo.from_preset("mamba_130m")
+    np.testing.assert_allclose(np.asarray(mamba(ref["input_ids"].astype("int32"))),
+                               ref["logits"], atol=1e-4, rtol=0)
+    # load_weights=False: the registry config, random weights, no hub at all
+    assert keras_zoo.GPT.from_preset("gpt2", load_weights=False).count_params() > 100e6
+
+
+def test_every_source_is_a_valid_uri_of_a_registry_preset():
+    for name, uri in hub.SOURCES.items():
+        keras_zoo.presets.get_preset(name)
+        repo, revision = hub.parse_hf_uri(uri)
+        assert revision == "main" or hub.re.fullmatch("[0-9a-f]{40}", revision), uri
+
+
+def test_registry_name_offline_without_cache_says_how_to_get_random_weights(hf_hub_cache):
+    with pytest.raises(PresetError) as e:
+        keras_zoo.ViT.from_preset("vit_base_patch16_224")
+    message = str(e.value)
+    assert "\n" not in message
+    for part in ("preset 'vit_base_patch16_224' loads its published weights from "
+                 "hf://google/vit-base-patch16-224@main", "is not in the Hugging Face cache",
+                 "hf download google/vit-base-patch16-224 --revision main",
+                 "load_weights=False builds it with random weights"):
+        assert part in message, message
+    with pytest.raises(PresetError, match="preset 'gpt2' is a GPT model, not a ViT"):
+        keras_zoo.ViT.from_preset("gpt2")
