@@ -2,7 +2,7 @@
 ``kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]``.
 
     keras_zoo.GPT.from_preset("hf://openai-community/gpt2")
-    keras_zoo.BERT.from_preset("hf://google-bert/bert-base-uncased@86b5e0934494bd15c9632b12f734a8a67f723594")
+    keras_zoo.BERT.from_preset("hf://google-bert/bert-base-uncased@main")  # or a tag, a sha
     keras_zoo.ViT.from_preset("kaggle://keras/vit/keras/vit_base_patch16_224_imagenet")
 
 Downloads go through the libraries made for them -- ``huggingface_hub.
@@ -10,8 +10,8 @@ snapshot_download`` and ``kagglehub.model_download`` -- so their caches,
 tokens (``HF_TOKEN``, Kaggle credentials), cache folders (``HF_HUB_CACHE``,
 ``KAGGLEHUB_CACHE``) and progress bars apply unchanged. ``HF_HUB_OFFLINE=1``
 stops Hugging Face downloads; kagglehub has no offline switch, so keras_zoo's
-``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The downloaded folder is then read by the local
-importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
+``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The
+downloaded folder is then read by the local importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
 on config.json's ``architectures``, or ``"timm"`` for a timm checkpoint's
 config) and the keras-hub folder import (keras_zoo/converters/keras_hub.py).
 

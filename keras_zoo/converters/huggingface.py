@@ -243,8 +243,10 @@ def _mamba(folder, config, tensors, overrides, load_weights):
     out_proj}}, backbone.norm_f, lm_head when untied. Biases are taken from
     the file, not from the config's flags; the folder's tokenizer.json (GPT-NeoX
     BPE) becomes ``model.tokenizer``."""
+    from keras_zoo import presets
     from keras_zoo.models.mamba import Mamba
 
+    presets.check_overrides(Mamba, overrides)  # a misspelt option: one line, closest names
     if config.get("hidden_act", "silu") not in ("silu", "swish"):
         raise PresetError(f"{folder!r}: hidden_act={config['hidden_act']!r}; Mamba uses silu")
     names = CheckpointTensors(tensors, f"Hugging Face Mamba checkpoint {folder!r}")

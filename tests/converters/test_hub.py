@@ -114,6 +114,17 @@ def test_registry_names_load_their_published_checkpoint(hf_hub_cache):
     mamba = keras_zoo.from_preset("mamba_130m")
     np.testing.assert_allclose(np.asarray(mamba(ref["input_ids"].astype("int32"))),
                                ref["logits"], atol=1e-4, rtol=0)
+    bert_mlm = os.path.join(FIXTURES, "hf_bert", "masked_lm")
+    _publish(hf_hub_cache, "bert_base_uncased", bert_mlm)
+    ref = dict(np.load(os.path.join(bert_mlm, "reference.npz")))
+    bert = keras_zoo.BERT.from_preset("bert_base_uncased", max_predictions_per_seq=12)
+    positions = np.tile(np.arange(12, dtype="int32"), (2, 1))
+    logits = bert({"token_ids": ref["input_ids"].astype("int32"),
+                   "segment_ids": ref["token_type_ids"].astype("int32"),
+                   "padding_mask": ref["attention_mask"].astype("int32"),
+                   "mask_positions": positions})["mlm"]
+    np.testing.assert_allclose(np.asarray(logits), ref["logits"], rtol=0,
+                               atol=1e-4 * max(1.0, float(np.abs(ref["logits"]).max())))
     # load_weights=False: the registry config, random weights, no hub at all
     assert keras_zoo.GPT.from_preset("gpt2", load_weights=False).count_params() > 100e6
 
@@ -137,3 +148,12 @@ def test_registry_name_offline_without_cache_says_how_to_get_random_weights(hf_h
         assert part in message, message
     with pytest.raises(PresetError, match="preset 'gpt2' is a GPT model, not a ViT"):
         keras_zoo.ViT.from_preset("gpt2")
+
+
+@pytest.mark.parametrize("family, folder", [
+    ("GPT", os.path.join(FIXTURES, "hf_gpt2")), ("Mamba", MAMBA),
+    ("BERT", os.path.join(FIXTURES, "hf_bert", "model"))])
+def test_misspelt_override_names_the_closest_option(family, folder):
+    with pytest.raises(PresetError, match=rf"{family} has no config option\(s\) \['num_layer'\] "
+                                          r"\(did you mean num_layers"):
+        getattr(keras_zoo, family).from_preset("hf:" + folder, num_layer=1)

@@ -276,7 +276,8 @@ def test_kaggle_uri_reads_kagglehubs_cache(hub_vit, kaggle_cache, monkeypatch):
     os.remove(os.path.join(str(kaggle_cache.cache), "models/keras/vit/keras/vit_tiny_test/"
                                                     "1.complete"))  # an interrupted download
     x = _images()
-    for uri in ("kaggle://keras/vit/keras/vit_tiny_test/2", "kaggle://keras/vit/keras/vit_tiny_test"):
+    for uri in ("kaggle://keras/vit/keras/vit_tiny_test/2",
+                "kaggle://keras/vit/keras/vit_tiny_test"):
         ours = keras_zoo.ViT.from_preset(uri)
         assert _max_diff(ours(x), hub(x)) < TOL, uri
     with pytest.raises(PresetError, match=r"^kaggle://keras/vit/keras/vit_tiny_test/1: version 1 "
