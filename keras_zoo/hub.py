@@ -188,6 +188,13 @@ def load_hf(cls, uri, overrides, load_weights):
     from keras_zoo.converters import huggingface
 
     folder, repo_id, revision, sha = hf_snapshot(uri)
+    if load_weights and not any(os.path.exists(os.path.join(folder, n)) for n in (
+            "model.safetensors", "model.safetensors.index.json")):
+        raise PresetError(
+            f"hf://{repo_id} (revision {revision or 'main'!r}, commit {sha}) has no "
+            "model.safetensors: keras_zoo fetches safetensors only (pytorch_model.bin, .pth, "
+            ".ckpt and other pickles are never downloaded nor unpickled); try a revision with "
+            "safetensors, e.g. the Hub's conversion pull request (@refs/pr/N)")
     return huggingface.load(cls, folder, overrides, load_weights,
                             source=f"hf://{repo_id}" + (f"@{revision}" if revision else ""))
 
