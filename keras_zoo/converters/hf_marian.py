@@ -146,8 +146,10 @@ def marian_config(folder, config):
 
 @register_importer("MarianMTModel")
 def import_marian(folder, config, tensors, overrides, load_weights):
+    from keras_zoo import presets
     from keras_zoo.models.transformer import Transformer
 
+    presets.check_overrides(Transformer, overrides)  # a misspelt option: one line
     kwargs = marian_config(folder, config)
     tokenizer = _tokenizer(folder, config, kwargs)
     model = Transformer(**{**kwargs, **overrides})

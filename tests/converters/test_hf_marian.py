@@ -87,6 +87,43 @@ def test_preset_round_trip_and_tflite_greedy_equal_keras(model, reference, tmp_p
     assert translator.translate(reference["sources"][:2]) == reference["greedy_text"][:2]
 
 
+def test_hf_uri_through_the_hub_cache(hf_hub_cache, reference):
+    """The same files as a hub cache entry (models--ORG--NAME/snapshots/SHA), offline."""
+    hf_hub_cache("Helsinki-NLP/opus-mt-en-de", FIXTURE)
+    model = keras_zoo.Transformer.from_preset("hf://Helsinki-NLP/opus-mt-en-de")
+    assert model.translate(["Hello world"]) == [reference["beam_text"][1]]
+    assert model.translate(reference["sources"], beam_size=1) == reference["greedy_text"]
+
+
+def test_the_hubs_older_layout_with_tied_copies_and_position_tables(tmp_path, reference):
+    """opus-mt files carry tied copies (embed_tokens, lm_head) and the position tables."""
+    from safetensors.numpy import load_file, save_file
+
+    from keras_zoo.layers.embeddings import sinusoidal_1d
+
+    folder = _copy(tmp_path)[len("hf:"):]
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    shared = tensors["model.shared.weight"]
+    for name in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+                 "lm_head.weight"):
+        tensors[name] = shared.copy()
+    table = sinusoidal_1d(64, shared.shape[1], layout="halves")
+    tensors["model.encoder.embed_positions.weight"] = table
+    tensors["model.decoder.embed_positions.weight"] = table
+    save_file(tensors, path)
+    model = keras_zoo.Transformer.from_preset("hf:" + folder)
+    decoder_input = reference["decoder_input_ids"].astype("int32")
+    logits = np.asarray(model({"source_ids": reference["source_ids"][:len(decoder_input)]
+                               .astype("int32"), "target_ids": decoder_input}))
+    np.testing.assert_allclose(logits, reference["logits"],
+                               atol=1e-4 * np.abs(reference["logits"]).max(), rtol=0)
+    tensors["model.decoder.embed_positions.weight"] = sinusoidal_1d(64, shared.shape[1])
+    save_file(tensors, path)
+    with pytest.raises(PresetError, match="embed_positions.weight is not Marian's"):
+        keras_zoo.Transformer.from_preset("hf:" + folder)
+
+
 def _copy(tmp_path, config=None, drop=(), vocab=None):
     folder = tmp_path / "hf"
     shutil.copytree(FIXTURE, folder)
