@@ -46,7 +46,7 @@ EXTRA_TARGETS = {"Hello world": "Hallo Welt",
                  "Print the version and exit": "Version ausgeben und beenden"}
 TOKENIZER_TEXTS = SOURCES + [
     "  runs   of spaces  ", "Ünïcödé façade, naïve café", "Ω ☃ 日本語 are unknown here",
-    "numbers 12345 and 3.14", "",
+    "numbers 12345 and 3.14", "", "special </s> tokens <unk> in text", ">>deu<< Hello",
 ]
 MAX_LENGTH = 64
 

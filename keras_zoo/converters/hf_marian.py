@@ -36,6 +36,7 @@ The tokenizer (``MarianTokenizer`` below) is built from the folder's
 import json
 import logging
 import os
+import re
 
 import numpy as np
 
@@ -308,7 +309,7 @@ class MarianTokenizer(Tokenizer):
     (``>>deu<<``, multilingual opus-mt models) is one token. ``encode`` adds no
     ``</s>`` (``Transformer.translate`` appends it, as MarianTokenizer does).
     ``tf_encode`` runs the same Python code in tf.data (``tf.py_function``).
-    Unlike transformers, special-token strings inside a text are not split out.
+    Special tokens written in a text (``</s>``) become their ids, as there.
     """
 
     FILES = TOKENIZER_FILES
@@ -330,6 +331,10 @@ class MarianTokenizer(Tokenizer):
             if token is not None and token not in self.vocabulary:
                 raise TokenizerError(f"vocab.json has no {role} token {token!r}")
         self._tokens = {i: t for t, i in self.vocabulary.items()}
+        self._special_set = {t for t in self.special_tokens.values() if t in self.vocabulary}
+        self._special_split = re.compile(
+            "(" + "|".join(re.escape(t) for t in sorted(self._special_set, key=len,
+                                                        reverse=True)) + ")")
         self._source = sentencepiece.SentencePieceProcessor(model_proto=self.source_proto)
         self._target = sentencepiece.SentencePieceProcessor(model_proto=self.target_proto)
 
@@ -344,6 +349,16 @@ class MarianTokenizer(Tokenizer):
         return self._tokens.get(int(i))
 
     def _encode_one(self, text):
+        ids = []
+        # Special tokens written in the text are their ids, as transformers splits them out.
+        for chunk in self._special_split.split(text):
+            if chunk in self._special_set:
+                ids.append(self.vocabulary[chunk])
+            elif chunk:
+                ids += self._encode_chunk(chunk)
+        return ids
+
+    def _encode_chunk(self, text):
         code = []
         if text.startswith(">>") and (end := text.find("<<")) != -1:
             code, text = [text[:end + 2]], text[end + 2:]

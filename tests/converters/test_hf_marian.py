@@ -149,7 +149,7 @@ def _copy(tmp_path, config=None, drop=(), vocab=None):
     ({"vocab": lambda v: v.update({"\u2581extra": len(v)})}, "vocab.json has .* tokens but"),
     ({"vocab": lambda v: v.pop(next(k for k in v if k.startswith("\u2581")))},
      "vocab.json's ids are not"),
-    ({"vocab": lambda v: v.update({"<pad>": 0, "</s>": v["<pad>"]})}, "eos_token_id"),
+    ({"vocab": lambda v: v.update({"<pad>": 0, "</s>": v["<pad>"]})}, "pad_token_id is"),
     ({"config": {"activation_function": "mish"}}, "activation_function='mish'"),
     ({"config": {"share_encoder_decoder_embeddings": False}}, "separate source and target"),
 ])
