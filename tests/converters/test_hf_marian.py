@@ -57,10 +57,14 @@ def test_greedy_and_beam_ids_equal_transformers_generate(model, reference):
 
 
 def test_tokenizer_ids_and_translated_strings(model, reference):
+    import tensorflow as tf
+
     tokenizer = model.tokenizer
     assert type(tokenizer).__name__ == "MarianTokenizer"
     ids = [row + [tokenizer.end_id] for row in tokenizer.encode(reference["tokenizer_texts"])]
     assert ids == reference["tokenizer_ids"]
+    texts = reference["tokenizer_texts"][:3]  # tf.data (training) gives the same ids
+    assert tokenizer.tf_encode(tf.constant(texts)).to_list() == tokenizer.encode(texts)
     assert model.translate(reference["sources"], beam_size=1) == reference["greedy_text"]
     assert model.translate(reference["sources"]) == reference["beam_text"]
     assert model.translate(["Hello world"]) == [reference["beam_text"][1]]
