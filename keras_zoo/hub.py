@@ -147,7 +147,7 @@ def hf_snapshot(uri):
             repo_id, revision=revision, cache_dir=cache, local_files_only=offline,
             allow_patterns=list(ALLOW_PATTERNS), ignore_patterns=list(PICKLE_PATTERNS))
     except errors.LocalEntryNotFoundError as e:
-        if isinstance(e, errors.IncompleteSnapshotError):
+        if isinstance(e, getattr(errors, "IncompleteSnapshotError", ())):  # huggingface_hub 2+
             raise PresetError(f"hf://{repo_id} revision {shown!r}: the cached snapshot in "
                               f"{storage} is incomplete; {_fill_hint(repo_id, revision, cache)}"
                               ) from None
