@@ -11,9 +11,10 @@ tokens (``HF_TOKEN``, Kaggle credentials), cache folders (``HF_HUB_CACHE``,
 ``KAGGLEHUB_CACHE``) and progress bars apply unchanged. ``HF_HUB_OFFLINE=1``
 stops Hugging Face downloads; kagglehub has no offline switch, so keras_zoo's
 ``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The
-downloaded folder is then read by the local importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
-on config.json's ``architectures``, or ``"timm"`` for a timm checkpoint's
-config) and the keras-hub folder import (keras_zoo/converters/keras_hub.py).
+downloaded folder is then read by the local importers: ``hf:<folder>``
+(keras_zoo/converters/huggingface.py, dispatching on config.json's
+``architectures``, or on ``"timm"`` for a timm checkpoint's config) and the
+keras-hub folder import (keras_zoo/converters/keras_hub.py).
 
 Only safe files are fetched from the Hugging Face Hub (``ALLOW_PATTERNS``:
 safetensors, JSON, text vocabularies, SentencePiece models); pickled
