@@ -193,12 +193,14 @@ def place_pretraining_heads(model, tensors):
 
 def load_tokenizer(folder):
     """vocab.txt (+ tokenizer_config.json's do_lower_case) as a WordPieceTokenizer
-    with Hugging Face's 100-character word limit; None without a vocab.txt."""
+    with Hugging Face's 100-character word limit; without a vocab.txt, the
+    WordPiece vocabulary of tokenizer.json (its BertNormalizer's lowercase,
+    its max_input_chars_per_word); None without either."""
     from keras_zoo.data.tokenizers import TokenizerError, WordPieceTokenizer
 
     path = os.path.join(folder, "vocab.txt")
     if not os.path.exists(path):
-        return None
+        return _tokenizer_from_json(folder)
     lowercase = True
     settings = os.path.join(folder, "tokenizer_config.json")
     if os.path.exists(settings):
@@ -207,6 +209,35 @@ def load_tokenizer(folder):
     try:
         return WordPieceTokenizer.from_vocab_file(path, lowercase=lowercase,
                                                   max_chars_per_word=100)
+    except TokenizerError as e:
+        raise PresetError(f"{path}: {e}") from None
+
+
+def _tokenizer_from_json(folder):
+    from keras_zoo.data.tokenizers import TokenizerError, WordPieceTokenizer
+    from keras_zoo.presets import read_json
+
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.exists(path):
+        return None
+    spec = read_json(path)
+    model = spec.get("model") or {}
+    vocab = model.get("vocab")
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict) or not vocab:
+        raise PresetError(f"{path}: a BERT tokenizer.json must hold a WordPiece model with "
+                          f"its vocab, got type {model.get('type')!r}")
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise PresetError(f"{path}: the WordPiece vocab ids are not 0..{len(ids) - 1}")
+    tokens = [None] * len(ids)
+    for token, i in vocab.items():
+        tokens[i] = token
+    normalizer = spec.get("normalizer") or {}
+    lowercase = bool(normalizer.get("lowercase", True)) \
+        if normalizer.get("type") == "BertNormalizer" else True
+    try:
+        return WordPieceTokenizer(tokens, lowercase=lowercase,
+                                  max_chars_per_word=model.get("max_input_chars_per_word", 100))
     except TokenizerError as e:
         raise PresetError(f"{path}: {e}") from None
 

@@ -247,3 +247,29 @@ def test_tokenizer_file_names_outside_the_folder_are_refused(name):
                                           "checkpoint folder"):
         safe_path("/ckpt", name, "vocabulary")
     assert safe_path("/ckpt", "spm/source.spm", "vocabulary") == "/ckpt/spm/source.spm"
+
+
+def test_the_message_names_the_switch_or_the_connection_error(hf_hub_cache, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("KERAS_ZOO_OFFLINE", "1")
+    with pytest.raises(PresetError, match="and KERAS_ZOO_OFFLINE is set; fill it .* or unset "
+                                          "KERAS_ZOO_OFFLINE$"):
+        keras_zoo.from_preset("hf://org/absent")
+    # online, the Hub unreachable: snapshot_download's own error, as it raises it
+    monkeypatch.delenv("KERAS_ZOO_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def unreachable(repo_id, **kwargs):
+        assert kwargs["local_files_only"] is False
+        try:
+            raise ConnectionError("Name or service not known")
+        except ConnectionError as cause:
+            raise errors.LocalEntryNotFoundError("cannot find it") from cause
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(PresetError, match=r"and the Hub could not be reached \(ConnectionError: "
+                                          r"Name or service not known\); fill it .* or retry"):
+        keras_zoo.from_preset("hf://org/absent")
