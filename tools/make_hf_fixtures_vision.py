@@ -61,7 +61,14 @@ def save_hf(name, model, processor, outputs, raw_fn, **extra):
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
-    processed = processor(images=[Image.fromarray(r) for r in RAW], return_tensors="pt")
+    # The reference is the PIL backend (what transformers 4 always ran, and what
+    # timm's torchvision transforms run on PIL images); transformers 5's default
+    # torchvision backend resamples uint8 photos differently (see the README).
+    pil = getattr(transformers, type(processor).__name__ + "Pil").from_pretrained(folder)
+    processed = pil(images=[Image.fromarray(r) for r in RAW], return_tensors="pt")
+    default = processor(images=[Image.fromarray(r) for r in RAW], return_tensors="pt")
+    print(f"{name}: torchvision vs PIL backend, max |difference| of normalised pixels "
+          f"{float((default['pixel_values'] - processed['pixel_values']).abs().max()):.4f}")
     pixel_values = processed["pixel_values"]
     np.savez(os.path.join(folder, "reference.npz"), images=UNIT, raw_images=RAW,
              processed=nhwc(pixel_values), raw_outputs=raw_fn(pixel_values), **outputs, **extra)
