@@ -280,3 +280,28 @@ def unit_images(x):
     from keras import ops
 
     return ops.cast(x, "float32") / 255.0
+
+
+# ---------------------------------------------------------------- model side
+
+def image_input(image_size, num_channels, preprocessing):
+    """``(inputs, x)`` for a vision family's graph: the [0, 1] image input and,
+    when the spec has a mean/std, that input normalised by ``ImageNormalization``."""
+    import keras
+
+    spec = check_preprocessing(preprocessing, num_channels, image_size)
+    inputs = keras.Input((image_size, image_size, num_channels), name="images")
+    layer = normalization_layer(spec)
+    return inputs, (inputs if layer is None else layer(inputs))
+
+
+def check_label_names(label_names, num_classes):
+    """One ValueError unless ``label_names`` is None or ``num_classes`` strings."""
+    if label_names is None:
+        return
+    if not isinstance(label_names, (list, tuple)) or not all(
+            isinstance(n, str) for n in label_names):
+        raise ValueError(f"label_names must be a list of strings, got {label_names!r:.80}")
+    if len(label_names) != (num_classes or 0):
+        raise ValueError(f"label_names lists {len(label_names)} names but num_classes="
+                         f"{num_classes}")

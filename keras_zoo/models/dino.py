@@ -32,6 +32,7 @@ from keras_zoo.backend import snapshot as _snapshot
 from keras_zoo.data.multicrop import MultiCrop
 from keras_zoo.layers.embeddings import LearnedPositionEmbedding, PatchEmbedding
 from keras_zoo.models.base import ZooModel
+from keras_zoo.preprocessing import IMAGENET
 from keras_zoo.presets import register_family, register_preset
 
 
@@ -474,6 +475,12 @@ class DINO(ZooModel):
     def serving_signatures(self):
         return {"backbone": self.teacher_backbone}
 
+    @property
+    def preprocessing(self):
+        """The backbone's (its config's ``preprocessing``): both networks
+        normalise their [0, 1] crops in their own first layer."""
+        return self.teacher_backbone.preprocessing
+
     def embedding_kinds(self):
         return self.teacher_backbone.embedding_kinds()
 
@@ -701,7 +708,13 @@ register_preset(
     "dino_vit_small_patch16", "DINO",
     {"backbone": {"family": "ViT", "config": {
         "image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_dim": 384,
-        "num_layers": 12, "num_heads": 6, "mlp_dim": 1536, "num_classes": None}}},
+        "num_layers": 12, "num_heads": 6, "mlp_dim": 1536, "num_classes": None,
+        # main_dino.py's DataAugmentationDINO ends in Normalize(ImageNet mean, std);
+        # eval_knn.py / eval_linear.py: Resize(256, bicubic), CenterCrop(224), same Normalize.
+        "preprocessing": {**IMAGENET, "resize": "shorter_side", "resize_size": 256,
+                          "crop": "center", "crop_rounding": "round",
+                          "interpolation": "bicubic",
+                          "source": "facebookresearch/dino (ImageNet mean/std)"}}}},
     "DINO ViT-S/16: 224 px global / 96 px local crops, head 2048-2048-256 -> 65,536")
 register_preset(
     "dino_vit_tiny_digits", "DINO",
