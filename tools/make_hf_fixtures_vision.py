@@ -124,6 +124,13 @@ def hf_mae():
         decoder_intermediate_size=32, image_size=32, patch_size=8, mask_ratio=0.75,
         norm_pix_loss=False, layer_norm_eps=1e-12)
     model = transformers.ViTMAEForPreTraining(config).eval()
+    # transformers 5.25 leaves both fixed sin-cos tables at zero in a fresh model
+    # (the pre-trained checkpoints hold the real tables): write them with its own code.
+    model.vit.embeddings.patch_embeddings.projection._is_hf_initialized = False
+    model.vit.embeddings.initialize_weights()
+    model.decoder.initialize_weights(model.vit.embeddings.patch_embeddings.num_patches)
+    assert float(model.vit.embeddings.position_embeddings.abs().max()) > 0.5
+    assert float(model.decoder.decoder_pos_embed.abs().max()) > 0.5
     perturb(model, skip=("position_embeddings", "decoder_pos_embed"))  # fixed sin-cos tables
     processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, resample=3,
                                                image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
