@@ -137,6 +137,8 @@ def load(cls, folder, overrides=None, load_weights=True):
         raise PresetError(f"hf: preset {folder!r} is not a folder")
     config = read_json(os.path.join(folder, "config.json"))
     architectures = config.get("architectures") or []
+    if not architectures and "architecture" in config:  # timm's Hub format (hf_timm.py)
+        architectures = ["timm"]
     known = [a for a in architectures if a in _IMPORTERS]
     if not known:
         raise PresetError(f"{folder!r} holds a Hugging Face {architectures or '(unnamed)'} "
