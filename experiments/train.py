@@ -368,9 +368,13 @@ def check_preset(preset):
     registry preset nor an existing folder."""
     import tensorflow as tf
 
-    from keras_zoo import presets
+    from keras_zoo import hub, presets
 
-    if not tf.io.gfile.exists(preset):
+    if preset.startswith(hub.HF_SCHEME):  # hf://ORG/NAME[@REV]: its form; the download waits
+        hub.parse_hf_uri(preset)
+    elif preset.startswith(hub.KAGGLE_SCHEME):
+        hub.parse_kaggle_uri(preset)
+    elif not preset.startswith("hf:") and not tf.io.gfile.exists(preset):
         presets.get_preset(preset)  # raises PresetError with the closest names
 
 
@@ -516,14 +520,20 @@ def build_model(c, num_classes):
     dataset's class count gets ``num_classes`` from the data (unless overridden)."""
     import keras_zoo
 
+    from keras_zoo import hub
+
     overrides = dict(c["model_overrides"])
-    model = keras_zoo.from_preset(c["preset"], **overrides)
+    # A registry name trains its config from scratch (the ImageNet / DINO recipes);
+    # its published weights are --preset=hf://... (keras_zoo.hub.SOURCES names them).
+    load_weights = hub.published_source(c["preset"]) is None
+    model = keras_zoo.from_preset(c["preset"], load_weights=load_weights, **overrides)
     current = model.get_zoo_config().get("num_classes")
     if (num_classes and isinstance(current, int) and current != num_classes
             and "num_classes" not in overrides):
         _say(f"note: {c['preset']} has num_classes={current}, the dataset {num_classes}: "
              f"building it with num_classes={num_classes}")
-        model = keras_zoo.from_preset(c["preset"], **overrides, num_classes=num_classes)
+        model = keras_zoo.from_preset(c["preset"], load_weights=load_weights, **overrides,
+                                      num_classes=num_classes)
     return model
 
 

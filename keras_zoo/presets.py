@@ -10,7 +10,9 @@ checked on load). ``from_preset`` accepts
 * a folder written by keras-hub's ``save_to_preset`` for a family with a
   converter (ViT, ResNet): weights are mapped into the keras_zoo model,
 * ``"hf:<folder>"``, a Hugging Face ``save_pretrained`` folder of a supported
-  architecture (MambaForCausalLM): see keras_zoo/converters/huggingface.py.
+  architecture (MambaForCausalLM): see keras_zoo/converters/huggingface.py,
+* ``"hf://ORG/NAME[@REVISION]"`` and ``"kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]"``,
+  published checkpoints downloaded into their library's cache: keras_zoo/hub.py.
 """
 
 import dataclasses
@@ -302,6 +304,10 @@ def save_to_preset(model, directory, description=""):
 def load(cls, preset, load_weights=True, **overrides):
     """Implements ``Family.from_preset``; ``cls`` may be ZooModel (any family)."""
     preset = str(preset)
+    if preset.startswith(("hf://", "kaggle://")):  # published checkpoints: keras_zoo/hub.py
+        from keras_zoo import hub
+
+        return hub.load_uri(cls, preset, overrides, load_weights)
     if preset.startswith("hf:"):  # a Hugging Face save_pretrained folder
         from keras_zoo.converters import huggingface
 
@@ -322,6 +328,11 @@ def load(cls, preset, load_weights=True, **overrides):
     else:
         entry = get_preset(preset)
         family, config, source, weights = entry.family, entry.config, preset, None
+        if load_weights and not entry.weights:  # weights published on a hub: keras_zoo/hub.py
+            from keras_zoo import hub
+
+            if hub.published_source(preset):
+                return hub.load_published(cls, entry, overrides)
         if entry.weights and load_weights:
             folder = _localize(entry.weights)
             _, weights = read_preset_folder(folder)

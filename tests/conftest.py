@@ -5,6 +5,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# No test downloads: hf:// and kaggle:// read only caches the tests lay out
+# (tests/converters/conftest.py); an empty cache gives the one-line error.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["KERAS_ZOO_OFFLINE"] = "1"  # kaggle:// too (kagglehub has no offline switch)
+_EMPTY_CACHES = __import__("tempfile").mkdtemp(prefix="keras_zoo_tests_hub_caches_")
+os.environ["HF_HUB_CACHE"] = os.path.join(_EMPTY_CACHES, "huggingface")
+os.environ["KAGGLEHUB_CACHE"] = os.path.join(_EMPTY_CACHES, "kagglehub")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -128,25 +128,35 @@ def read_safetensors(folder):
     return tensors
 
 
-def load(cls, folder, overrides=None, load_weights=True):
-    """Implements ``from_preset("hf:<folder>")``."""
+def architectures_of(config):
+    """The importer names a config.json asks for: transformers' ``architectures``;
+    a timm checkpoint (``architecture`` + ``pretrained_cfg``, no ``architectures``)
+    asks for the importer registered as ``"timm"``."""
+    names = config.get("architectures") or []
+    if not names and isinstance(config.get("architecture"), str):
+        names = ["timm"]
+    return list(names)
+
+
+def load(cls, folder, overrides=None, load_weights=True, source=None):
+    """Implements ``from_preset("hf:<folder>")`` (and, with ``source`` = the URI,
+    ``hf://ORG/NAME`` once downloaded: keras_zoo/hub.py)."""
     from keras_zoo.presets import read_json
 
     folder = os.path.expanduser(folder)
+    where = f"{source} ({folder})" if source else repr(folder)
     if not os.path.isdir(folder):
         raise PresetError(f"hf: preset {folder!r} is not a folder")
     config = read_json(os.path.join(folder, "config.json"))
-    architectures = config.get("architectures") or []
-    if not architectures and "architecture" in config:  # timm's Hub format (hf_timm.py)
-        architectures = ["timm"]
+    architectures = architectures_of(config)
     known = [a for a in architectures if a in _IMPORTERS]
     if not known:
-        raise PresetError(f"{folder!r} holds a Hugging Face {architectures or '(unnamed)'} "
+        raise PresetError(f"{where} holds a Hugging Face {architectures or '(unnamed)'} "
                           f"checkpoint; keras_zoo imports {sorted(_IMPORTERS)}")
     tensors = read_safetensors(folder) if load_weights else {}
     model = _IMPORTERS[known[0]](folder, config, tensors, dict(overrides or {}), load_weights)
     if cls.__name__ != "ZooModel" and not isinstance(model, cls):
-        raise PresetError(f"{folder!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        raise PresetError(f"{where} holds a {type(model).__name__}, not a {cls.__name__}")
     return model
 
 

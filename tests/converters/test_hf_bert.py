@@ -41,11 +41,15 @@ def test_bert_model_matches_transformers():
     np.testing.assert_allclose(out["pooled_output"], ref["pooled"], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pretraining", "legacy"])
-def test_bert_for_pretraining_matches_transformers(name):
+@pytest.mark.parametrize("name, via", [("pretraining", "folder"), ("legacy", "folder"),
+                                       ("pretraining", "hf://")])
+def test_bert_for_pretraining_matches_transformers(name, via, hf_hub_cache):
     """``legacy``: gamma/beta names, a stored position_ids buffer, a stored tied decoder."""
     ref = _reference(name)
     folder = "hf:" + os.path.join(FIXTURES, name)
+    if via == "hf://":  # the same files through huggingface_hub's cache, offline
+        hf_hub_cache("google-bert/bert-tiny-pretraining", os.path.join(FIXTURES, name))
+        folder = "hf://google-bert/bert-tiny-pretraining"
     model = keras_zoo.BERT.from_preset(folder, max_predictions_per_seq=12)
     assert model.get_zoo_config()["task"] == "pretraining"
     out = model(_inputs(ref, positions=True), training=False)

@@ -36,6 +36,17 @@ def test_logits_and_greedy_tokens_match_transformers(model, reference):
         os.path.join(FIXTURE, "model.safetensors")).values() if v.ndim)
 
 
+def test_hf_uri_through_the_hub_cache_matches_transformers(hf_hub_cache, reference):
+    """The same files as a hub cache entry (models--ORG--NAME/snapshots/SHA), offline."""
+    hf_hub_cache("openai-community/gpt2-tiny", FIXTURE)
+    model = keras_zoo.GPT.from_preset("hf://openai-community/gpt2-tiny")
+    logits = np.asarray(model(reference["input_ids"].astype("int32")))
+    np.testing.assert_allclose(logits, reference["logits"], atol=1e-4, rtol=0)
+    assert model.generate(reference["prompt"].tolist(), max_new_tokens=12,
+                          stop_at_end=False) == reference["greedy"].tolist()
+    assert model.tokenizer.encode("Hello") == reference["prompt"][0].tolist()
+
+
 def test_generate_on_strings_with_the_folders_tokenizer(model, reference):
     assert model.tokenizer.encode("Hello") == reference["prompt"][0].tolist()
     text = model.generate(["Hello"], max_new_tokens=12, stop_at_end=False)[0]

@@ -29,9 +29,14 @@ def greedy(model, prompt, steps):
     return np.stack(out, axis=1)
 
 
+@pytest.mark.parametrize("via", ["folder", "hf://"])
 @pytest.mark.parametrize("name", ["tied", "untied_bias"])
-def test_logits_and_greedy_tokens_match_transformers(name):
-    model = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, name))
+def test_logits_and_greedy_tokens_match_transformers(name, via, hf_hub_cache):
+    if via == "hf://":  # the same files through huggingface_hub's cache, offline
+        hf_hub_cache("state-spaces/mamba-tiny-" + name, os.path.join(FIXTURES, name))
+        model = keras_zoo.from_preset("hf://state-spaces/mamba-tiny-" + name)
+    else:
+        model = keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, name))
     ref = _reference(name)
     assert isinstance(model, keras_zoo.Mamba)
     logits = np.asarray(model(ref["input_ids"].astype("int32")))

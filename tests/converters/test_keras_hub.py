@@ -6,6 +6,7 @@ saved with keras-hub's own ``save_to_preset`` and loaded with ours.
 """
 
 import json
+import os
 import shutil
 import zlib
 
@@ -264,3 +265,57 @@ def test_a_keras_zoo_weight_without_a_source_is_refused(hub_vit):
     deeper = keras_zoo.ViT(**{**config, "num_layers": 3})
     with pytest.raises(PresetError, match=r"unmapped keras_zoo weights \[.*encoder_block_2"):
         map_vit(hub, deeper)
+
+
+def test_kaggle_uri_reads_kagglehubs_cache(hub_vit, kaggle_cache, monkeypatch):
+    """kaggle:// through kagglehub's cache layout, offline: a version, or the
+    highest complete one; an absent version is one line naming the cache."""
+    hub, folder = hub_vit
+    kaggle_cache("keras/vit/keras/vit_tiny_test/2", folder)
+    kaggle_cache("keras/vit/keras/vit_tiny_test/1", folder)
+    os.remove(os.path.join(str(kaggle_cache.cache), "models/keras/vit/keras/vit_tiny_test/"
+                                                    "1.complete"))  # an interrupted download
+    x = _images()
+    for uri in ("kaggle://keras/vit/keras/vit_tiny_test/2", "kaggle://keras/vit/keras/vit_tiny_test"):
+        ours = keras_zoo.ViT.from_preset(uri)
+        assert _max_diff(ours(x), hub(x)) < TOL, uri
+    with pytest.raises(PresetError, match=r"^kaggle://keras/vit/keras/vit_tiny_test/1: version 1 "
+                                          r"of keras/vit/keras/vit_tiny_test/1 is not in "
+                                          r"kagglehub's cache .*kagglehub_cache and "
+                                          "KERAS_ZOO_OFFLINE is set; fill it"):
+        keras_zoo.ViT.from_preset("kaggle://keras/vit/keras/vit_tiny_test/1")
+    with pytest.raises(PresetError, match="any version of keras/bert/keras/x is not in"):
+        keras_zoo.from_preset("kaggle://keras/bert/keras/x")
+    with pytest.raises(PresetError, match="holds a ViT, not a ResNet"):
+        keras_zoo.ResNet.from_preset("kaggle://keras/vit/keras/vit_tiny_test/2")
+
+
+def test_kaggle_uri_online_asks_kagglehub(hub_vit, monkeypatch):
+    import kagglehub
+
+    asked = []
+    monkeypatch.delenv("KERAS_ZOO_OFFLINE")
+    monkeypatch.setattr(kagglehub, "model_download", lambda h: asked.append(h) or hub_vit[1])
+    model = keras_zoo.from_preset("kaggle://keras/vit/keras/vit_tiny_test/3", num_classes=4)
+    assert asked == ["keras/vit/keras/vit_tiny_test/3"]
+    assert tuple(model(_images()).shape) == (2, 4)
+
+    def fail(handle):
+        raise ConnectionError("no route to host\nsecond line")
+
+    monkeypatch.setattr(kagglehub, "model_download", fail)
+    with pytest.raises(PresetError, match=r"^kaggle://a/b/keras/c: kagglehub could not download "
+                                          r"a/b/keras/c: ConnectionError: no route to host$"):
+        keras_zoo.from_preset("kaggle://a/b/keras/c")
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("kaggle://keras/vit/keras", "is not a Kaggle model URI: expected kaggle://OWNER/MODEL/"
+                                 r"keras/VARIANT\[/VERSION\]"),
+    ("kaggle://a/b/keras/c/d/e", "is not a Kaggle model URI"),
+    ("kaggle://a/b/pytorch/c", "framework 'pytorch' is not read"),
+    ("kaggle://a/b/keras/c/v2", "version 'v2' must be a number"),
+    ("kaggle://a/../keras/c", "is not a Kaggle model URI")])
+def test_malformed_kaggle_uris_are_refused(uri, message):
+    with pytest.raises(PresetError, match=message):
+        keras_zoo.from_preset(uri)

@@ -100,7 +100,7 @@ def test_mlp_and_token_initialisers_follow_each_reference():
 
 
 def test_models_wire_their_reference_scheme():
-    vit = keras_zoo.ViT.from_preset("vit_small_patch16_224")
+    vit = keras_zoo.ViT.from_preset("vit_small_patch16_224", load_weights=False)
     assert vit.get_zoo_config()["weight_init"] == "big_vision"
     assert _std(vit.get_layer("patch_embedding").projection.kernel) == pytest.approx(
         1 / math.sqrt(768), rel=0.03)
@@ -110,7 +110,7 @@ def test_models_wire_their_reference_scheme():
     block = vit.get_layer("encoder_block_0")
     assert block.weight_init == "big_vision" and block.attention.weight_init == "big_vision"
 
-    mae = keras_zoo.MAE.from_preset("mae_vit_base_patch16")
+    mae = keras_zoo.MAE.from_preset("mae_vit_base_patch16", load_weights=False)
     fan = 16 * 16 * 3
     assert _bound(mae.get_layer("patch_embedding").projection.kernel) == pytest.approx(
         math.sqrt(6 / (fan + 768)), rel=0.01)

@@ -43,7 +43,7 @@ def _numpy(outputs):
 @pytest.mark.parametrize("name, count", [("bert_base_uncased", 109_482_240),
                                          ("bert_large_uncased", 335_141_888)])
 def test_published_parameter_counts(name, count):
-    model = keras_zoo.from_preset(name)
+    model = keras_zoo.from_preset(name, load_weights=False)  # the registry config
     assert model.count_params() == count
     assert model.get_layer("token_embedding").embeddings.shape == (30522, model.get_zoo_config()
                                                                    ["hidden_dim"])

@@ -191,10 +191,11 @@ def test_norm_pix_loss_normalises_each_target_patch():
 def test_published_parameter_count():
     # Official mae_vit_base_patch16_dec512d8b: 111.91M including the fixed
     # (non-trainable) sin-cos tables of 197 x 768 + 197 x 512 entries.
-    model = keras_zoo.MAE.from_preset("mae_vit_base_patch16")
+    model = keras_zoo.MAE.from_preset("mae_vit_base_patch16", load_weights=False)
     assert model.trainable_parameter_count() == 111_655_680
     assert model.trainable_parameter_count() + 197 * (768 + 512) == 111_907_840
-    vit_encoder = keras_zoo.ViT.from_preset("vit_base_patch16_224", num_classes=None)
+    vit_encoder = keras_zoo.ViT.from_preset("vit_base_patch16_224", load_weights=False,
+                                           num_classes=None)
     # The encoder is ViT-B/16 minus its learned position table.
     encoder_params = sum(int(np.prod(w.shape)) for w in model.encoder().trainable_weights)
     assert encoder_params == vit_encoder.trainable_parameter_count() - 197 * 768

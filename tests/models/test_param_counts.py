@@ -23,10 +23,10 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_parameter_count(name):
-    model = keras_zoo.from_preset(name)
+    model = keras_zoo.from_preset(name, load_weights=False)  # the registry config
     assert model.trainable_parameter_count() == PUBLISHED[name]
 
 
 def test_resnet50_moving_statistics_are_not_parameters():
-    model = keras_zoo.ResNet.from_preset("resnet50")
+    model = keras_zoo.ResNet.from_preset("resnet50", load_weights=False)
     assert model.count_params() - model.trainable_parameter_count() == 53_120
