@@ -387,6 +387,24 @@ class DINO(ZooModel):
             t.assign(ops.copy(s))  # a copy: JAX must not see one buffer in two variables
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
+    @classmethod
+    def from_backbone(cls, backbone, **kwargs):
+        """A DINO whose student and teacher both start from ``backbone``'s
+        weights (a pre-trained ViT, e.g. ``hf:``/``hf://`` facebook/dino-vit*,
+        whose checkpoints hold the backbone only); the heads are new. Its
+        config (sizes, ``preprocessing``) becomes the backbone spec."""
+        config = dict(backbone.get_zoo_config())
+        if "num_classes" in config:
+            config["num_classes"] = None
+        config.pop("label_names", None)
+        model = cls(backbone={"family": type(backbone).__name__, "config": config}, **kwargs)
+        weights = backbone.get_weights()
+        for part in (model.student_backbone, model.teacher_backbone):
+            if [w.shape for w in part.get_weights()] != [w.shape for w in weights]:
+                raise ValueError(f"the backbone's weights do not fit DINO's {part.name}")
+            part.set_weights(weights)
+        return model
+
     # ---- the pieces, by name (attributes would be tracked twice by Keras)
 
     @property
