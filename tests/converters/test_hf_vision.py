@@ -114,6 +114,8 @@ def test_dino_takes_a_vitmodel_checkpoint_as_its_backbone():
     assert_close(dino.embed(ref["images"]), ref["cls"])
     student = dino.student_backbone.embedding_model().predict(ref["images"], verbose=0)
     assert_close(student, ref["cls"])
+    assert_close(dino.embed(keras_zoo.preprocess_images(dino, list(ref["raw_images"]))),
+                 ref["raw_outputs"])
 
 
 def test_uint8_images_are_scaled_by_1_over_255():
