@@ -152,7 +152,8 @@ def hf_resnet():
     for name, layer_type, hidden in (("resnet_bottleneck", "bottleneck", [16, 32, 32, 64]),
                                      ("resnet_basic", "basic", [8, 16, 16, 32])):
         config = transformers.ResNetConfig(
-            embedding_size=hidden[0] // (4 if layer_type == "bottleneck" else 1), hidden_sizes=hidden, depths=[2, 1, 2, 1], layer_type=layer_type,
+            embedding_size=hidden[0] // (4 if layer_type == "bottleneck" else 1),
+            hidden_sizes=hidden, depths=[2, 1, 2, 1], layer_type=layer_type,
             hidden_act="relu", downsample_in_first_stage=False, num_labels=5,
             id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
         model = transformers.ResNetForImageClassification(config).eval()

@@ -37,7 +37,8 @@ class ResNet(ZooModel):
 
     ``stem_width``: channels out of the stem (None: ``stage_filters[0]``, as
     in ResNet-18..152; timm keeps 64 whatever the stage widths, Hugging Face
-    calls it ``embedding_size``). ``preprocessing`` / ``label_names``: as ``ViT``'s (``keras_zoo.preprocessing``).
+    calls it ``embedding_size``). ``preprocessing`` / ``label_names``: as
+    ``ViT``'s (``keras_zoo.preprocessing``).
     """
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
