@@ -2,7 +2,7 @@
 ``kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]``.
 
     keras_zoo.GPT.from_preset("hf://openai-community/gpt2")
-    keras_zoo.BERT.from_preset("hf://google-bert/bert-base-uncased@86b5e0934494bd15c9632b12f734a8a67f723594")
+    keras_zoo.BERT.from_preset("hf://google-bert/bert-base-uncased@main")  # or a tag, a sha
     keras_zoo.ViT.from_preset("kaggle://keras/vit/keras/vit_base_patch16_224_imagenet")
 
 Downloads go through the libraries made for them -- ``huggingface_hub.
@@ -10,10 +10,11 @@ snapshot_download`` and ``kagglehub.model_download`` -- so their caches,
 tokens (``HF_TOKEN``, Kaggle credentials), cache folders (``HF_HUB_CACHE``,
 ``KAGGLEHUB_CACHE``) and progress bars apply unchanged. ``HF_HUB_OFFLINE=1``
 stops Hugging Face downloads; kagglehub has no offline switch, so keras_zoo's
-``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The downloaded folder is then read by the local
-importers: ``hf:<folder>`` (keras_zoo/converters/huggingface.py, dispatching
-on config.json's ``architectures``, or ``"timm"`` for a timm checkpoint's
-config) and the keras-hub folder import (keras_zoo/converters/keras_hub.py).
+``KERAS_ZOO_OFFLINE=1`` stops both (then only the caches are read). The
+downloaded folder is then read by the local importers: ``hf:<folder>``
+(keras_zoo/converters/huggingface.py, dispatching on config.json's
+``architectures``, or on ``"timm"`` for a timm checkpoint's config) and the
+keras-hub folder import (keras_zoo/converters/keras_hub.py).
 
 Only safe files are fetched from the Hugging Face Hub (``ALLOW_PATTERNS``:
 safetensors, JSON, text vocabularies, SentencePiece models); pickled
@@ -102,20 +103,23 @@ def hf_cache_dir():
 
 
 def hf_offline():
-    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``, or keras_zoo's own
-    ``KERAS_ZOO_OFFLINE``) as set now, or as huggingface_hub read it at import."""
+    """The variable that forbids downloads from the Hugging Face Hub, as set now
+    (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` or keras_zoo's own
+    ``KERAS_ZOO_OFFLINE``; huggingface_hub's own reading at import counts
+    too), or None."""
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KERAS_ZOO_OFFLINE"):
         if os.environ.get(key, "").strip().lower() in _TRUE:
-            return True
+            return key
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
 
 
-def _fill_hint(repo_id, revision, cache):
+def _fill_hint(repo_id, revision, cache, switch):
     rev = f" --revision {revision}" if revision else ""
     return (f"fill it on a machine with internet (`hf download {repo_id}{rev} --cache-dir "
-            f"{cache}`, then copy the folder here) or unset HF_HUB_OFFLINE")
+            f"{cache}`, then copy the folder here) or "
+            + (f"unset {switch}" if switch else "retry with a connection to the Hub"))
 
 
 def _cached_revisions(storage):
@@ -144,24 +148,25 @@ def hf_snapshot(uri):
     storage = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
     try:
         folder = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache, local_files_only=offline,
+            repo_id, revision=revision, cache_dir=cache, local_files_only=bool(offline),
             allow_patterns=list(ALLOW_PATTERNS), ignore_patterns=list(PICKLE_PATTERNS))
     except errors.LocalEntryNotFoundError as e:
-        if isinstance(e, errors.IncompleteSnapshotError):
+        hint = _fill_hint(repo_id, revision, cache, offline)
+        if isinstance(e, getattr(errors, "IncompleteSnapshotError", ())):  # huggingface_hub 2+
             raise PresetError(f"hf://{repo_id} revision {shown!r}: the cached snapshot in "
-                              f"{storage} is incomplete; {_fill_hint(repo_id, revision, cache)}"
+                              f"{storage} is incomplete; {hint}"
                               ) from None
-        why = "HF_HUB_OFFLINE is set" if offline else \
+        why = f"{offline} is set" if offline else \
             f"the Hub could not be reached ({_first_line(e.__cause__ or e)})"
         cached = _cached_revisions(storage)
         if cached:
             raise PresetError(
                 f"hf://{repo_id}: revision {shown!r} is not in the Hugging Face cache "
                 f"{storage} (it holds {', '.join(cached)}) and {why}; "
-                f"{_fill_hint(repo_id, revision, cache)}") from None
+                f"{hint}") from None
         raise PresetError(
             f"hf://{repo_id} (revision {shown!r}) is not in the Hugging Face cache {cache} and "
-            f"{why}; {_fill_hint(repo_id, revision, cache)}") from None
+            f"{why}; {hint}") from None
     except errors.RevisionNotFoundError:
         raise PresetError(f"hf://{repo_id} has no revision {shown!r} on the Hub (a branch, "
                           "tag or commit sha of the repo)") from None
@@ -188,6 +193,13 @@ def load_hf(cls, uri, overrides, load_weights):
     from keras_zoo.converters import huggingface
 
     folder, repo_id, revision, sha = hf_snapshot(uri)
+    if load_weights and not any(os.path.exists(os.path.join(folder, n)) for n in (
+            "model.safetensors", "model.safetensors.index.json")):
+        raise PresetError(
+            f"hf://{repo_id} (revision {revision or 'main'!r}, commit {sha}) has no "
+            "model.safetensors: keras_zoo fetches safetensors only (pytorch_model.bin, .pth, "
+            ".ckpt and other pickles are never downloaded nor unpickled); try a revision with "
+            "safetensors, e.g. the Hub's conversion pull request (@refs/pr/N)")
     return huggingface.load(cls, folder, overrides, load_weights,
                             source=f"hf://{repo_id}" + (f"@{revision}" if revision else ""))
 

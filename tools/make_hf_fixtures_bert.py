@@ -12,7 +12,13 @@ weights (2 blocks, width 32, 4 heads, 40 positions, a 128-token
   head tied to the word embeddings, NSP head);
 * ``legacy``: the same ``BertForPreTraining`` rewritten as older files are:
   LayerNorm parameters named ``gamma``/``beta``, the ``position_ids``
-  buffer stored, and the tied decoder matrix saved as its own tensor.
+  buffer stored, and the tied decoder matrix saved as its own tensor;
+* ``masked_lm``: a ``BertForMaskedLM`` (no pooler, no next-sentence head);
+* ``sequence_classification``: a ``BertForSequenceClassification`` with three
+  named labels (``id2label``) and ``layer_norm_eps=1e-7``;
+* ``token_classification``: a ``BertForTokenClassification`` with five
+  labels and other sizes (2 heads, feed-forward 48, 24 positions, 3 segments);
+* ``question_answering``: a ``BertForQuestionAnswering``.
 
 LayerNorm scales and every bias are perturbed away from their initial
 values (ones, zeros) so that a converter that skips or swaps one of them
@@ -48,13 +54,31 @@ CONFIG = {"vocab_size": len(VOCAB), "hidden_size": 32, "num_hidden_layers": 2,
           "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
 
 
+# name -> (transformers class, config changes, seed)
+HEADS = {
+    "masked_lm": ("BertForMaskedLM", {}, 3),
+    "sequence_classification": ("BertForSequenceClassification", {
+        "layer_norm_eps": 1e-7, "id2label": {0: "negative", 1: "neutral", 2: "positive"},
+        "label2id": {"negative": 0, "neutral": 1, "positive": 2}}, 4),
+    "token_classification": ("BertForTokenClassification", {
+        "num_labels": 5, "num_attention_heads": 2, "intermediate_size": 48,
+        "max_position_embeddings": 24, "type_vocab_size": 3}, 5),
+    "question_answering": ("BertForQuestionAnswering", {}, 6),
+}
+
+
 def build(kind, seed):
     import torch
+    import transformers
     from transformers import BertConfig, BertForPreTraining, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(**CONFIG)
-    model = (BertModel(config) if kind == "model" else BertForPreTraining(config)).eval()
+    if kind in HEADS:
+        config = BertConfig(**{**CONFIG, **HEADS[kind][1]})
+        model = getattr(transformers, HEADS[kind][0])(config).eval()
+    else:
+        config = BertConfig(**CONFIG)
+        model = (BertModel(config) if kind == "model" else BertForPreTraining(config)).eval()
     with torch.no_grad():
         for key, p in model.named_parameters():
             if "LayerNorm.weight" in key:
@@ -86,6 +110,13 @@ def reference(model, kind, seed):
         if kind == "model":
             out = model(**{k: torch.from_numpy(v) for k, v in x.items()})
             result = {"hidden": out.last_hidden_state.numpy(), "pooled": out.pooler_output.numpy()}
+        elif kind in HEADS:
+            out = model(**{k: torch.from_numpy(v) for k, v in x.items()})
+            if kind == "question_answering":
+                result = {"start_logits": out.start_logits.numpy(),
+                          "end_logits": out.end_logits.numpy()}
+            else:
+                result = {"logits": out.logits.numpy()}
         else:
             out = model(**{k: torch.from_numpy(v) for k, v in x.items()},
                         output_hidden_states=True)
@@ -128,11 +159,16 @@ def main():
     if not args.check:
         with open(os.path.join(OUT, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(VOCAB) + "\n")
-    for i, name in enumerate(("model", "pretraining", "legacy")):
+    import transformers
+
+    for i, name in enumerate(("model", "pretraining", "legacy", *HEADS)):
         folder = os.path.join(OUT, name)
-        kind = "model" if name == "model" else "pretraining"
+        kind = name if name in ("model", *HEADS) else "pretraining"
+        if name in HEADS:
+            i = HEADS[name][2]
         if args.check:
-            cls = BertModel if kind == "model" else BertForPreTraining
+            cls = (getattr(transformers, HEADS[kind][0]) if kind in HEADS
+                   else BertModel if kind == "model" else BertForPreTraining)
             model = cls.from_pretrained(folder).eval()
             saved = dict(np.load(os.path.join(OUT, name, "reference.npz")))
             again = reference(model, kind, seed=i if name != "legacy" else 1)

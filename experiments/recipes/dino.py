@@ -32,7 +32,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import keras_zoo
-from keras_zoo import evaluation
+from keras_zoo import evaluation, hub
 from keras_zoo.data import datasets
 from keras_zoo.training import optimizers
 
@@ -82,9 +82,13 @@ def main(argv):
                          f"{len(x_train)} training images: no full batch")
     total_steps = FLAGS.epochs * steps_per_epoch
     overrides = json.loads(FLAGS.model_overrides) if FLAGS.model_overrides else {}
-    model = keras_zoo.DINO.from_preset(FLAGS.preset, steps_per_epoch=steps_per_epoch,
+    # pretraining starts from random weights, even for a name with published ones
+    fresh = hub.published_source(FLAGS.preset) is not None
+    model = keras_zoo.DINO.from_preset(FLAGS.preset, load_weights=not fresh,
+                                       steps_per_epoch=steps_per_epoch,
                                        total_steps=total_steps, **overrides)
-    random_backbone = keras_zoo.DINO.from_preset(FLAGS.preset).teacher_backbone
+    random_backbone = keras_zoo.DINO.from_preset(FLAGS.preset,
+                                                 load_weights=not fresh).teacher_backbone
     print(f"DINO {FLAGS.preset}: student {model.trainable_parameter_count():,} trainable "
           f"parameters; {FLAGS.epochs} epochs x {steps_per_epoch} steps of "
           f"{FLAGS.batch_size} images")

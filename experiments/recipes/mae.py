@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import keras_zoo
+from keras_zoo import hub
 from keras_zoo.data import datasets
 from keras_zoo.models.mae import masked_patch_loss, patchify
 from keras_zoo.training import optimizers
@@ -119,7 +120,9 @@ def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    mae = keras_zoo.MAE.from_preset(FLAGS.preset, seed=FLAGS.seed)
+    # pretraining starts from random weights, even for a name with published ones
+    fresh = hub.published_source(FLAGS.preset) is not None
+    mae = keras_zoo.MAE.from_preset(FLAGS.preset, load_weights=not fresh, seed=FLAGS.seed)
     config = mae.get_zoo_config()
     size, channels = config["image_size"], config["num_channels"]
     x, y, _ = datasets.load_arrays("digits", "train", size, channels)

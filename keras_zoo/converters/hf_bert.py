@@ -1,7 +1,13 @@
 """Hugging Face BERT folders (``BERT.from_preset("hf:/path")``) -> keras_zoo BERT.
 
-``BertModel`` (the encoder and pooler) and ``BertForPreTraining`` (plus the
-masked-LM and next-sentence heads: ``task="pretraining"``) saved by
+``BertModel`` (the encoder and pooler), ``BertForPreTraining`` (plus the
+masked-LM and next-sentence heads: ``task="pretraining"``), ``BertForMaskedLM``
+(``task="masked_lm"``; or ``"pretraining"`` when the file also holds the
+pooler and next-sentence head, as the hub's bert-base-uncased does),
+``BertForSequenceClassification`` (``"classification"``, ``num_classes`` =
+the config's labels, their names in ``model.label_names``),
+``BertForTokenClassification`` (``"token_classification"``) and
+``BertForQuestionAnswering`` (``"question_answering"``) saved by
 ``save_pretrained``: config.json + model.safetensors (+ vocab.txt and
 tokenizer_config.json, which become the model's ``WordPieceTokenizer``).
 Every tensor is placed exactly once (``CheckpointTensors``): Linear weights
@@ -18,6 +24,7 @@ model (``presets.transfer_weights``): the file's heads are dropped on request.
 """
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -25,8 +32,17 @@ import numpy as np
 from keras_zoo.converters.huggingface import CheckpointTensors, register_importer
 from keras_zoo.presets import PresetError
 
+log = logging.getLogger("keras_zoo")
+
 # The file's architecture -> our task.
-ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining"}
+ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining",
+                 "BertForMaskedLM": "masked_lm",
+                 "BertForSequenceClassification": "classification",
+                 "BertForTokenClassification": "token_classification",
+                 "BertForQuestionAnswering": "question_answering"}
+# The head's tensors (without ``.weight``/``.bias``) in a task's file.
+_HEADS = {"classification": "classifier", "token_classification": "classifier",
+          "question_answering": "qa_outputs"}
 
 
 def bert_config(folder, config, task):
@@ -44,6 +60,7 @@ def bert_config(folder, config, task):
         raise PresetError(f"{folder!r}: position_embedding_type="
                           f"{config['position_embedding_type']!r}; BERT uses 'absolute'")
     positions = config.get("max_position_embeddings", 512)
+    labels = num_labels(folder, config)
     return {
         "vocab_size": config["vocab_size"],
         "hidden_dim": config["hidden_size"],
@@ -58,7 +75,32 @@ def bert_config(folder, config, task):
         "initializer_range": config.get("initializer_range", 0.02),
         "sequence_length": min(128, positions),
         "task": task,
+        **({"num_classes": labels} if task in _HEADS and task != "question_answering" else {}),
     }
+
+
+def num_labels(folder, config):
+    """transformers' rule: ``id2label`` sets the count (``num_labels`` when the
+    config has no label map); 2 without either."""
+    id2label = config.get("id2label")
+    count = len(id2label) if isinstance(id2label, dict) and id2label else config.get(
+        "num_labels", 2)
+    if not isinstance(count, int) or count < 1:
+        raise PresetError(f"{folder!r}: num_labels={count!r} must be a positive integer")
+    return count
+
+
+def label_names(config):
+    """[name of label 0, 1, ...] from ``id2label``, or None (transformers'
+    default ``LABEL_i`` names are not names)."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        names = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+    except TypeError:
+        return None
+    return None if names == [f"LABEL_{i}" for i in range(len(names))] else names
 
 
 def _linear(tensors, dense, name):
@@ -105,6 +147,11 @@ def place_backbone(model, tensors, p):
         _norm(tensors, block.mlp_norm, h + "output.LayerNorm")
     if any(w.path.startswith("pooler/") for w in model.weights):
         _linear(tensors, layer("pooler"), p + "pooler.dense")
+    elif p + "pooler.dense.weight" in tensors:  # saved, but this head never reads it
+        tensors.take(p + "pooler.dense.weight")
+        tensors.take(p + "pooler.dense.bias")
+        log.info("%s: the pooler is in the file but unused by the %s head (as in transformers)",
+                 tensors.source, model.get_zoo_config()["task"])
 
 
 def _assign_fused(tensors, variable, parts, name, fuse):
@@ -124,12 +171,14 @@ def _assign_fused(tensors, variable, parts, name, fuse):
 
 
 def place_pretraining_heads(model, tensors):
+    """The masked-LM head, and for ``task="pretraining"`` the next-sentence head."""
     layer = model.get_layer
     transform = layer("mlm_transform")
     _linear(tensors, transform.dense, "cls.predictions.transform.dense")
     _norm(tensors, transform.norm, "cls.predictions.transform.LayerNorm")
     tensors.assign(layer("mlm_output_bias").bias, "cls.predictions.bias")
-    _linear(tensors, layer("nsp_head"), "cls.seq_relationship")
+    if model.get_zoo_config()["task"] == "pretraining":
+        _linear(tensors, layer("nsp_head"), "cls.seq_relationship")
     # The decoder is tied to the word embeddings (and its bias to the output
     # bias); a file that stores them anyway must store the same numbers.
     for copy, original in (("cls.predictions.decoder.weight",
@@ -144,12 +193,14 @@ def place_pretraining_heads(model, tensors):
 
 def load_tokenizer(folder):
     """vocab.txt (+ tokenizer_config.json's do_lower_case) as a WordPieceTokenizer
-    with Hugging Face's 100-character word limit; None without a vocab.txt."""
+    with Hugging Face's 100-character word limit; without a vocab.txt, the
+    WordPiece vocabulary of tokenizer.json (its BertNormalizer's lowercase,
+    its max_input_chars_per_word); None without either."""
     from keras_zoo.data.tokenizers import TokenizerError, WordPieceTokenizer
 
     path = os.path.join(folder, "vocab.txt")
     if not os.path.exists(path):
-        return None
+        return _tokenizer_from_json(folder)
     lowercase = True
     settings = os.path.join(folder, "tokenizer_config.json")
     if os.path.exists(settings):
@@ -162,26 +213,65 @@ def load_tokenizer(folder):
         raise PresetError(f"{path}: {e}") from None
 
 
+def _tokenizer_from_json(folder):
+    from keras_zoo.data.tokenizers import TokenizerError, WordPieceTokenizer
+    from keras_zoo.presets import read_json
+
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.exists(path):
+        return None
+    spec = read_json(path)
+    model = spec.get("model") or {}
+    vocab = model.get("vocab")
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict) or not vocab:
+        raise PresetError(f"{path}: a BERT tokenizer.json must hold a WordPiece model with "
+                          f"its vocab, got type {model.get('type')!r}")
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise PresetError(f"{path}: the WordPiece vocab ids are not 0..{len(ids) - 1}")
+    tokens = [None] * len(ids)
+    for token, i in vocab.items():
+        tokens[i] = token
+    normalizer = spec.get("normalizer") or {}
+    lowercase = bool(normalizer.get("lowercase", True)) \
+        if normalizer.get("type") == "BertNormalizer" else True
+    try:
+        return WordPieceTokenizer(tokens, lowercase=lowercase,
+                                  max_chars_per_word=model.get("max_input_chars_per_word", 100))
+    except TokenizerError as e:
+        raise PresetError(f"{path}: {e}") from None
+
+
 def _importer(architecture):
     def load(folder, config, tensors, overrides, load_weights):
         from keras_zoo import presets
         from keras_zoo.models.bert import BERT
 
         presets.check_overrides(BERT, overrides)
-        base = bert_config(folder, config, ARCHITECTURES[architecture])
+        task = ARCHITECTURES[architecture]
+        if task == "masked_lm" and "cls.seq_relationship.weight" in tensors \
+                and _prefix(tensors) + "pooler.dense.weight" in tensors:
+            task = "pretraining"  # the hub's bert-base-uncased: every pre-training head saved
+        base = bert_config(folder, config, task)
         model = BERT(**base)
         if load_weights:
             names = CheckpointTensors(tensors, f"Hugging Face {architecture} checkpoint "
                                                f"{folder!r}")
             place_backbone(model, names, _prefix(tensors))
-            if base["task"] == "pretraining":
+            if task in ("pretraining", "masked_lm"):
                 place_pretraining_heads(model, names)
+            elif task in _HEADS:  # torch Linear (labels, width) -> Dense (width, labels)
+                _linear(names, model.get_layer("head"), _HEADS[task])
             names.finish(model)
         if overrides and any(base.get(k) != v for k, v in overrides.items()):
             target = BERT(**{**base, **overrides})
             presets.transfer_weights(model, target)
             model = target
         model.tokenizer = load_tokenizer(folder)
+        final = model.get_zoo_config()
+        if task in ("classification", "token_classification") and final["task"] == task \
+                and final["num_classes"] == base["num_classes"]:
+            model.label_names = label_names(config)  # the file's label map, if it names them
         return model
     return load
 

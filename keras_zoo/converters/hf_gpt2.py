@@ -60,8 +60,10 @@ def gpt_config(folder, config):
 @register_importer("GPT2Model")
 @register_importer("GPT2LMHeadModel")
 def import_gpt2(folder, config, tensors, overrides, load_weights):
+    from keras_zoo import presets
     from keras_zoo.models.gpt import GPT
 
+    presets.check_overrides(GPT, overrides)  # a misspelt option: one line, closest names
     model = GPT(**{**gpt_config(folder, config), **overrides})
     if load_weights:
         load_gpt2_weights(model, tensors, f"Hugging Face GPT-2 checkpoint {folder!r}")

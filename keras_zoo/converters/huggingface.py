@@ -103,8 +103,35 @@ class CheckpointTensors:
             raise PresetError(f"cannot import {self.source}: " + "; ".join(problems))
 
 
+# Weight files keras_zoo never opens: pickles run code when loaded.
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".joblib")
+
+
+def safe_path(folder, name, what):
+    """``folder/name`` for a file name read from a checkpoint's own files (an
+    index's shard, a tokenizer's vocabulary): a name that leaves the folder
+    (absolute, ``..``, a drive) is one PresetError. Symlinks inside the folder
+    are followed: the hub cache links every snapshot file to its blobs/."""
+    if not isinstance(name, str) or not name:
+        raise PresetError(f"{folder!r}: {what} {name!r} is not a file name")
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts \
+            or ":" in parts[0]:
+        raise PresetError(f"{folder!r}: {what} {name!r} leaves the checkpoint folder; "
+                          "refused (only files inside the folder are read)")
+    return os.path.join(folder, *parts)
+
+
+def _pickles(folder):
+    return sorted(n for n in os.listdir(folder) if n.endswith(PICKLE_SUFFIXES)
+                  or ".bin.index" in n or ".pt.index" in n)
+
+
 def read_safetensors(folder):
-    """{name: np.ndarray} of ``model.safetensors`` or of the shards its index lists."""
+    """{name: np.ndarray} of ``model.safetensors`` or of the shards its index
+    lists (each inside the folder). Pickled weights (pytorch_model.bin, .pth,
+    .ckpt, .pkl) are never opened: a folder with both formats uses safetensors,
+    a folder with pickles only is one PresetError."""
     from safetensors.numpy import load_file
 
     single = os.path.join(folder, "model.safetensors")
@@ -112,10 +139,27 @@ def read_safetensors(folder):
     if os.path.exists(single):
         files = [single]
     elif os.path.exists(index):
-        with open(index) as f:
-            files = [os.path.join(folder, n) for n in sorted(set(json.load(f)["weight_map"]
-                                                                  .values()))]
+        from keras_zoo.presets import read_json
+
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise PresetError(f"{index}: 'weight_map' must map tensor names to shard files")
+        files = [safe_path(folder, n, "shard") for n in sorted(set(weight_map.values()))]
+        for name, path in zip(sorted(set(weight_map.values())), files):
+            if not name.endswith(".safetensors"):
+                raise PresetError(f"{index}: shard {name!r} is not a .safetensors file; "
+                                  "keras_zoo reads safetensors only")
+            if not os.path.exists(path):
+                raise PresetError(f"{index} lists shard {name!r}, which the folder lacks")
     else:
+        pickles = _pickles(folder)
+        if pickles:
+            raise PresetError(
+                f"Hugging Face folder {folder!r} holds only pickled weights "
+                f"({', '.join(pickles[:3])}); keras_zoo never unpickles (a pickle runs code "
+                "when loaded): use the repo's model.safetensors, or convert once with "
+                "transformers' save_pretrained(..., safe_serialization=True) where you trust "
+                "the file")
         raise PresetError(f"Hugging Face folder {folder!r} has no model.safetensors (nor "
                           "model.safetensors.index.json); save it with "
                           "save_pretrained(..., safe_serialization=True)")
@@ -253,8 +297,10 @@ def _mamba(folder, config, tensors, overrides, load_weights):
     out_proj}}, backbone.norm_f, lm_head when untied. Biases are taken from
     the file, not from the config's flags; the folder's tokenizer.json (GPT-NeoX
     BPE) becomes ``model.tokenizer``."""
+    from keras_zoo import presets
     from keras_zoo.models.mamba import Mamba
 
+    presets.check_overrides(Mamba, overrides)  # a misspelt option: one line, closest names
     if config.get("hidden_act", "silu") not in ("silu", "swish"):
         raise PresetError(f"{folder!r}: hidden_act={config['hidden_act']!r}; Mamba uses silu")
     names = CheckpointTensors(tensors, f"Hugging Face Mamba checkpoint {folder!r}")

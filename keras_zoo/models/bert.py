@@ -14,6 +14,8 @@ One family, several heads, picked by the ``task`` config value:
   ``mask_positions`` only, and next-sentence prediction on the pooled
   [CLS]: ``{"mlm", "nsp"}``; data from documents
   (keras_zoo/data/bert_pretraining.py);
+* ``"masked_lm"``: the masked-LM head alone, ``{"mlm"}`` (Hugging Face's
+  ``BertForMaskedLM`` without pooler and next-sentence head);
 * ``"classification"``: dropout + dense on the pooled [CLS] (a text, or a
   text pair as ``[CLS] A [SEP] B [SEP]``);
 * ``"token_classification"``: dropout + dense on every token (labels on a
@@ -38,7 +40,7 @@ from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
 TASKS = (None, "pretraining", "classification", "token_classification",
-         "question_answering")
+         "question_answering", "masked_lm")
 INPUTS = ("token_ids", "segment_ids", "padding_mask")
 
 
@@ -181,15 +183,16 @@ class BERT(TextData, ZooModel):
         if task is None:
             outputs = {"sequence_output": sequence,
                        "pooled_output": pooler(FirstToken(name="cls_token")(sequence))}
-        elif task == "pretraining":
+        elif task in ("pretraining", "masked_lm"):
             inputs["mask_positions"] = keras.Input((max_predictions_per_seq,), dtype="int32",
                                                    name="mask_positions")
             h = GatherPositions(name="mlm_gather")(sequence, inputs["mask_positions"])
             h = MaskedLMTransform(layer_norm_epsilon, name="mlm_transform")(h)
             mlm = OutputBias(name="mlm_output_bias")(token_embedding(h, reverse=True))
-            pooled = pooler(FirstToken(name="cls_token")(sequence))
-            nsp = layers.Dense(2, name="nsp_head", dtype="float32")(pooled)
-            outputs = {"mlm": mlm, "nsp": nsp}
+            outputs = {"mlm": mlm}
+            if task == "pretraining":
+                pooled = pooler(FirstToken(name="cls_token")(sequence))
+                outputs["nsp"] = layers.Dense(2, name="nsp_head", dtype="float32")(pooled)
         elif task == "classification":
             pooled = pooler(FirstToken(name="cls_token")(sequence))
             outputs = head(num_classes)(layers.Dropout(dropout, name="head_dropout")(pooled))
@@ -226,12 +229,13 @@ class BERT(TextData, ZooModel):
             raise TypeError(
                 f"BERT takes a dict of {list(INPUTS)} (+ mask_positions for pre-training), "
                 f"each (batch, length) int32; got {type(inputs).__name__}")
-        needed = list(INPUTS) + (["mask_positions"] if c["task"] == "pretraining" else [])
+        needed = list(INPUTS) + (["mask_positions"] if c["task"] in ("pretraining", "masked_lm")
+                                 else [])
         unknown = sorted(set(inputs) - set(needed))
         if unknown or "token_ids" not in inputs:
             raise ValueError(f"BERT inputs are {needed}; got {sorted(inputs)}")
         if "mask_positions" in needed and "mask_positions" not in inputs:
-            raise ValueError("a pre-training BERT needs mask_positions (batch, "
+            raise ValueError(f"a {c['task']} BERT needs mask_positions (batch, "
                              f"{c['max_predictions_per_seq']})")
         ids = inputs["token_ids"]
         if len(ids.shape) != 2:
@@ -517,6 +521,8 @@ class BERT(TextData, ZooModel):
             # predictions (weights), plus the next-sentence loss.
             return {"loss": {"mlm": ce(), "nsp": ce()},
                     "metrics": {"mlm": [accuracy()], "nsp": [accuracy()]}}
+        if task == "masked_lm":
+            return {"loss": {"mlm": ce()}, "metrics": {"mlm": [accuracy()]}}
         if task == "question_answering":
             # run_squad.py: the mean of the start and end position losses.
             return {"loss": {"start_logits": ce(), "end_logits": ce()},

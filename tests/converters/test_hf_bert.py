@@ -60,6 +60,87 @@ def test_bert_for_pretraining_matches_transformers(name, via, hf_hub_cache):
     np.testing.assert_allclose(hidden, ref["hidden"], atol=1e-4)
 
 
+def _close(actual, expected):
+    """1e-4 relative to the values' scale (float32 sums over a few hundred terms)."""
+    np.testing.assert_allclose(actual, expected, rtol=0,
+                               atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("via", ["folder", "hf://"])
+def test_bert_for_masked_lm_matches_transformers(via, hf_hub_cache):
+    """A transformers BertForMaskedLM: no pooler, no next-sentence head."""
+    ref = _reference("masked_lm")
+    source = "hf:" + os.path.join(FIXTURES, "masked_lm")
+    if via == "hf://":
+        hf_hub_cache("org/bert-mlm", os.path.join(FIXTURES, "masked_lm"))
+        source = "hf://org/bert-mlm"
+    model = keras_zoo.BERT.from_preset(source, max_predictions_per_seq=12)
+    assert model.get_zoo_config()["task"] == "masked_lm"
+    assert not any(w.path.startswith(("pooler", "nsp_head")) for w in model.weights)
+    out = model(_inputs(ref, positions=True), training=False)
+    assert set(out) == {"mlm"}
+    _close(out["mlm"], ref["logits"])
+
+
+def test_masked_lm_file_with_every_pretraining_head_keeps_them(tmp_path):
+    """The hub's bert-base-uncased says BertForMaskedLM but stores the pooler and the
+    next-sentence head too: it imports as task='pretraining', every tensor placed."""
+    ref = _reference("pretraining")
+    model = keras_zoo.BERT.from_preset(_copy(tmp_path, config={
+        "architectures": ["BertForMaskedLM"]}, source="pretraining"), max_predictions_per_seq=12)
+    assert model.get_zoo_config()["task"] == "pretraining"
+    out = model(_inputs(ref, positions=True), training=False)
+    _close(out["mlm"], ref["mlm_logits"])
+    _close(out["nsp"], ref["nsp_logits"])
+
+
+@pytest.mark.parametrize("name, task, classes", [
+    ("sequence_classification", "classification", 3),
+    ("token_classification", "token_classification", 5),
+    ("question_answering", "question_answering", None)])
+def test_bert_task_heads_match_transformers(name, task, classes):
+    ref = _reference(name)
+    model = keras_zoo.BERT.from_preset("hf:" + os.path.join(FIXTURES, name))
+    config = model.get_zoo_config()
+    assert config["task"] == task
+    if classes:
+        assert config["num_classes"] == classes
+    out = model(_inputs(ref), training=False)
+    if task == "question_answering":
+        _close(out["start_logits"], ref["start_logits"])
+        _close(out["end_logits"], ref["end_logits"])
+    else:
+        _close(out, ref["logits"])
+
+
+def test_every_size_and_option_comes_from_the_checkpoints_config():
+    seq = keras_zoo.BERT.from_preset("hf:" + os.path.join(FIXTURES, "sequence_classification"))
+    assert seq.get_zoo_config()["layer_norm_epsilon"] == 1e-7
+    assert seq.label_names == ["negative", "neutral", "positive"]
+    tok = keras_zoo.BERT.from_preset("hf:" + os.path.join(FIXTURES, "token_classification"))
+    c = tok.get_zoo_config()
+    assert (c["num_heads"], c["intermediate_dim"], c["max_sequence_length"],
+            c["num_segments"], c["num_classes"]) == (2, 48, 24, 3, 5)
+    assert tok.label_names is None  # transformers' LABEL_0.. are not names
+    # a new label set: the encoder is kept, the head starts afresh
+    four = keras_zoo.BERT.from_preset("hf:" + os.path.join(FIXTURES, "sequence_classification"),
+                                      num_classes=4)
+    assert four.get_layer("head").kernel.shape == (32, 4)
+    np.testing.assert_array_equal(four.get_layer("pooler").get_weights()[0],
+                                  seq.get_layer("pooler").get_weights()[0])
+
+
+def test_a_pooler_the_head_never_reads_is_set_aside(tmp_path):
+    """Some token-classification files carry the pooler: transformers ignores it, so do we."""
+    def add(t):
+        t["bert.pooler.dense.weight"] = np.ones((32, 32), "float32")
+        t["bert.pooler.dense.bias"] = np.zeros(32, "float32")
+
+    ref = _reference("question_answering")
+    model = keras_zoo.BERT.from_preset(_copy(tmp_path, add, source="question_answering"))
+    _close(model(_inputs(ref))["start_logits"], ref["start_logits"])
+
+
 def test_vocab_txt_becomes_the_tokenizer_with_transformers_ids():
     ref = _reference("model")
     model = keras_zoo.BERT.from_preset("hf:" + os.path.join(FIXTURES, "model"))
@@ -79,9 +160,9 @@ def test_imported_encoder_fine_tunes_with_a_new_head():
     assert classifier.get_layer("head").kernel.shape == (32, 3)
 
 
-def _copy(tmp_path, edit=None, config=None):
+def _copy(tmp_path, edit=None, config=None, source="model"):
     folder = tmp_path / "bert"
-    shutil.copytree(os.path.join(FIXTURES, "model"), folder)
+    shutil.copytree(os.path.join(FIXTURES, source), folder)
     if edit is not None:
         tensors = load_file(str(folder / "model.safetensors"))
         edit(tensors)

@@ -95,8 +95,9 @@ def test_fewer_layers_by_override_leaves_tensors_unplaced():
 
 
 def test_not_a_supported_architecture(tmp_path):
-    (tmp_path / "config.json").write_text('{"architectures": ["BertForMaskedLM"]}')
-    with pytest.raises(PresetError, match=r"BertForMaskedLM.*imports \[.*'MambaForCausalLM'"):
+    (tmp_path / "config.json").write_text('{"architectures": ["T5ForConditionalGeneration"]}')
+    with pytest.raises(PresetError, match=r"T5ForConditionalGeneration.*imports "
+                                          r"\[.*'MambaForCausalLM'"):
         keras_zoo.from_preset(f"hf:{tmp_path}")
     with pytest.raises(PresetError, match="is not a folder"):
         keras_zoo.from_preset(f"hf:{tmp_path}/nowhere")

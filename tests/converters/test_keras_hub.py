@@ -278,7 +278,8 @@ def test_kaggle_uri_reads_kagglehubs_cache(hub_vit, kaggle_cache, monkeypatch):
     os.remove(os.path.join(str(kaggle_cache.cache), "models/keras/vit/keras/vit_tiny_test/"
                                                     "1.complete"))  # an interrupted download
     x = _images()
-    for uri in ("kaggle://keras/vit/keras/vit_tiny_test/2", "kaggle://keras/vit/keras/vit_tiny_test"):
+    for uri in ("kaggle://keras/vit/keras/vit_tiny_test/2",
+                "kaggle://keras/vit/keras/vit_tiny_test"):
         ours = keras_zoo.ViT.from_preset(uri)
         assert _max_diff(ours(x), hub(x)) < TOL, uri
     with pytest.raises(PresetError, match=r"^kaggle://keras/vit/keras/vit_tiny_test/1: version 1 "
@@ -321,3 +322,18 @@ def test_kaggle_uri_online_asks_kagglehub(hub_vit, monkeypatch):
 def test_malformed_kaggle_uris_are_refused(uri, message):
     with pytest.raises(PresetError, match=message):
         keras_zoo.from_preset(uri)
+
+
+def test_convert_cli_reads_kaggle_uris(hub_vit, kaggle_cache, tmp_path):
+    from keras_zoo import convert
+
+    hub, folder = hub_vit
+    kaggle_cache("keras/vit/keras/vit_tiny_test/2", folder)
+    out = str(tmp_path / "zoo_vit")
+    assert convert.main(["kaggle://keras/vit/keras/vit_tiny_test", out]) == 0
+    source = json.loads(open(os.path.join(out, "manifest.json")).read())["source"]
+    assert (source["hub"], source["repo"], source["commit"]) == \
+        ("kaggle", "keras/vit/keras/vit_tiny_test", 2)
+    assert "config.json" in source["files"]
+    x = _images()
+    assert _max_diff(keras_zoo.ViT.from_preset(out)(x), hub(x)) < TOL
