@@ -185,6 +185,23 @@ def test_registry_names_load_their_published_source_through_hf_uri(hf_hub_cache,
     assert keras_zoo.from_preset(f"hf://{repo}").preprocessing is not None
 
 
+def test_convert_writes_a_preset_that_keeps_preprocessing_and_labels(hf_hub_cache, tmp_path):
+    from keras_zoo import convert
+
+    hf_hub_cache("timm/resnet50.a1_in1k", folder("timm_resnet"))
+    hf_hub_cache("microsoft/resnet-50", folder("resnet_bottleneck"))
+    for uri, name in (("hf://timm/resnet50.a1_in1k", "timm_resnet"),
+                      ("hf://microsoft/resnet-50", "resnet_bottleneck")):
+        out = str(tmp_path / name)
+        assert convert.main([uri, out]) == 0
+        model = keras_zoo.from_preset(out)
+        assert model.preprocessing == keras_zoo.from_preset("hf:" + folder(name)).preprocessing
+        assert model.label_names == CASES[name][2]
+        ref = reference(name)
+        assert_close(model.predict(keras_zoo.preprocess_images(model, list(ref["raw_images"])),
+                                   verbose=0), ref["raw_outputs"])
+
+
 # ---------------------------------------------------------------- bad inputs
 
 def _copy(tmp_path, name, config=None, tensors=None):
