@@ -23,6 +23,7 @@ from keras_zoo.models import (
     ViT,
     ZooModel,
 )
+from keras_zoo.preprocessing import preprocess_images
 from keras_zoo.presets import PresetError, list_presets
 
 __version__ = "0.1.0"
@@ -36,4 +37,4 @@ def from_preset(preset, load_weights=True, **overrides):
 __all__ = ["BERT", "DINO", "GPT", "MAE", "MLP", "VAE", "Autoencoder", "LatentClassifier", "LeNet",
            "Mamba", "PresetError", "ResNet", "Simba", "SparseAutoencoder", "Transformer", "ViT",
            "ZooModel",
-           "from_preset", "list_presets"]
+           "from_preset", "list_presets", "preprocess_images"]

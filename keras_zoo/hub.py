@@ -221,7 +221,9 @@ def load_published(cls, entry, overrides):
         "preset %r: weights from %s (load_weights=False builds it with random weights)",
         entry.name, uri)
     try:
-        return load_hf(cls, uri, overrides, True)
+        # The registry's family (DINO for dino_vit_small_patch16, whose checkpoint
+        # is a ViTModel backbone), also when called as keras_zoo.from_preset(name).
+        return load_hf(family_cls, uri, overrides, True)
     except PresetError as e:
         raise PresetError(f"preset {entry.name!r} loads its published weights from {uri}; "
                           f"{e} (load_weights=False builds it with random weights, no "

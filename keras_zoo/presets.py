@@ -346,6 +346,9 @@ def load(cls, preset, load_weights=True, **overrides):
             f"keras_zoo.{family}.from_preset({source!r}) or one of "
             f"{list_presets(cls.__name__)[:6]}")
     check_overrides(family_cls, overrides)
+    if config.get("label_names") and "label_names" not in overrides and \
+            overrides.get("num_classes", config.get("num_classes")) != config.get("num_classes"):
+        overrides = {**overrides, "label_names": None}  # a new head: the names no longer apply
     try:
         target = family_cls(**{**config, **overrides})
     except (ValueError, TypeError) as e:  # the family's own checks of its options

@@ -198,7 +198,17 @@ def load(cls, folder, overrides=None, load_weights=True, source=None):
         raise PresetError(f"{where} holds a Hugging Face {architectures or '(unnamed)'} "
                           f"checkpoint; keras_zoo imports {sorted(_IMPORTERS)}")
     tensors = read_safetensors(folder) if load_weights else {}
-    model = _IMPORTERS[known[0]](folder, config, tensors, dict(overrides or {}), load_weights)
+    # A family that trains around a backbone (DINO) takes the checkpoint as its
+    # backbone: the overrides are its own options, not the backbone's.
+    wrap = getattr(cls, "from_backbone", None) if cls.__name__ != "ZooModel" else None
+    model = _IMPORTERS[known[0]](folder, config, tensors,
+                                 {} if wrap else dict(overrides or {}), load_weights)
+    if wrap is not None and not isinstance(model, cls):
+        try:
+            model = wrap(model, **dict(overrides or {}))
+        except (ValueError, TypeError) as e:
+            raise PresetError(f"{where}: {cls.__name__} around its {type(model).__name__}: "
+                              f"{str(e).splitlines()[0]}") from e
     if cls.__name__ != "ZooModel" and not isinstance(model, cls):
         raise PresetError(f"{where} holds a {type(model).__name__}, not a {cls.__name__}")
     return model

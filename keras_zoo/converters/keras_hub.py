@@ -28,8 +28,11 @@ What the converted model returns without overrides:
 head on the hub features (ViT then pools the CLS token), ``image_size=...``
 resamples ViT's position embeddings (ResNet convolutions do not depend on it).
 
-keras-hub models do not scale their inputs; its image converter does (see
-``input_scaling``), and so must the user of the converted model.
+keras-hub models do not scale their inputs; its image converter does. A
+folder with an ``image_converter.json`` gives the converted model that scaling
+as its ``preprocessing`` (``preprocessing_of``), so it takes [0, 1] images
+like every keras_zoo vision model; without one, the model takes what the
+keras-hub backbone took.
 """
 
 import collections
@@ -74,6 +77,40 @@ def input_scaling(folder):
     size = config.get("image_size")
     return {"image_size": tuple(size) if size else None,
             "scale": config.get("scale"), "offset": config.get("offset")}
+
+
+def preprocessing_of(folder, image_size, channels):
+    """The folder's ``image_converter.json`` as a keras_zoo ``preprocessing``
+    spec (``keras_zoo.preprocessing``), or None. keras-hub maps [0, 255]
+    pixels to ``x * scale + offset``; on our [0, 1] inputs that is
+    ``(x - mean) / std`` with ``std = 1 / (255 * scale)`` and ``mean = -offset
+    * std``, applied in the model's graph. Its resize (``crop_to_aspect_ratio``:
+    the largest centred square, then the size) is recorded as a shorter-side
+    resize and a centre crop."""
+    scaling = input_scaling(folder)
+    if scaling is None:
+        return None
+    config = read_json(os.path.join(str(folder), IMAGE_CONVERTER_FILE)).get("config", {})
+
+    def per_channel(value, default):
+        value = default if value is None else value
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * channels
+        if len(values) != channels:
+            raise PresetError(f"{folder!r}: {IMAGE_CONVERTER_FILE} has {values} for "
+                              f"{channels} channels")
+        return np.asarray(values, "float64")
+
+    scale, offset = per_channel(scaling["scale"], 1.0), per_channel(scaling["offset"], 0.0)
+    if not np.all(scale > 0):
+        raise PresetError(f"{folder!r}: {IMAGE_CONVERTER_FILE} scale {scaling['scale']} "
+                          "must be positive")
+    std = 1.0 / (255.0 * scale)
+    crop = config.get("crop_to_aspect_ratio", True)
+    return {"mean": [float(v) for v in -offset * std], "std": [float(v) for v in std],
+            "resize": "shorter_side" if crop else "exact", "resize_size": image_size,
+            "crop": "center" if crop else None, "crop_rounding": "floor",
+            "interpolation": config.get("interpolation", "bilinear"),
+            "source": "keras-hub " + IMAGE_CONVERTER_FILE}
 
 
 # ---------------------------------------------------------------- config mapping
@@ -350,7 +387,9 @@ def _convert(folder, overrides, load_weights, spec):
         raise PresetError(f"{folder!r}: keras-hub {spec.hub_class} config lacks {e}") from None
     check_overrides(family, overrides)
     task = _classifier_task(folder, spec.task_class, spec.head_ok)
-    defaults = {**training, "num_classes": task["num_classes"] if task else None}
+    defaults = {**training, "num_classes": task["num_classes"] if task else None,
+                "preprocessing": preprocessing_of(folder, arch["image_size"],
+                                                  arch["num_channels"])}
     if family is ViT:
         # A bare ViTBackbone returns the token sequence; a head needs the CLS token.
         defaults["pooling"] = "token" if task or overrides.get("num_classes") else None
@@ -367,10 +406,6 @@ def _convert(folder, overrides, load_weights, spec):
     # The hub ViT head reads the CLS token; under another pooling it would not fit.
     if hub_task is not None and source_config.get("pooling", "token") == "token":
         _import_head(hub_task, source)
-    scaling = input_scaling(folder)
-    if scaling:
-        log.info("keras-hub preset %s expects images scaled as x * %s + %s",
-                 folder, scaling["scale"], scaling["offset"])
     if source_config == target_config:
         return source
     target = family(**target_config)

@@ -82,9 +82,41 @@ class ZooModel(keras.Model):
         """Writes config.json + model.weights.h5 + manifest.json (sha256)."""
         return presets.save_to_preset(self, directory, description)
 
+    # ---- vision inputs: what the weights expect (keras_zoo.preprocessing)
+
+    @property
+    def preprocessing(self):
+        """The image preprocessing the weights were trained with (mean/std,
+        resize/crop rule, interpolation: ``keras_zoo.preprocessing``), defaults
+        filled in; None for a model that records none."""
+        spec = self._zoo_config.get("preprocessing")
+        if spec is None:
+            return None
+        from keras_zoo.preprocessing import check_preprocessing
+
+        shape = self.inputs[0].shape
+        return check_preprocessing(spec, shape[-1], shape[1])
+
+    @property
+    def label_names(self):
+        """One name per output class (from the checkpoint's ``id2label``), or None."""
+        names = self._zoo_config.get("label_names")
+        return None if names is None else list(names)
+
+    def _unit_images(self, x):
+        """uint8 images -> float32 / 255 for a model with one image input (the
+        dtype rule of ``keras_zoo.preprocessing``); anything else unchanged."""
+        if len(self.inputs) != 1 or len(self.inputs[0].shape) != 4:
+            return x
+        from keras_zoo.preprocessing import unit_images
+
+        return unit_images(x)
+
     def predict(self, x, *args, **kwargs):
         """``keras.Model.predict``; an empty batch is one clear ValueError
-        (Keras' own loop fails with an UnboundLocalError on it)."""
+        (Keras' own loop fails with an UnboundLocalError on it). uint8 images
+        are scaled by 1/255 (``keras_zoo.preprocessing``)."""
+        x = self._unit_images(x)
         arrays = (list(x.values()) if isinstance(x, dict)
                   else list(x) if isinstance(x, (list, tuple)) else [x])
         for a in arrays:
@@ -100,6 +132,7 @@ class ZooModel(keras.Model):
 
     def __call__(self, inputs, *args, **kwargs):
         self._check_input_shape(inputs)
+        inputs = self._unit_images(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     def _check_input_shape(self, inputs):
@@ -290,7 +323,7 @@ class ZooModel(keras.Model):
         from keras_zoo import evaluation
 
         model = self.embedding_model(kind)
-        x = np.asarray(x)
+        x = self._unit_images(np.asarray(x))
         expected = tuple(model.inputs[0].shape[1:])
         if x.ndim != len(expected) + 1 or any(
                 e is not None and g != e for e, g in zip(expected, x.shape[1:])):

@@ -32,6 +32,7 @@ from keras_zoo.backend import snapshot as _snapshot
 from keras_zoo.data.multicrop import MultiCrop
 from keras_zoo.layers.embeddings import LearnedPositionEmbedding, PatchEmbedding
 from keras_zoo.models.base import ZooModel
+from keras_zoo.preprocessing import IMAGENET
 from keras_zoo.presets import register_family, register_preset
 
 
@@ -386,6 +387,24 @@ class DINO(ZooModel):
             t.assign(ops.copy(s))  # a copy: JAX must not see one buffer in two variables
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
+    @classmethod
+    def from_backbone(cls, backbone, **kwargs):
+        """A DINO whose student and teacher both start from ``backbone``'s
+        weights (a pre-trained ViT, e.g. ``hf:``/``hf://`` facebook/dino-vit*,
+        whose checkpoints hold the backbone only); the heads are new. Its
+        config (sizes, ``preprocessing``) becomes the backbone spec."""
+        config = dict(backbone.get_zoo_config())
+        if "num_classes" in config:
+            config["num_classes"] = None
+        config.pop("label_names", None)
+        model = cls(backbone={"family": type(backbone).__name__, "config": config}, **kwargs)
+        weights = backbone.get_weights()
+        for part in (model.student_backbone, model.teacher_backbone):
+            if [w.shape for w in part.get_weights()] != [w.shape for w in weights]:
+                raise ValueError(f"the backbone's weights do not fit DINO's {part.name}")
+            part.set_weights(weights)
+        return model
+
     # ---- the pieces, by name (attributes would be tracked twice by Keras)
 
     @property
@@ -473,6 +492,12 @@ class DINO(ZooModel):
 
     def serving_signatures(self):
         return {"backbone": self.teacher_backbone}
+
+    @property
+    def preprocessing(self):
+        """The backbone's (its config's ``preprocessing``): both networks
+        normalise their [0, 1] crops in their own first layer."""
+        return self.teacher_backbone.preprocessing
 
     def embedding_kinds(self):
         return self.teacher_backbone.embedding_kinds()
@@ -701,7 +726,13 @@ register_preset(
     "dino_vit_small_patch16", "DINO",
     {"backbone": {"family": "ViT", "config": {
         "image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_dim": 384,
-        "num_layers": 12, "num_heads": 6, "mlp_dim": 1536, "num_classes": None}}},
+        "num_layers": 12, "num_heads": 6, "mlp_dim": 1536, "num_classes": None,
+        # main_dino.py's DataAugmentationDINO ends in Normalize(ImageNet mean, std);
+        # eval_knn.py / eval_linear.py: Resize(256, bicubic), CenterCrop(224), same Normalize.
+        "preprocessing": {**IMAGENET, "resize": "shorter_side", "resize_size": 256,
+                          "crop": "center", "crop_rounding": "round",
+                          "interpolation": "bicubic",
+                          "source": "facebookresearch/dino (ImageNet mean/std)"}}}},
     "DINO ViT-S/16: 224 px global / 96 px local crops, head 2048-2048-256 -> 65,536")
 register_preset(
     "dino_vit_tiny_digits", "DINO",

@@ -13,6 +13,13 @@ from keras_zoo.layers.embeddings import (
 from keras_zoo.layers.masking import InsertMaskTokens, RandomPatchMasking, check_mask_ratio
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
+from keras_zoo.preprocessing import (
+    IMAGENET,
+    check_preprocessing,
+    denormalize,
+    image_input,
+    normalize,
+)
 from keras_zoo.presets import register_family, register_preset
 
 # Layers the encoder shares with ViT, by name: what ``to_vit`` copies.
@@ -57,6 +64,12 @@ class MAE(ZooModel):
     are ignored. ``encoder()`` is the unmasked encoder (exported as
     ``"encoder"``); ``to_vit(num_classes=...)`` hands it to ``ViT`` for
     fine-tuning.
+
+    ``preprocessing`` (``keras_zoo.preprocessing``): the input normalisation,
+    applied in the graph to the [0, 1] images; the loss target and
+    ``reconstruct`` use the same normalised pixels (the official recipe
+    normalises with the ImageNet mean/std before the model, so its targets
+    are normalised pixels too). ``mae_vit_base_patch16`` carries ImageNet's.
     """
 
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
@@ -64,7 +77,7 @@ class MAE(ZooModel):
                  decoder_num_layers=8, decoder_num_heads=16, decoder_mlp_dim=2048,
                  mask_ratio=0.75, norm_pix_loss=False, layer_norm_epsilon=1e-6,
                  seed=None, train_crop_scale=(0.2, 1.0), train_flip_probability=0.5,
-                 name="mae", **kwargs):
+                 preprocessing=None, name="mae", **kwargs):
         if image_size % patch_size:
             raise ValueError(
                 f"image_size={image_size} is not divisible by patch_size={patch_size}")
@@ -87,9 +100,9 @@ class MAE(ZooModel):
         block = {"norm_first": True, "layer_norm_epsilon": layer_norm_epsilon,
                  "weight_init": "mae"}
 
-        images = keras.Input((image_size, image_size, num_channels), name="images")
+        images, x = image_input(image_size, num_channels, preprocessing)
         x = PatchEmbedding(patch_size, hidden_dim, weight_init="mae",
-                           name="patch_embedding")(images)
+                           name="patch_embedding")(x)
         # Positions are added before masking, so each kept token still knows
         # where it came from; [CLS] gets no position (MAE's zero entry).
         x = SinusoidalPositionEmbedding(grid=True, name="position_embedding")(x)
@@ -115,6 +128,9 @@ class MAE(ZooModel):
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
         self.patch_size = patch_size
         self.norm_pix_loss = norm_pix_loss
+        # vars(): a plain dict, untracked by Keras.
+        vars(self)["_input_spec_data"] = check_preprocessing(preprocessing, num_channels,
+                                                             image_size)
 
     # ---------------------------------------------------------------- training
 
@@ -127,8 +143,10 @@ class MAE(ZooModel):
         mask = ops.cast(y_pred["mask"], "float32")
         if sample_weight is not None:
             mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
-        loss = masked_patch_loss(patchify(images, self.patch_size), y_pred["reconstruction"],
-                                 mask, self.norm_pix_loss)
+        # The target is the image the encoder sees: normalised with the preset's
+        # mean/std (main_pretrain.py normalises before the model, so do its targets).
+        target = patchify(normalize(images, self._input_spec_data), self.patch_size)
+        loss = masked_patch_loss(target, y_pred["reconstruction"], mask, self.norm_pix_loss)
         return _scale_for_replicas(loss)
 
     def compile_defaults(self):
@@ -164,7 +182,8 @@ class MAE(ZooModel):
         if cached is not None:
             return cached
         images = keras.Input(self.inputs[0].shape[1:], name="images")
-        x = self.get_layer("position_embedding")(self.get_layer("patch_embedding")(images))
+        x = self._normalized(images)
+        x = self.get_layer("position_embedding")(self.get_layer("patch_embedding")(x))
         x = self.get_layer("class_token")(x)
         for i in range(self._zoo_config["num_layers"]):
             x = self.get_layer(f"encoder_block_{i}")(x)
@@ -172,6 +191,33 @@ class MAE(ZooModel):
         model = keras.Model(images, x, name=f"{self.name}_encoder")
         vars(self)["_encoder_model"] = model  # bypasses Keras' layer tracking
         return model
+
+    def _normalized(self, images):
+        if any(layer.name == "image_normalization" for layer in self.layers):
+            return self.get_layer("image_normalization")(images)
+        return images
+
+    def forward(self, images, noise=None, training=False):
+        """The model's forward pass with the masking draw fixed by ``noise``
+        (B, N) (the patches with the smallest noise stay visible, as in MAE's
+        ``random_masking`` and Hugging Face's ``ViTMAEForPreTraining(noise=)``):
+        ``{"reconstruction", "mask", "encoded"}``, ``encoded`` being the
+        encoder's output on [CLS] + the visible patches."""
+        c = self._zoo_config
+        x = self._normalized(self._unit_images(ops.convert_to_tensor(images)))
+        x = self.get_layer("position_embedding")(self.get_layer("patch_embedding")(x))
+        x, mask, ids_restore = self.get_layer("random_masking")(x, noise=noise)
+        x = self.get_layer("class_token")(x)
+        for i in range(c["num_layers"]):
+            x = self.get_layer(f"encoder_block_{i}")(x, training=training)
+        encoded = self.get_layer("encoder_norm")(x)
+        x = self.get_layer("decoder_embedding")(encoded)
+        x = self.get_layer("mask_tokens")(x, ids_restore)
+        x = self.get_layer("decoder_position_embedding")(x)
+        for i in range(c["decoder_num_layers"]):
+            x = self.get_layer(f"decoder_block_{i}")(x, training=training)
+        x = self.get_layer("decoder_prediction")(self.get_layer("decoder_norm")(x))
+        return {"reconstruction": x[:, 1:], "mask": mask, "encoded": encoded}
 
     def serving_signatures(self):
         return {"encoder": self.encoder()}
@@ -200,15 +246,20 @@ class MAE(ZooModel):
         visible patches back (as the paper's figures do); with
         ``norm_pix_loss`` the predicted patches are de-normalised with each
         true patch's mean and variance."""
-        images = ops.convert_to_tensor(images, "float32")
+        images = ops.convert_to_tensor(self._unit_images(images), "float32")
         out = self(images, training=False)
         pred, mask = out["reconstruction"], out["mask"]
-        target = patchify(images, self.patch_size)
+        spec = self._input_spec_data
+        target = patchify(normalize(images, spec), self.patch_size)
         if self.norm_pix_loss:
             mean, var = _patch_stats(target)
             pred = pred * ops.sqrt(var + 1e-6) + mean
-        m = ops.expand_dims(mask, -1)
+        # Back from the normalised pixels the model predicts to [0, 1] images.
+        target = patchify(images, self.patch_size)
         size, channels = images.shape[1], images.shape[-1]
+        pred = patchify(denormalize(unpatchify(pred, self.patch_size, size, channels), spec),
+                        self.patch_size)
+        m = ops.expand_dims(mask, -1)
         reconstructed = unpatchify(pred * m + target * (1 - m), self.patch_size, size, channels)
         masked = unpatchify(target * (1 - m), self.patch_size, size, channels)
         mask_image = unpatchify(ops.broadcast_to(m, ops.shape(target)), self.patch_size,
@@ -230,7 +281,8 @@ class MAE(ZooModel):
                   num_channels=c["num_channels"], hidden_dim=c["hidden_dim"],
                   num_layers=c["num_layers"], num_heads=c["num_heads"],
                   mlp_dim=c["mlp_dim"], num_classes=num_classes, pooling=pooling,
-                  layer_norm_epsilon=c["layer_norm_epsilon"], **vit_overrides)
+                  layer_norm_epsilon=c["layer_norm_epsilon"],
+                  preprocessing=c["preprocessing"], **vit_overrides)
         names = list(_ENCODER_LAYERS) + [f"encoder_block_{i}" for i in range(c["num_layers"])]
         for name in names:
             vit.get_layer(name).set_weights(self.get_layer(name).get_weights())
@@ -299,7 +351,11 @@ register_preset(
     {"image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_dim": 768,
      "num_layers": 12, "num_heads": 12, "mlp_dim": 3072, "decoder_hidden_dim": 512,
      "decoder_num_layers": 8, "decoder_num_heads": 16, "decoder_mlp_dim": 2048,
-     "mask_ratio": 0.75, "norm_pix_loss": True},
+     "mask_ratio": 0.75, "norm_pix_loss": True,
+     # main_pretrain.py: Normalize(ImageNet mean, std) after ToTensor.
+     "preprocessing": {**IMAGENET, "resize": "shorter_side", "resize_size": 256,
+                       "crop": "center", "crop_rounding": "round", "interpolation": "bicubic",
+                       "source": "facebookresearch/mae (ImageNet mean/std)"}},
     "MAE ViT-B/16 encoder, 8-block 512-wide decoder, 75 % masking, normalised-pixel loss")
 register_preset(
     "mae_tiny_digits", "MAE",

@@ -6,6 +6,7 @@ from keras import layers
 from keras_zoo.layers.conv_blocks import BasicBlock, BottleneckBlock
 from keras_zoo.layers.normalization import BatchNormalization
 from keras_zoo.models.base import ZooModel
+from keras_zoo.preprocessing import check_label_names, image_input
 from keras_zoo.presets import register_family, register_preset
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
@@ -33,27 +34,37 @@ class ResNet(ZooModel):
     is ResNet-D's shortcut - the first block of every stage projects, and a
     strided one downsamples by 2x2 average pooling before its 1x1 conv
     instead of skipping three quarters of the pixels with a strided 1x1 conv.
+
+    ``stem_width``: channels out of the stem (None: ``stage_filters[0]``, as
+    in ResNet-18..152; timm keeps 64 whatever the stage widths, Hugging Face
+    calls it ``embedding_size``). ``preprocessing`` / ``label_names``: as
+    ``ViT``'s (``keras_zoo.preprocessing``).
     """
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
                  stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,
                  num_classes=1000, stem="imagenet", zero_init_residual=False,
-                 preactivation=False, avg_down=False, name="resnet", **kwargs):
+                 preactivation=False, avg_down=False, stem_width=None, preprocessing=None,
+                 label_names=None, name="resnet", **kwargs):
         if block_type not in _BLOCKS:
             raise ValueError(f"block_type must be one of {sorted(_BLOCKS)}, got {block_type!r}")
         if stem not in ("imagenet", "small", "deep"):
             raise ValueError(f"stem must be 'imagenet', 'small' or 'deep', got {stem!r}")
         block = _BLOCKS[block_type]
-        inputs = keras.Input((image_size, image_size, num_channels), name="images")
-        x = inputs
+        check_label_names(label_names, num_classes)
+        if stem_width is not None and (isinstance(stem_width, bool) or
+                                       not isinstance(stem_width, int) or stem_width < 1):
+            raise ValueError(f"stem_width must be a positive integer or None, got {stem_width!r}")
+        width = stage_filters[0] if stem_width is None else stem_width
+        inputs, x = image_input(image_size, num_channels, preprocessing)
         if stem == "imagenet":
             x = layers.ZeroPadding2D(3, name="stem_pad")(x)
-            x = layers.Conv2D(stage_filters[0], 7, strides=2, use_bias=False,
+            x = layers.Conv2D(width, 7, strides=2, use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
         elif stem == "deep":
-            x = _deep_stem(x, stage_filters[0], preactivation)
+            x = _deep_stem(x, width, preactivation)
         else:
-            x = layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False,
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name="stem_conv")(x)
         if not preactivation and stem != "deep":  # ResNetV2 normalises in each block
             x = BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)

@@ -9,6 +9,7 @@ from keras_zoo.layers.initializers import SCHEMES
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
+from keras_zoo.preprocessing import check_label_names, image_input
 from keras_zoo.presets import register_family, register_preset
 
 
@@ -34,13 +35,17 @@ class ViT(ZooModel):
     (facebookresearch/dino ``vision_transformer.py``: N(0, 0.02) linears,
     torch-default patch conv, N(0, 0.02) [CLS]); see
     ``keras_zoo.layers.initializers``.
+
+    ``preprocessing``: how the weights' images were made (mean/std applied
+    in the graph on [0, 1] inputs; resize/crop for ``preprocess_images``),
+    see ``keras_zoo.preprocessing``. ``label_names``: one name per class.
     """
 
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
                  num_layers=12, num_heads=12, mlp_dim=3072, num_classes=1000,
                  pooling="token", dropout=0.0, attention_dropout=0.0,
                  layer_norm_epsilon=1e-6, drop_path_rate=0.0, weight_init="big_vision",
-                 name="vit", **kwargs):
+                 preprocessing=None, label_names=None, name="vit", **kwargs):
         if image_size % patch_size:
             raise ValueError(
                 f"image_size={image_size} is not divisible by patch_size={patch_size}")
@@ -53,9 +58,10 @@ class ViT(ZooModel):
         if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
                 or not 0 <= drop_path_rate < 1:
             raise ValueError(f"drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
-        inputs = keras.Input((image_size, image_size, num_channels), name="images")
+        check_label_names(label_names, num_classes if pooling is not None else None)
+        inputs, x = image_input(image_size, num_channels, preprocessing)
         x = PatchEmbedding(patch_size, hidden_dim, weight_init=weight_init,
-                           name="patch_embedding")(inputs)
+                           name="patch_embedding")(x)
         x = ClassToken(weight_init=weight_init, name="class_token")(x)
         x = LearnedPositionEmbedding(num_prefix_tokens=1, name="position_embedding")(x)
         x = layers.Dropout(dropout, name="embedding_dropout")(x)

@@ -174,10 +174,12 @@ def test_input_scaling_is_read_from_the_image_converter(hub_resnet, tmp_path):
     scaling = input_scaling(folder)
     assert scaling == {"image_size": (32, 32), "scale": 1 / 127.5, "offset": -1.0}
     ours = keras_zoo.ResNet.from_preset(folder)
-    # keras-hub's predict() runs the image converter; our model wants scaled inputs.
+    # keras-hub's predict() runs the image converter; ours normalises [0, 1]
+    # images in its graph, with the converter's scaling as its preprocessing.
+    assert ours.preprocessing["mean"] == pytest.approx([0.5] * 3)
+    assert ours.preprocessing["std"] == pytest.approx([0.5] * 3)
     pixels = _rng("pixels").uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
-    scaled = pixels * scaling["scale"] + scaling["offset"]
-    assert _max_diff(ours(scaled), task.predict(pixels, verbose=0)) < TOL
+    assert _max_diff(ours(pixels / 255.0), task.predict(pixels, verbose=0)) < TOL
 
 
 def _edited_copy(folder, tmp_path, **changes):
