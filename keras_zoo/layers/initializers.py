@@ -34,6 +34,7 @@ fans, the others treat the fused kernel as one matrix, as their code does.
 """
 
 import math
+import random
 
 import keras
 
@@ -72,6 +73,38 @@ class MatrixVarianceScaling(keras.initializers.VarianceScaling):
 
     def get_config(self):
         return {**super().get_config(), "parts": self.parts}
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class AbsoluteTruncatedNormal(keras.initializers.Initializer):
+    """timm's / torch's ``trunc_normal_(std, a=-2, b=2)``: N(mean, std^2) cut
+    at the ABSOLUTE bounds [a, b], by the same inverse-CDF draw (uniform
+    between the CDFs of the bounds, then erfinv). For std=0.02 the cut is 100
+    std away, so this is N(0, 0.02) -- Keras' ``TruncatedNormal(stddev=0.02)``
+    cuts at 2 std instead (std 0.0176). A fresh seed per object: make one per
+    weight (``keras.utils.set_random_seed`` makes the draws reproducible)."""
+
+    def __init__(self, stddev=0.02, mean=0.0, a=-2.0, b=2.0, seed=None):
+        if not stddev > 0 or not a < b:
+            raise ValueError(f"AbsoluteTruncatedNormal needs stddev > 0 and a < b, got "
+                             f"stddev={stddev}, a={a}, b={b}")
+        self.stddev, self.mean, self.a, self.b = stddev, mean, a, b
+        self._init_seed = seed
+        # as Keras' make_default_seed: Python's random, seeded by set_random_seed
+        self.seed = random.randint(1, 10**9) if seed is None else seed
+
+    def __call__(self, shape, dtype=None):
+        def cdf(x):
+            return (1.0 + math.erf((x - self.mean) / self.stddev / math.sqrt(2.0))) / 2.0
+
+        low, high = 2.0 * cdf(self.a) - 1.0, 2.0 * cdf(self.b) - 1.0
+        u = keras.random.uniform(shape, low, high, dtype="float32", seed=self.seed)
+        x = keras.ops.erfinv(u) * (self.stddev * math.sqrt(2.0)) + self.mean
+        return keras.ops.cast(keras.ops.clip(x, self.a, self.b), dtype or "float32")
+
+    def get_config(self):
+        return {"stddev": self.stddev, "mean": self.mean, "a": self.a, "b": self.b,
+                "seed": self._init_seed}
 
 
 def _torch_default(fan_in):
