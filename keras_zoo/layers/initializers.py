@@ -27,6 +27,15 @@ fresh Keras initializer per weight:
   zero biases, [CLS] N(0, 0.02); the ``PatchEmbed`` conv keeps torch's default
   ``kaiming_uniform_(a=sqrt(5))``: U(+-1/sqrt(fan_in)) for kernel and bias.
 
+- ``"tensor2tensor"``: tensorflow/tensor2tensor's Transformer
+  (``transformer_base``: ``initializer="uniform_unit_scaling"``,
+  ``initializer_gain=1.0``, i.e. ``variance_scaling(1.0, "fan_avg",
+  "uniform")`` on every variable): q, k, v and the output transform are
+  separate (D, D) dense layers in ``common_attention.compute_qkv``, so a fused
+  kernel gets the fans of each (D, D) matrix (std D^-0.5, not the fused
+  matrix's glorot, which is 1/sqrt(2) of it for qkv and sqrt(2/3) for kv);
+  feed-forward kernels glorot over their own matrix; biases zero.
+
 Roles: ``patch_kernel``, ``patch_bias``, ``class_token``, ``attention_kernel``,
 ``attention_bias``, ``mlp_kernel``, ``mlp_bias``. ``parts`` says how many
 matrices a fused kernel holds (3 for qkv): ``"big_vision"`` gives each its own
@@ -38,7 +47,7 @@ import random
 
 import keras
 
-SCHEMES = ("keras", "big_vision", "mae", "dino")
+SCHEMES = ("keras", "big_vision", "mae", "dino", "tensor2tensor")
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -125,6 +134,12 @@ def initializer(scheme, role, fan_in=None, parts=1):
         return keras.initializers.get(
             {"patch_kernel": "glorot_uniform", "attention_kernel": "glorot_uniform",
              "mlp_kernel": "glorot_uniform"}.get(role, "zeros"))
+    if scheme == "tensor2tensor":
+        if role == "attention_kernel":
+            return MatrixVarianceScaling(1.0, "fan_avg", "uniform", parts=parts)
+        if role == "mlp_kernel":
+            return keras.initializers.GlorotUniform()
+        return keras.initializers.Zeros()
     if scheme == "big_vision":
         if role == "patch_kernel":
             return keras.initializers.LecunNormal()
