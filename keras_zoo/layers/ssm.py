@@ -323,7 +323,14 @@ class MambaMixer(layers.Layer):
 
     def _ssm_inputs(self, x, x_proj, dt_proj):
         dt, b, c = ops.split(x_proj(x), [self.rank, self.rank + self.state_dim], axis=-1)
-        return dt_proj(dt), b, c
+        if dt_proj.compute_dtype == "float32":
+            return dt_proj(dt), b, c
+        # Mixed precision: mamba_ssm multiplies by dt_proj.weight in the compute
+        # dtype and adds the bias in float32 inside the scan (delta_bias=
+        # dt_proj.bias.float()): a bfloat16 bias add would round log-uniform dt
+        # values of 1e-3..1e-1 to 3 significant bits before the softplus.
+        dt = ops.matmul(dt, ops.cast(dt_proj.kernel, dt.dtype))
+        return ops.cast(dt, "float32") + ops.cast(dt_proj.bias, "float32"), b, c
 
     def _direction(self, x, keep, suffix, return_state, initial_state=None):
         conv_kernel, conv_bias, x_proj, dt_proj, scan = self._parts(suffix)
