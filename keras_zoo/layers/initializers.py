@@ -13,7 +13,9 @@ fresh Keras initializer per weight:
   flax ``nn.Conv`` with its default lecun_normal (fan_in = p*p*C); q, k, v and
   the output projection are ``MultiHeadDotProductAttention`` DenseGenerals with
   xavier_uniform, fans of each (D, D) matrix on its own; MLP kernels
-  xavier_uniform with N(0, 1e-6) biases (``MlpBlock``); [CLS] zeros.
+  xavier_uniform with N(0, 1e-6) biases (``MlpBlock``); [CLS] zeros. (The
+  positions' N(0, 0.02), set by ``LearnedPositionEmbedding``, is
+  vision_transformer's ``AddPositionEmbs``; big_vision draws N(0, 1/sqrt(D)).)
 - ``"mae"``: facebookresearch/mae ``models_mae.py``
   ``MaskedAutoencoderViT.initialize_weights``: the patch kernel xavier_uniform
   on its (p*p*C, D) matrix view, every ``nn.Linear`` xavier_uniform on its own
