@@ -37,10 +37,9 @@ def dino_interpolate(grid, new):
 
 def main():
     rng = np.random.default_rng(0)
-    arrays = {}
+    arrays = {f"grid_{old}": rng.normal(size=(old * old, 5)).astype("float32")
+              for old in (14, 4)}
     for old, new in ((14, 6), (4, 2), (4, 6)):
-        grid = rng.normal(size=(old * old, 5)).astype("float32")
-        arrays[f"grid_{old}"] = grid if f"grid_{old}" not in arrays else arrays[f"grid_{old}"]
         arrays[f"out_{old}_{new}"] = dino_interpolate(arrays[f"grid_{old}"], new)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     np.savez(OUT, **arrays)
