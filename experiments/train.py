@@ -62,20 +62,24 @@ flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate, reached after war
                    "cosine decay to min_learning_rate.")
 flags.DEFINE_integer("warmup_steps", None, "Linear warmup steps; default 5% of the steps.")
 flags.DEFINE_float("min_learning_rate", 0.0, "Learning rate at the end of the cosine decay.")
-SCHEDULES = ("cosine", "inverse_sqrt")
+SCHEDULES = ("cosine", "inverse_sqrt", "linear")
 flags.DEFINE_enum("lr_schedule", "cosine", list(SCHEDULES),
                   "cosine: linear warmup to --learning_rate, cosine decay to "
                   "--min_learning_rate. inverse_sqrt: the Transformer paper's schedule, "
                   "linear warmup to --learning_rate then decay as 1/sqrt(step) "
-                  "(--learning_rate=d_model^-0.5 * warmup^-0.5 reproduces its formula).")
+                  "(--learning_rate=d_model^-0.5 * warmup^-0.5 reproduces its formula). "
+                  "linear: BERT's create_optimizer, linear warmup, then --learning_rate * "
+                  "(1 - step / total steps), 0 at the end.")
 flags.DEFINE_float("adam_beta_2", None, "Adam/AdamW/LAMB beta_2 (default: Keras', 0.999; "
                    "the Transformer paper: 0.98).")
 flags.DEFINE_float("adam_epsilon", None, "Adam/AdamW/LAMB epsilon (default: Keras', 1e-7; "
                    "the Transformer paper: 1e-9).")
-OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
+OPTIMIZERS = ("adamw", "adam", "sgd", "lamb", "bert_adamw")
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 flags.DEFINE_enum("optimizer", "adamw", list(OPTIMIZERS),
-                  "adamw (decoupled weight decay), adam, sgd (momentum 0.9), lamb.")
+                  "adamw (decoupled weight decay), adam, sgd (momentum 0.9), lamb, "
+                  "bert_adamw (BERT's AdamWeightDecayOptimizer: no bias correction, "
+                  "epsilon 1e-6 unless --adam_epsilon).")
 flags.DEFINE_float("weight_decay", 0.05, "Weight decay (adamw, sgd, lamb); biases and norm "
                    "scales (1-D weights) are not decayed.")
 flags.DEFINE_float("clipnorm", None, "Clip gradients to this global norm.")
@@ -470,6 +474,10 @@ def make_optimizer(c, total_steps, model):
         from keras_zoo.training.schedules import InverseSqrtSchedule
 
         schedule = InverseSqrtSchedule(lr, max(warmup, 1))
+    elif c["lr_schedule"] == "linear":
+        from keras_zoo.training.schedules import LinearDecayWithWarmup
+
+        schedule = LinearDecayWithWarmup(lr, max(total_steps, 1), warmup)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup else lr,
@@ -478,7 +486,7 @@ def make_optimizer(c, total_steps, model):
             warmup_target=lr if warmup else None,
             warmup_steps=warmup)
     common = {"learning_rate": schedule, "global_clipnorm": c["clipnorm"]}
-    if name in ("adam", "adamw", "lamb"):
+    if name in ("adam", "adamw", "lamb", "bert_adamw"):
         common.update({k: c[f"adam_{k}"] for k in ("beta_2", "epsilon")
                        if c[f"adam_{k}"] is not None})
 
@@ -487,6 +495,8 @@ def make_optimizer(c, total_steps, model):
         optimizer = optimizers.AdamW(weight_decay=wd, **common)
     elif name == "adam":
         optimizer = optimizers.Adam(**common)
+    elif name == "bert_adamw":
+        optimizer = optimizers.AdamWeightDecay(weight_decay=wd, **common)
     elif name == "sgd":
         optimizer = keras.optimizers.SGD(momentum=0.9, weight_decay=wd or None, **common)
     else:

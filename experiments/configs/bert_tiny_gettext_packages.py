@@ -2,7 +2,8 @@
 comes from (gettext_packages: 8,568 / 520 / 376 balanced messages). From scratch as
 written (a vocabulary of 8,192 trained on the training messages); to fine-tune a
 pre-trained model, set "preset" to its folder and keep the overrides:
-``--preset=RUN/best --config=experiments/configs/bert_tiny_gettext_packages.py``."""
+``--preset=RUN/best --config=experiments/configs/bert_tiny_gettext_packages.py``.
+run_classifier.py's optimiser: AdamWeightDecay, linear warm-up and decay to 0, clip 1.0."""
 
 CONFIG = {
     "preset": "bert_tiny_classifier",
@@ -12,5 +13,8 @@ CONFIG = {
     "global_batch_size": 32,
     "learning_rate": 5e-4,
     "warmup_steps": 100,
+    "optimizer": "bert_adamw",
+    "lr_schedule": "linear",
     "weight_decay": 0.01,
+    "clipnorm": 1.0,
 }

@@ -45,6 +45,12 @@ _HEADS = {"classification": "classifier", "token_classification": "classifier",
           "question_answering": "qa_outputs"}
 
 
+# Hugging Face's names -> ours: "gelu" is exact, "gelu_new" / "gelu_pytorch_tanh"
+# the tanh approximation (google-research/bert's modeling.py gelu)
+_HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_approximate",
+                "gelu_pytorch_tanh": "gelu_approximate"}
+
+
 def bert_config(folder, config, task):
     """Our BERT config from a Hugging Face BertConfig (checked)."""
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -53,9 +59,9 @@ def bert_config(folder, config, task):
     if missing or config.get("model_type", "bert") != "bert":
         raise PresetError(f"{folder!r}: config.json is not a BertConfig (model_type="
                           f"{config.get('model_type')!r}; missing {missing})")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise PresetError(f"{folder!r}: hidden_act={config['hidden_act']!r}; BERT uses the "
-                          "exact GELU ('gelu')")
+    act = config.get("hidden_act", "gelu")
+    if act not in _HIDDEN_ACTS:
+        raise PresetError(f"{folder!r}: hidden_act={act!r}; BERT takes {sorted(_HIDDEN_ACTS)}")
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise PresetError(f"{folder!r}: position_embedding_type="
                           f"{config['position_embedding_type']!r}; BERT uses 'absolute'")
@@ -76,6 +82,7 @@ def bert_config(folder, config, task):
         "sequence_length": min(128, positions),
         "task": task,
         **({"num_classes": labels} if task in _HEADS and task != "question_answering" else {}),
+        "hidden_act": _HIDDEN_ACTS[act],
     }
 
 

@@ -52,6 +52,8 @@ def gpt_config(folder, config):
         "num_heads": config.get("n_head", 12),
         "mlp_dim": config.get("n_inner"),
         "dropout": config.get("resid_pdrop", 0.1),
+        "embedding_dropout": config.get("embd_pdrop", 0.1),
+        "attention_dropout": config.get("attn_pdrop", 0.1),
         "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
         "prefill_length": min(64, positions),
     }

@@ -333,6 +333,7 @@ def _mamba(folder, config, tensors, overrides, load_weights):
         "tie_embeddings": bool(tie),
         "use_bias": bool(use_bias),
         "use_conv_bias": bool(use_conv_bias),
+        "residual_in_fp32": bool(config.get("residual_in_fp32", True)),
     }
     if kwargs["dt_rank"] == math.ceil(kwargs["hidden_dim"] / 16):
         kwargs["dt_rank"] = None

@@ -36,7 +36,9 @@ def _gelu_grad(x, upstream):
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
 def gelu(x):
-    """Exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), as in ViT and BERT.
+    """Exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), as in ViT (flax's
+    ``nn.gelu(approximate=False)``) and Hugging Face's BERT (google-research/bert's
+    own ``modeling.py`` uses the tanh form: ``gelu_approximate``).
 
     The forward pass is ``keras.activations.gelu(x, approximate=False)``, op
     for op, so outputs are identical and exporters still recognise the

@@ -52,13 +52,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
     ``FusedBatchNormV3`` (what Keras 2 used by default) does the forward in
     one kernel and the backward in another, on CPU, GPU and TPU (XLA lowers
     it). Used where it applies: 4-D channels-last inputs, no mask, no
-    renorm, no cross-replica sync, TensorFlow backend; anything else goes
-    through Keras.
+    renorm, no cross-replica sync over several replicas (``synchronized``
+    with one replica is the plain statistics), TensorFlow backend; anything
+    else goes through Keras.
     """
 
     def _fusable(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
-                and not self.synchronized and len(inputs.shape) == 4
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        synced = self.synchronized and tf.distribute.get_strategy().num_replicas_in_sync > 1
+        return (mask is None and not self.renorm and not synced and len(inputs.shape) == 4
                 and list(self._reduction_axes) == [0, 1, 2])
 
     def call(self, inputs, training=None, mask=None):

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import AbsoluteTruncatedNormal
+
 # ---------------------------------------------------------------- initialisers
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -222,8 +224,9 @@ class MambaMixer(layers.Layer):
     dt bias (``DtBiasInitializer``), conv weight and bias U(+-1/sqrt(kernel)),
     out_proj scaled by ``out_proj_scale`` (1/sqrt(num_layers) in MixerModel's
     ``rescale_prenorm_residual``). ``projection_init_stddev`` instead gives every
-    projection a truncated normal and zero biases, dt bias included (what
-    SiMBA's ``_init_weights`` does to its Mamba modules).
+    projection timm's trunc_normal (``AbsoluteTruncatedNormal``: cut at +-2
+    absolute) and zero biases, dt bias included (what SiMBA's ``_init_weights``
+    does to its Mamba modules).
 
     ``bidirectional=True`` adds a second conv / x_proj / dt_proj / A / D that
     scan the reversed sequence, sharing in_proj and out_proj, and averages the
@@ -277,7 +280,7 @@ class MambaMixer(layers.Layer):
 
         def dense(units, bias, name, kernel_init, bias_init="zeros"):
             if std is not None:
-                kernel_init, bias_init = keras.initializers.TruncatedNormal(stddev=std), "zeros"
+                kernel_init, bias_init = AbsoluteTruncatedNormal(std), "zeros"
             return layers.Dense(units, use_bias=bias, kernel_initializer=kernel_init,
                                 bias_initializer=bias_init, name=name, **kw)
 
@@ -320,7 +323,14 @@ class MambaMixer(layers.Layer):
 
     def _ssm_inputs(self, x, x_proj, dt_proj):
         dt, b, c = ops.split(x_proj(x), [self.rank, self.rank + self.state_dim], axis=-1)
-        return dt_proj(dt), b, c
+        if dt_proj.compute_dtype == "float32":
+            return dt_proj(dt), b, c
+        # Mixed precision: mamba_ssm multiplies by dt_proj.weight in the compute
+        # dtype and adds the bias in float32 inside the scan (delta_bias=
+        # dt_proj.bias.float()): a bfloat16 bias add would round log-uniform dt
+        # values of 1e-3..1e-1 to 3 significant bits before the softplus.
+        dt = ops.matmul(dt, ops.cast(dt_proj.kernel, dt.dtype))
+        return ops.cast(dt, "float32") + ops.cast(dt_proj.bias, "float32"), b, c
 
     def _direction(self, x, keep, suffix, return_state, initial_state=None):
         conv_kernel, conv_bias, x_proj, dt_proj, scan = self._parts(suffix)

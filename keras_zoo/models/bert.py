@@ -42,6 +42,9 @@ from keras_zoo.presets import register_family, register_preset
 TASKS = (None, "pretraining", "classification", "token_classification",
          "question_answering", "masked_lm")
 INPUTS = ("token_ids", "segment_ids", "padding_mask")
+# "gelu": the exact erf GELU, as Hugging Face's BertModel (hidden_act="gelu");
+# "gelu_approximate": the tanh form google-research/bert's modeling.py computes
+HIDDEN_ACTS = ("gelu", "gelu_approximate")
 
 
 # ---------------------------------------------------------------- layers
@@ -80,16 +83,17 @@ class MaskedLMTransform(layers.Layer):
     """The masked-LM head's transform before the tied output projection:
     dense (D -> D) + GELU + LayerNorm (run_pretraining.py cls/predictions/transform)."""
 
-    def __init__(self, layer_norm_epsilon=1e-12, **kwargs):
+    def __init__(self, layer_norm_epsilon=1e-12, activation="gelu", **kwargs):
         super().__init__(**kwargs)
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation_name = activation
 
     def build(self, input_shape):
         from keras_zoo.layers import activations
 
         self.dense = layers.Dense(input_shape[-1], dtype=self.dtype_policy, name="dense")
         self.dense.build(input_shape)
-        self.activation = activations.get("gelu")
+        self.activation = activations.get(self.activation_name)
         self.norm = LayerNormalization(epsilon=self.layer_norm_epsilon,
                                        dtype=self.dtype_policy, name="norm")
         self.norm.build(input_shape)
@@ -101,7 +105,8 @@ class MaskedLMTransform(layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "layer_norm_epsilon": self.layer_norm_epsilon}
+        return {**super().get_config(), "layer_norm_epsilon": self.layer_norm_epsilon,
+                "activation": self.activation_name}
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -128,9 +133,14 @@ class BERT(TextData, ZooModel):
     """BERT encoder + the head of ``task`` (see the module docstring).
 
     BERT-Base: vocabulary 30,522, width 768, 12 blocks of 12 heads, feed-forward
-    3,072 (exact GELU), 512 positions, 2 segments, post-LN with epsilon 1e-12,
+    3,072, 512 positions, 2 segments, post-LN with epsilon 1e-12,
     weights drawn from a normal truncated at 2 sigma, sigma 0.02:
     109,482,240 parameters with the pooler.
+
+    ``hidden_act`` (feed-forward and masked-LM transform): "gelu" (default),
+    the exact x * Phi(x), as Hugging Face's ``BertModel``; "gelu_approximate",
+    the tanh approximation google-research/bert's ``modeling.py`` ``gelu``
+    computes (its checkpoints were trained with it; the two differ by < 1e-3).
 
     Inputs (dict): ``token_ids``, ``segment_ids`` (0 for A, 1 for B) and
     ``padding_mask`` (1 = token, 0 = padding; padded keys get no attention),
@@ -154,9 +164,11 @@ class BERT(TextData, ZooModel):
                  dropout=0.1, attention_dropout=0.1, layer_norm_epsilon=1e-12,
                  initializer_range=0.02, task=None, num_classes=2, sequence_length=128,
                  max_predictions_per_seq=20, masked_lm_prob=0.15, short_seq_prob=0.1,
-                 name="bert", **kwargs):
+                 hidden_act="gelu", name="bert", **kwargs):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        if hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
         if not 2 < sequence_length <= max_sequence_length:
@@ -174,7 +186,7 @@ class BERT(TextData, ZooModel):
         for i in range(num_layers):
             x = TransformerEncoderBlock(
                 num_heads, intermediate_dim, dropout=dropout,
-                attention_dropout=attention_dropout, activation="gelu", norm_first=False,
+                attention_dropout=attention_dropout, activation=hidden_act, norm_first=False,
                 layer_norm_epsilon=layer_norm_epsilon, activation_dropout=0.0,
                 name=f"encoder_block_{i}")(x, attention_mask=inputs["padding_mask"])
         sequence = x
@@ -187,7 +199,7 @@ class BERT(TextData, ZooModel):
             inputs["mask_positions"] = keras.Input((max_predictions_per_seq,), dtype="int32",
                                                    name="mask_positions")
             h = GatherPositions(name="mlm_gather")(sequence, inputs["mask_positions"])
-            h = MaskedLMTransform(layer_norm_epsilon, name="mlm_transform")(h)
+            h = MaskedLMTransform(layer_norm_epsilon, hidden_act, name="mlm_transform")(h)
             mlm = OutputBias(name="mlm_output_bias")(token_embedding(h, reverse=True))
             outputs = {"mlm": mlm}
             if task == "pretraining":
@@ -594,11 +606,15 @@ class BERT(TextData, ZooModel):
 
 def _truncated_normal_init(model, stddev):
     """modeling.py's create_initializer: every matrix and embedding table drawn
-    from N(0, stddev^2) truncated at 2 sigma (biases zero, LayerNorm 1 and 0)."""
-    init = keras.initializers.TruncatedNormal(stddev=stddev)
+    from N(0, stddev^2) truncated at 2 sigma (biases zero, LayerNorm 1 and 0),
+    each variable independently: a fresh initializer per variable (an unseeded
+    Keras initializer object has a fixed seed, so one object reused would give
+    equal kernels and a position table equal to the first rows of the token
+    table). The seeds come from Python's ``random``: ``keras.utils.set_random_seed``
+    makes a build reproducible."""
     for v in model.weights:
         if v.path.endswith(("kernel", "embeddings")):
-            v.assign(init(v.shape, v.dtype))
+            v.assign(keras.initializers.TruncatedNormal(stddev=stddev)(v.shape, v.dtype))
 
 
 def _check_range(values, size, what, table):

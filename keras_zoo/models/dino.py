@@ -17,6 +17,7 @@ import itertools
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from keras_zoo import presets
@@ -240,8 +241,9 @@ def forward_at_size(backbone, images, training=False):
 
     The student sees local crops at a lower resolution than the global ones.
     Convolutions and pooling do not care; a learned position embedding is
-    resampled (bilinearly: XLA compiles it, where bicubic it does not) to the
-    new patch grid, as the official code's ``interpolate_pos_encoding`` does.
+    resampled to the new patch grid as the official code's
+    ``interpolate_pos_encoding`` does (``dino_resample_matrix``: bicubic at
+    its +0.1 scale, two constant matmuls, which XLA compiles).
     """
     x = images
     grid = None  # patches per side, from the image size: a dynamic batch hides it in x
@@ -256,13 +258,38 @@ def forward_at_size(backbone, images, training=False):
     return x
 
 
+def dino_resample_matrix(old, new):
+    """(new, old) weights of one axis of facebookresearch/dino's
+    ``interpolate_pos_encoding``: ``F.interpolate(mode="bicubic",
+    scale_factor=(new + 0.1) / old)``. torch samples output i at
+    (i + 0.5) / scale - 0.5 (the +0.1, added against a floating-point
+    off-by-one in the output size, also moves these points), with the cubic
+    convolution kernel of A = -0.75 and indices clamped at the borders."""
+    a = -0.75
+    scale = (new + 0.1) / old
+    weights = np.zeros((new, old))
+    for i in range(new):
+        source = (i + 0.5) / scale - 0.5
+        left = math.floor(source)
+        t = source - left
+        taps = (((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                ((a + 2) * t - (a + 3)) * t * t + 1,
+                ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a)
+        for k, w in enumerate(taps):
+            weights[i, min(max(left - 1 + k, 0), old - 1)] += w
+    return weights
+
+
 def _resample_positions(layer, new):
     """The (1, P + g*g, D) table of ``layer`` on a ``new`` x ``new`` patch grid."""
     table = layer.embedding
     prefix = layer.num_prefix_tokens
     old = math.isqrt(table.shape[1] - prefix)
-    grid = ops.reshape(table[:, prefix:], (1, old, old, table.shape[2]))
-    grid = ops.image.resize(grid, (new, new), interpolation="bilinear", antialias=False)
+    grid = ops.reshape(table[:, prefix:], (old, old, table.shape[2]))
+    weights = ops.convert_to_tensor(dino_resample_matrix(old, new).astype("float32"))
+    weights = ops.cast(weights, grid.dtype)
+    grid = ops.einsum("ij,jkd,lk->ild", weights, grid, weights)  # rows, then columns
     return ops.concatenate([table[:, :prefix], ops.reshape(grid, (1, new * new, -1))], axis=1)
 
 
@@ -315,6 +342,10 @@ class DINO(ZooModel):
             spec names one.
         teacher_backbone: None (the same as ``backbone``, the only valid choice)
             or an identical spec; a different one is an error.
+        sync_batchnorm: BatchNorm layers of both backbones (a ResNet's) use
+            the statistics of the global batch across replicas
+            (``synchronized=True``), as ``main_dino.py`` converts them with
+            ``nn.SyncBatchNorm.convert_sync_batchnorm``; one replica: no change.
     """
 
     def __init__(self, backbone="vit_small_patch16_224", teacher_backbone=None,
@@ -325,7 +356,7 @@ class DINO(ZooModel):
                  freeze_last_layer_epochs=1, steps_per_epoch=1251, total_steps=125_100,
                  num_local_crops=8, local_crop_size=96, global_crops_scale=(0.4, 1.0),
                  local_crops_scale=(0.05, 0.4), augmentation=None, drop_path_rate=0.1,
-                 weight_decay_end=0.4, name="dino", **kwargs):
+                 weight_decay_end=0.4, sync_batchnorm=True, name="dino", **kwargs):
         family, config = _dino_backbone(backbone)
         if teacher_backbone is not None:
             t_family, t_config = _dino_backbone(teacher_backbone)
@@ -352,6 +383,11 @@ class DINO(ZooModel):
             config["drop_path_rate"] = 0.0
         student_backbone = family(**student_config, name="student_backbone")
         teacher_backbone_model = family(**config, name="teacher_backbone")
+        if sync_batchnorm:  # main_dino.py: nn.SyncBatchNorm.convert_sync_batchnorm
+            for net in (student_backbone, teacher_backbone_model):
+                for layer in net._flatten_layers(include_self=False):
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.synchronized = True
         image_size = student_backbone.inputs[0].shape[1]
         if local_crop_size > image_size:
             raise ValueError(

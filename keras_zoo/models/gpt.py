@@ -36,7 +36,10 @@ class GPT(CausalLM):
     50,257, 124,439,808 parameters (the LM head is the token embedding).
     ``sequence_length`` is the training window (<= ``max_positions``);
     ``prefill_length`` the fixed prompt length of the exported ``prefill``
-    signature. ``mlp_dim`` defaults to 4 x ``hidden_dim``.
+    signature. ``mlp_dim`` defaults to 4 x ``hidden_dim``. ``dropout`` is on
+    the residual branches (GPT-2's ``resid_pdrop``); ``embedding_dropout``
+    (``embd_pdrop``) and ``attention_dropout`` (``attn_pdrop``, on the
+    attention probabilities) default to it.
 
     Generation (``generate``, from ``CausalLM``) and the TFLite signatures
     share ``call_with_cache``: the prompt fills the cache in one call, then
@@ -45,7 +48,8 @@ class GPT(CausalLM):
 
     def __init__(self, vocab_size=50257, max_positions=1024, sequence_length=1024,
                  hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=None, dropout=0.1,
-                 layer_norm_epsilon=1e-5, prefill_length=64, name="gpt", **kwargs):
+                 layer_norm_epsilon=1e-5, prefill_length=64, embedding_dropout=None,
+                 attention_dropout=None, name="gpt", **kwargs):
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
         for key, value in (("sequence_length", sequence_length),
@@ -58,14 +62,16 @@ class GPT(CausalLM):
         positions = PositionEmbedding(max_positions, initializer_stddev=0.01,
                                       name="position_embedding")
         blocks = [TransformerEncoderBlock(
-            num_heads, mlp_dim or 4 * hidden_dim, dropout=dropout, attention_dropout=dropout,
+            num_heads, mlp_dim or 4 * hidden_dim, dropout=dropout,
+            attention_dropout=dropout if attention_dropout is None else attention_dropout,
             activation_dropout=0.0, activation="gelu_approximate", norm_first=True,
             layer_norm_epsilon=layer_norm_epsilon, name=f"block_{i}")
             for i in range(num_layers)]
         final_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm")
 
         x = positions(embedding(token_ids))
-        x = layers.Dropout(dropout, name="embedding_dropout")(x)
+        x = layers.Dropout(dropout if embedding_dropout is None else embedding_dropout,
+                           name="embedding_dropout")(x)
         for block in blocks:
             x = block(x, use_causal_mask=True)
         logits = embedding(final_norm(x), reverse=True)

@@ -59,6 +59,11 @@ class TokenEmbedding(layers.Layer):
 class MambaBlock(layers.Layer):
     """x + MambaMixer(RMSNorm(x)) -- mamba_ssm's Block with rms_norm=True.
 
+    ``residual_in_fp32`` (mamba_ssm's, True in its released configs and in
+    Hugging Face's MambaConfig): under mixed precision the residual stream x
+    stays float32 (each block's bfloat16 output is added to it in float32);
+    no effect under float32.
+
     ``block(x, padding_mask=None, initial_state=None, return_state=False)``:
     the parallel form (``initial_state`` = (conv_state, ssm_state) continues).
     ``block(x, conv_state=..., ssm_state=...)`` with x (batch, 1, width): one
@@ -67,13 +72,19 @@ class MambaBlock(layers.Layer):
     built from the very same layers as the training graph.
     """
 
-    def __init__(self, mixer_config, norm_epsilon=1e-5, **kwargs):
+    def __init__(self, mixer_config, norm_epsilon=1e-5, residual_in_fp32=True, **kwargs):
         # No autocast: under mixed precision the float32 SSM state passed to a
         # step must not be rounded to bfloat16 (the sublayers cast for themselves).
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.mixer_config = dict(mixer_config)
         self.norm_epsilon = norm_epsilon
+        self.residual_in_fp32 = residual_in_fp32
+
+    def _residual(self, x):
+        """The residual stream: float32 under mixed precision with
+        ``residual_in_fp32`` (mamba_ssm's Block), else the compute dtype."""
+        return ops.cast(x, "float32" if self.residual_in_fp32 else self.compute_dtype)
 
     def build(self, input_shape):
         kw = {"dtype": self.dtype_policy}
@@ -84,19 +95,21 @@ class MambaBlock(layers.Layer):
 
     def call(self, x, padding_mask=None, initial_state=None, conv_state=None, ssm_state=None,
              return_state=False):
+        x = self._residual(x)
         if conv_state is not None:
             y, conv_state, ssm_state = self.mixer.step(self.norm(x[:, 0]), conv_state, ssm_state)
-            return x + y[:, None, :], conv_state, ssm_state
+            return x + ops.cast(y[:, None, :], x.dtype), conv_state, ssm_state
         y = self.mixer(self.norm(x), padding_mask=padding_mask, initial_state=initial_state,
                        return_state=return_state)
         if return_state:
             y, conv_state, ssm_state = y
-            return x + y, conv_state, ssm_state
-        return x + y
+            return x + ops.cast(y, x.dtype), conv_state, ssm_state
+        return x + ops.cast(y, x.dtype)
 
     def compute_output_spec(self, x, padding_mask=None, initial_state=None, conv_state=None,
                             ssm_state=None, return_state=False):
-        out = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        out = keras.KerasTensor(
+            x.shape, dtype="float32" if self.residual_in_fp32 else self.compute_dtype)
         if conv_state is None and not return_state:
             return out
         inner = MambaMixer.inner_dim_for(x.shape[-1], self.mixer_config.get("expand", 2))
@@ -107,7 +120,8 @@ class MambaBlock(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mixer_config=self.mixer_config, norm_epsilon=self.norm_epsilon)
+        config.update(mixer_config=self.mixer_config, norm_epsilon=self.norm_epsilon,
+                      residual_in_fp32=self.residual_in_fp32)
         return config
 
 
@@ -138,13 +152,16 @@ class Mamba(CausalLM):
         sequence_length: training window (tokens) of the data hook.
         prefill_length: the fixed prompt length of the exported ``prefill``.
         chunk_size: tokens per chunk of the parallel scan (None: ~sqrt(L)).
+        residual_in_fp32: keep the residual stream in float32 under mixed
+            precision (mamba_ssm's ``residual_in_fp32``; the dt bias is added
+            in float32 there too, as ``selective_scan_fn``'s ``delta_bias``).
     """
 
     def __init__(self, vocab_size=50280, hidden_dim=768, num_layers=24, state_dim=16,
                  conv_kernel=4, expand=2, dt_rank=None, pad_vocab_multiple=8,
                  norm_epsilon=1e-5, tie_embeddings=True, use_bias=False, use_conv_bias=True,
-                 sequence_length=2048, prefill_length=64, chunk_size=None, name="mamba",
-                 **kwargs):
+                 sequence_length=2048, prefill_length=64, chunk_size=None,
+                 residual_in_fp32=True, name="mamba", **kwargs):
         MambaMixer.inner_dim_for(hidden_dim, expand)  # a clear error for a bad width
         if vocab_size < 1 or num_layers < 1:
             raise ValueError(f"vocab_size and num_layers must be >= 1, got {vocab_size} and "
@@ -154,7 +171,8 @@ class Mamba(CausalLM):
                  "dt_rank": dt_rank, "use_bias": use_bias, "use_conv_bias": use_conv_bias,
                  "out_proj_scale": 1.0 / math.sqrt(num_layers), "chunk_size": chunk_size}
         embedding = TokenEmbedding(padded, hidden_dim, name="embedding")
-        blocks = [MambaBlock(mixer, norm_epsilon, name=f"block_{i}") for i in range(num_layers)]
+        blocks = [MambaBlock(mixer, norm_epsilon, residual_in_fp32, name=f"block_{i}")
+                  for i in range(num_layers)]
         final_norm = RMSNormalization(epsilon=norm_epsilon, name="final_norm")
         head = None if tie_embeddings else layers.Dense(
             padded, use_bias=False, name="lm_head", dtype="float32")

@@ -29,9 +29,11 @@ class ViT(ZooModel):
     ``drop_path_rate``: stochastic depth, rising linearly over the blocks from
     0 to this rate (DeiT and DINO's student use 0.1; 0 = off, the default).
     ``weight_init``: "big_vision" (default: the paper's code,
-    google-research/vision_transformer and big_vision ``vit.py``: lecun_normal
-    patch kernel, xavier q/k/v/out with per-matrix fans, xavier MLP with
-    N(0, 1e-6) biases, zero [CLS] and head, N(0, 0.02) positions) or "dino"
+    google-research/vision_transformer ``models_vit.py``, which big_vision's
+    ``vit.py`` shares: lecun_normal patch kernel, xavier q/k/v/out with
+    per-matrix fans, xavier MLP with N(0, 1e-6) biases, zero [CLS] and head;
+    N(0, 0.02) positions are vision_transformer's ``AddPositionEmbs``
+    (big_vision's learned positions use N(0, 1/sqrt(width)))) or "dino"
     (facebookresearch/dino ``vision_transformer.py``: N(0, 0.02) linears,
     torch-default patch conv, N(0, 0.02) [CLS]); see
     ``keras_zoo.layers.initializers``.

@@ -205,8 +205,11 @@ def test_other_architectures_and_settings_are_refused(tmp_path):
                                           r"checkpoint; keras_zoo imports .*BertForPreTraining"):
         keras_zoo.BERT.from_preset(_copy(tmp_path / "a", config={
             "architectures": ["T5ForConditionalGeneration"]}))
-    with pytest.raises(PresetError, match="hidden_act='gelu_new'; BERT uses the exact GELU"):
-        keras_zoo.BERT.from_preset(_copy(tmp_path / "b", config={"hidden_act": "gelu_new"}))
+    with pytest.raises(PresetError, match=r"hidden_act='relu'; BERT takes \['gelu', 'gelu_new'"):
+        keras_zoo.BERT.from_preset(_copy(tmp_path / "b", config={"hidden_act": "relu"}))
+    # the tanh GELU (google-research/bert's modeling.py) is BERT's gelu_approximate
+    model = keras_zoo.BERT.from_preset(_copy(tmp_path / "d", config={"hidden_act": "gelu_new"}))
+    assert model.get_zoo_config()["hidden_act"] == "gelu_approximate"
     with pytest.raises(PresetError, match="is not a folder"):
         keras_zoo.BERT.from_preset("hf:" + str(tmp_path / "nowhere"))
     with pytest.raises(PresetError, match="holds a BERT, not a ViT"):

@@ -100,6 +100,20 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path):
     assert "of the wrong shape: transformer.h.0.attn.c_attn.weight (96, 32)" in message
 
 
+def test_each_dropout_rate_of_the_config_is_read(tmp_path):
+    # GPT2Config: embd_pdrop (after the embeddings), attn_pdrop (attention
+    # probabilities), resid_pdrop (residual branches)
+    model = keras_zoo.GPT.from_preset(_copy_with(tmp_path, config={
+        "embd_pdrop": 0.05, "attn_pdrop": 0.2, "resid_pdrop": 0.3}), load_weights=False)
+    config = model.get_zoo_config()
+    assert (config["embedding_dropout"], config["attention_dropout"], config["dropout"]) == \
+        (0.05, 0.2, 0.3)
+    assert model.get_layer("embedding_dropout").rate == 0.05
+    block = model.get_layer("block_0")
+    assert (block.attention_dropout, block.dropout) == (0.2, 0.3)
+    assert block.attention.dropout == 0.2
+
+
 def test_untied_head_is_refused(tmp_path):
     def change(tensors):
         tensors["lm_head.weight"] = tensors["transformer.wte.weight"] + 1.0

@@ -51,6 +51,7 @@ def test_biases_and_head_are_read_from_the_file():
     assert tied.get_zoo_config()["tie_embeddings"] is True
     assert untied.get_zoo_config()["use_bias"] is True
     assert untied.get_zoo_config()["tie_embeddings"] is False
+    assert tied.get_zoo_config()["residual_in_fp32"] is True  # MambaConfig's, read
     # vocabulary 100 is not a multiple of 8: the file's 100 rows are kept as they are
     assert tied.padded_vocab_size == 100
     assert tied.count_params() == sum(v.size for v in load_file(
@@ -92,6 +93,18 @@ def test_misshapen_tensor_is_named(tmp_path):
 def test_fewer_layers_by_override_leaves_tensors_unplaced():
     with pytest.raises(PresetError, match=r"not placed: backbone\.layers\.1\."):
         keras_zoo.from_preset("hf:" + os.path.join(FIXTURES, "tied"), num_layers=1)
+
+
+def test_residual_in_fp32_is_read_from_the_config(tmp_path):
+    import json
+
+    folder = tmp_path / "hf"
+    shutil.copytree(os.path.join(FIXTURES, "tied"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "residual_in_fp32": False}))
+    model = keras_zoo.Mamba.from_preset(f"hf:{folder}", load_weights=False)
+    assert model.get_zoo_config()["residual_in_fp32"] is False
+    assert model.get_layer("block_0").residual_in_fp32 is False
 
 
 def test_not_a_supported_architecture(tmp_path):

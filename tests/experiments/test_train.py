@@ -146,6 +146,30 @@ def test_adamw_decays_kernels_but_not_biases():
             assert value == 1.0, v.path
 
 
+def test_bert_configs_use_the_original_optimizer():
+    import os
+
+    from keras_zoo.training import AdamWeightDecay
+    from keras_zoo.training.schedules import LinearDecayWithWarmup
+
+    here = os.path.join(os.path.dirname(trainer.__file__), "configs")
+    model = keras_zoo.BERT.from_preset("bert_tiny_pretraining", vocab_size=64)
+    for name in ("bert_tiny_prose_pretraining.py", "bert_tiny_gettext_packages.py"):
+        config = trainer.resolve({**trainer.load_config_file(os.path.join(here, name)),
+                                  "model_dir": "unused"})
+        optimizer, schedule = trainer.make_optimizer(config, 1000, model)
+        assert isinstance(optimizer, AdamWeightDecay) and not optimizer.bias_correction
+        assert (optimizer.epsilon, optimizer.weight_decay, optimizer.global_clipnorm) == \
+            (1e-6, 0.01, 1.0)
+        assert isinstance(schedule, LinearDecayWithWarmup) and schedule.total_steps == 1000
+        # modeling.py's exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"]:
+        # every bias and norm weight, and nothing else (the embedding tables decay)
+        excluded = {v.path for v in model.trainable_variables
+                    if not optimizer._use_weight_decay(v)}
+        assert excluded == {v.path for v in model.trainable_variables
+                            if v.path.endswith(("bias", "gamma", "beta"))}
+
+
 def test_jit_compile_auto_is_off_on_cpu_and_on_for_dry_runs():
     """auto: no XLA on a CPU-only machine (oneDNN kernels are faster there), XLA
     for a dry run (it checks what a TPU compiles); explicit settings win; the

@@ -67,6 +67,44 @@ def test_initialisation_is_truncated_normal_002():
     assert np.all(np.asarray(model.get_layer("embedding_norm").gamma) == 1)
 
 
+def test_each_table_and_kernel_is_drawn_independently():
+    # modeling.py draws every variable on its own; one reused unseeded Keras
+    # initializer gave equal qkv kernels in every block and a position table
+    # equal to the first rows of the token table.
+    keras.utils.set_random_seed(3)
+    model = BERT(**SMALL)
+    token = np.asarray(model.get_layer("token_embedding").embeddings)
+    position = np.asarray(model.get_layer("position_embedding").embeddings)
+    segment = np.asarray(model.get_layer("segment_embedding").embeddings)
+    assert not np.allclose(position, token[:len(position)])
+    assert not np.allclose(segment, token[:len(segment)])
+    qkv = [np.asarray(model.get_layer(f"encoder_block_{i}").attention.qkv.kernel)
+           for i in range(2)]
+    assert not np.allclose(qkv[0], qkv[1])
+    # independent draws: the correlation of two tables is ~N(0, 1/n), not 1
+    n = segment.size
+    assert abs(np.corrcoef(segment.ravel(), token.ravel()[:n])[0, 1]) < 5 / np.sqrt(n)
+    keras.utils.set_random_seed(3)  # and still reproducible under one seed
+    np.testing.assert_array_equal(
+        np.asarray(BERT(**SMALL).get_layer("token_embedding").embeddings), token)
+
+
+def test_hidden_act_picks_the_exact_or_the_tanh_gelu():
+    # google-research/bert modeling.py: gelu(x) = x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
+    x = np.linspace(-4, 4, 81).astype("float32")
+    official = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    exact = BERT(**SMALL)
+    tanh = BERT(**SMALL, task="pretraining", hidden_act="gelu_approximate")
+    mlp = tanh.get_layer("encoder_block_0").mlp
+    np.testing.assert_allclose(np.asarray(mlp._activation(x)), official, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(tanh.get_layer("mlm_transform").activation(x)), official, atol=1e-6)
+    exact_gelu = np.asarray(exact.get_layer("encoder_block_0").mlp._activation(x))
+    assert 1e-4 < np.abs(exact_gelu - official).max() < 1e-3  # erf vs tanh: different
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        BERT(**SMALL, hidden_act="relu")
+
+
 def test_padding_changes_nothing_at_real_tokens():
     model = _randomise(BERT(**SMALL, task=None))
     x = _inputs(length=6)

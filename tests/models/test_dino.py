@@ -227,6 +227,30 @@ def test_local_crops_run_through_the_backbone_at_their_own_size():
     assert dino_lib.forward_at_size(resnet.student_backbone, small).shape == (2, 128)
 
 
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "dino")
+
+
+@pytest.mark.parametrize("old, new", [(14, 6), (4, 2), (4, 6)])
+def test_local_crop_positions_are_dinos_bicubic_at_its_scale(old, new):
+    # tools/make_dino_fixtures.py: torch's F.interpolate(mode="bicubic",
+    # scale_factor=(new + 0.1) / old), as vision_transformer.interpolate_pos_encoding
+    ref = np.load(os.path.join(FIXTURES, "positions.npz"))
+    grid = ref[f"grid_{old}"]
+    layer = keras_zoo.layers.embeddings.LearnedPositionEmbedding(num_prefix_tokens=1)
+    layer.build((None, 1 + old * old, grid.shape[1]))
+    cls = np.full((1, 1, grid.shape[1]), 7.0, "float32")
+    layer.embedding.assign(np.concatenate([cls, grid[None]], axis=1))
+    out = np.asarray(dino_lib._resample_positions(layer, new))
+    np.testing.assert_array_equal(out[:, :1], cls)  # the class token's position: unchanged
+    # float32 sums of 16 products of values ~1 (float64 here: 3e-6 from torch)
+    np.testing.assert_allclose(out[0, 1:], ref[f"out_{old}_{new}"], rtol=0, atol=3e-5)
+    # a plain size-based bicubic resize (no +0.1) samples elsewhere
+    plain = keras.ops.image.resize(grid.reshape(1, old, old, -1), (new, new),
+                                   interpolation="bicubic", antialias=False)
+    assert np.abs(np.asarray(plain).reshape(-1, grid.shape[1]) -
+                  ref[f"out_{old}_{new}"]).max() > 1e-3
+
+
 def test_views_keep_static_shapes_when_the_batch_lost_them():
     # A retraced step (reduce_retracing, steps_per_execution loops) can see
     # views of unknown size; the student still needs the local patch grid.
@@ -568,3 +592,65 @@ def test_student_has_stochastic_depth_and_the_teacher_none():
     # ResNet has no stochastic depth; the official code passes the rate to ViTs only.
     DINO(backbone="resnet_tiny_digits", out_dim=16, hidden_dim=32, bottleneck_dim=8,
          num_local_crops=0, local_crop_size=16)
+
+
+_SYNC_BN = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from keras_zoo.models.dino import DINO
+    config = dict(backbone="resnet_tiny_digits", out_dim=16, hidden_dim=32, bottleneck_dim=8,
+                  num_local_crops=0, local_crop_size=32)
+    rng = np.random.default_rng(0)
+    # the two replicas' halves of the batch differ: their own statistics would too
+    x = np.concatenate([rng.random((4, 32, 32, 1)), 3 * rng.random((4, 32, 32, 1)) + 1])
+    x = x.astype("float32")
+    keras.utils.set_random_seed(0)
+    weights = DINO(**config).get_weights()
+    out = {}
+    for sync in (True, False):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = DINO(**config, sync_batchnorm=sync)
+            model.set_weights(weights)
+        bn = next(l for l in model.student_backbone.layers
+                  if isinstance(l, keras.layers.BatchNormalization))
+        ds = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices(x).batch(8))
+        fn = tf.function(lambda b: model.student_backbone(b, training=True))
+        per_replica = strategy.run(fn, args=(next(iter(ds)),))
+        out[sync] = {"features": np.concatenate(
+            [np.asarray(t) for t in strategy.experimental_local_results(per_replica)]).tolist(),
+            "moving_mean": np.asarray(bn.moving_mean).tolist(), "synchronized": bn.synchronized}
+    single = DINO(**config)
+    single.set_weights(weights)
+    bn = next(l for l in single.student_backbone.layers
+              if isinstance(l, keras.layers.BatchNormalization))
+    out["single"] = {"features": np.asarray(single.student_backbone(x, training=True)).tolist(),
+                     "moving_mean": np.asarray(bn.moving_mean).tolist()}
+    print("RESULT " + json.dumps({str(k): v for k, v in out.items()}))
+""")
+
+
+@pytest.mark.slow
+def test_batchnorm_statistics_are_the_global_batchs_across_replicas():
+    # main_dino.py converts every BatchNorm with nn.SyncBatchNorm.convert_sync_batchnorm:
+    # two replicas of 4 images must normalise as one device with the batch of 8
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _SYNC_BN], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT "):])
+    assert out["True"]["synchronized"] and not out["False"]["synchronized"]
+    single = np.asarray(out["single"]["features"])
+    scale = np.abs(single).max()
+    # float32 sums over 4 vs 8 images in another order: a few ulps of the scale
+    np.testing.assert_allclose(out["True"]["features"], single, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(out["True"]["moving_mean"], out["single"]["moving_mean"],
+                               rtol=1e-5, atol=1e-7)
+    # per-replica statistics (no sync) give other features
+    assert np.abs(np.asarray(out["False"]["features"]) - single).max() > 1e-2 * scale

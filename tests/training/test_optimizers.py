@@ -77,3 +77,72 @@ def test_round_trips_through_keras_file(tmp_path):
     assert loaded.optimizer.weight_decay == pytest.approx(0.05)
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _official_bert_steps(weights, grads, decayed, peak, total, warmup, clip=1.0, wd=0.01,
+                         beta_1=0.9, beta_2=0.999, epsilon=1e-6):
+    """google-research/bert optimization.py, in NumPy: create_optimizer's
+    schedule, clip_by_global_norm, AdamWeightDecayOptimizer.apply_gradients."""
+    weights = [w.astype(np.float64) for w in weights]
+    m = [np.zeros_like(w) for w in weights]
+    v = [np.zeros_like(w) for w in weights]
+    for step, g in enumerate(grads):  # global_step before the update
+        lr = peak * (1 - min(step, total) / total)  # polynomial_decay, power 1, end 0
+        if warmup and step < warmup:
+            lr = peak * step / warmup
+        norm = np.sqrt(sum((x.astype(np.float64) ** 2).sum() for x in g))
+        g = [x * clip / max(norm, clip) for x in g]
+        for i, (w, x) in enumerate(zip(weights, g)):
+            m[i] = beta_1 * m[i] + (1 - beta_1) * x
+            v[i] = beta_2 * v[i] + (1 - beta_2) * x * x
+            update = m[i] / (np.sqrt(v[i]) + epsilon)
+            if decayed[i]:
+                update = update + wd * w
+            weights[i] = w - lr * update
+    return weights
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_adam_weight_decay_is_berts_optimizer(jit_compile):
+    from keras_zoo.training.schedules import LinearDecayWithWarmup
+
+    rng = np.random.default_rng(0)
+    shapes = [(5, 4), (4,), (3, 5)]  # kernel (decayed), bias (not), table (decayed)
+    start = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[rng.normal(size=s).astype("float32") for s in shapes] for _ in range(5)]
+    variables = [keras.Variable(w) for w in start]
+    schedule = LinearDecayWithWarmup(0.1, total_steps=8, warmup_steps=2)
+    optimizer = optimizers.AdamWeightDecay(schedule, global_clipnorm=1.0)
+    assert (optimizer.weight_decay, optimizer.epsilon) == (0.01, 1e-6)
+    optimizer.exclude_from_weight_decay(var_list=[variables[1]])
+
+    @tf.function(jit_compile=jit_compile)
+    def apply(g):
+        optimizer.apply_gradients(zip(g, variables))
+
+    for g in grads:
+        apply(g)
+    # Keras holds beta_2 in float32 and takes 1 - float32(0.999) = 0.00099998713 (the
+    # official computes 1 - 0.999 in Python): a 1.3e-5 relative difference in the
+    # second moment, not the formula's; the reference uses Keras' constants
+    f32 = lambda x: float(np.float32(x))  # noqa: E731
+    expected = _official_bert_steps(start, grads, [True, False, True], 0.1, 8, 2,
+                                    beta_1=f32(0.9), beta_2=f32(0.999), epsilon=f32(1e-6))
+    for variable, want, w0 in zip(variables, expected, start):
+        # float32 arithmetic on values of ~1: a few ulps of the moved distance
+        np.testing.assert_allclose(np.asarray(variable), want, rtol=0, atol=2e-6)
+        assert np.abs(want - w0).max() > 1e-2  # the steps moved the weights
+    # the schedule itself: 0 at step 0, linear warm-up, then the decay line from step 0
+    got = [float(schedule(s)) for s in (0, 1, 2, 4, 8, 20)]
+    np.testing.assert_allclose(got, [0.0, 0.05, 0.075, 0.05, 0.0, 0.0], atol=1e-7)
+
+
+def test_adam_weight_decay_has_no_bias_correction_unlike_adam():
+    # the first step of Adam moves every weight by ~lr; without bias correction
+    # the official moves it by lr * (1 - beta_1) / sqrt(1 - beta_2) = 3.16 lr
+    for cls, expected in ((optimizers.Adam, 1.0), (optimizers.AdamWeightDecay, 0.1 / 0.001 ** 0.5)):
+        w = keras.Variable(np.zeros(3, "float32"))
+        kwargs = {"weight_decay": 0.0} if cls is optimizers.AdamWeightDecay else {}
+        cls(learning_rate=1e-3, epsilon=1e-12, **kwargs).apply_gradients(
+            [(tf.constant([1.0, -2.0, 0.5]), w)])
+        np.testing.assert_allclose(np.abs(np.asarray(w)), expected * 1e-3, rtol=1e-5)
