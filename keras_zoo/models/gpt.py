@@ -174,6 +174,65 @@ class GPT(CausalLM):
         (one token), both over a cache of ``max_positions`` slots."""
         return {"prefill": self.prefill_model(), "decode": self.decode_model()}
 
+    # ---- export to LiteRT-LM (export/litertlm.py)
+
+    def litertlm_signatures(self, prefill_length=None, context_length=None):
+        """The prefill/decode pair LiteRT-LM's executor runs: ``{name:
+        (function, [(input name, shape, dtype)])}``, each function taking its
+        inputs by name and returning a dict of named outputs.
+
+        Batch 1. ``prefill_<P>``: ``tokens`` (1, P), ``input_pos`` (P,) and
+        per block ``kv_cache_k_<i>`` / ``kv_cache_v_<i>`` (1, heads, C,
+        head_dim) -> the caches (the engine pads a shorter prompt: the padded
+        slots are overwritten by ``decode`` before any query reads them).
+        ``decode``: ``tokens`` (1, 1), ``input_pos`` (1,), the caches ->
+        ``logits`` (1, 1, vocab) and the caches. Keys/values are written at
+        ``input_pos[0]`` with a dynamic update slice; queries attend to slots
+        ``<= their position``, so no mask input is needed. A prompt longer
+        than ``P`` is prefilled in chunks by the engine. ``P`` defaults to
+        ``prefill_length``, ``C`` to ``max_positions``."""
+        c = self.get_zoo_config()
+        prefill = prefill_length or c["prefill_length"]
+        context = context_length or c["max_positions"]
+        if not 1 <= prefill <= context <= c["max_positions"]:
+            raise ValueError(f"need 1 <= prefill length ({prefill}) <= context length "
+                             f"({context}) <= max_positions ({c['max_positions']})")
+        heads, head_dim = c["num_heads"], c["hidden_dim"] // c["num_heads"]
+        names = [f"kv_cache_{kv}_{i}" for i in range(c["num_layers"]) for kv in "kv"]
+        caches = [(n, (1, heads, context, head_dim), "float32") for n in names]
+        embedding, positions, blocks, final_norm = self._parts
+
+        def run(tokens, input_pos, logits, **cache):
+            # A padded prompt chunk may run past the context and the position
+            # table, where a dynamic slice would move its start back onto real
+            # tokens: positions are gathered (clamped for padding), and the
+            # caches get room for a whole chunk, cut back after the write.
+            start, length = input_pos[0], tokens.shape[1]
+            index = ops.minimum(start + ops.arange(length, dtype="int32"),
+                                c["max_positions"] - 1)
+            table = ops.convert_to_tensor(positions.embeddings)
+            x = embedding(tokens) + ops.cast(ops.take(table, index, axis=0), "float32")[None]
+            room = ops.zeros((1, heads, length, head_dim), "float32") if length > 1 else None
+            out = {}
+            for i, block in enumerate(blocks.blocks):
+                pair = tuple(cache[f"kv_cache_{kv}_{i}"] if room is None else
+                             ops.concatenate([cache[f"kv_cache_{kv}_{i}"], room], axis=2)
+                             for kv in "kv")
+                x, pair = block(x, use_causal_mask=True, cache=pair, cache_index=start,
+                                training=False)
+                for kv, new in zip("kv", pair):
+                    out[f"kv_cache_{kv}_{i}"] = new if room is None else new[:, :, :context]
+            if logits:
+                out["logits"] = ops.cast(embedding(final_norm(x), reverse=True), "float32")
+            return out
+
+        def specs(length):
+            return [("tokens", (1, length), "int32"), ("input_pos", (length,), "int32"),
+                    *caches]
+
+        return {f"prefill_{prefill}": (lambda **kw: run(logits=False, **kw), specs(prefill)),
+                "decode": (lambda **kw: run(logits=True, **kw), specs(1))}
+
 
 class _CachedBlocks(layers.Layer):
     """The decoder blocks over one explicit cache (B, layers, 2, heads, T,
