@@ -21,8 +21,9 @@ The bundle holds three sections:
   tokenizer's end token), greedy sampler defaults, ``max_num_tokens`` = the
   context, ``generic_model``, no thinking, no function calling.
 
-A family without these signatures is refused in one line; one that cannot
-be carried by the engine (Mamba) says why in ``litertlm_unsupported``.
+GPT and Mamba have such signatures (Mamba's recurrent state travels as
+``kv_cache_*`` tensors, one token per prefill call: keras_zoo/models/mamba.py
+says why); any other family is refused in one line.
 """
 
 import os
@@ -39,16 +40,12 @@ def supported_families():
 
     presets._import_families()
     return sorted(name for name, cls in presets._FAMILIES.items()
-                  if hasattr(cls, "litertlm_signatures")
-                  and not getattr(cls, "litertlm_unsupported", None))
+                  if hasattr(cls, "litertlm_signatures"))
 
 
 def check_model(model):
     """One ExportError line when ``model`` cannot become a .litertlm bundle."""
     name = type(model).__name__
-    reason = getattr(model, "litertlm_unsupported", None)
-    if reason:
-        raise ExportError(f"--format=litertlm: {name} cannot run in LiteRT-LM: {reason}")
     if not hasattr(model, "litertlm_signatures"):
         raise ExportError(f"--format=litertlm exports causal language models; {name} is not "
                           f"one. Families that export to LiteRT-LM: "
@@ -180,6 +177,7 @@ def export_litertlm(model, output, quantization="none", prefill_length=None,
     work = _work_dir(output)
     try:
         tokenizer_path, kind = tokenizer_section(tokenizer, vocab_size, work)
+        # the engine takes dimension 2 of the first cache as the context
         context = next(shape[2] for n, shape, _ in next(iter(signatures.values()))[1]
                        if n.startswith("kv_cache_"))
         meta_path = os.path.join(work, "llm_metadata.pb")
