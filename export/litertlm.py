@@ -31,7 +31,7 @@ import shutil
 
 from export.tflite import ExportError
 
-DEFAULT_QUANTIZATIONS = ("none", "float16", "dynamic_int8")
+QUANTIZATIONS = ("none", "float16", "dynamic_int8")
 
 
 def supported_families():
@@ -165,9 +165,9 @@ def export_litertlm(model, output, quantization="none", prefill_length=None,
 
     from export.export import _check_writable, _work_dir, reap_stale_work_dirs
 
-    if quantization not in DEFAULT_QUANTIZATIONS:
+    if quantization not in QUANTIZATIONS:
         raise ExportError(f"--format=litertlm takes --quantization "
-                          f"{' / '.join(DEFAULT_QUANTIZATIONS)}; got {quantization!r} (full "
+                          f"{' / '.join(QUANTIZATIONS)}; got {quantization!r} (full "
                           "int8 needs calibration the engine's file does not carry)")
     signatures = litertlm_specs(model, prefill_length, context_length)
     _check_writable(output, "tflite")

@@ -127,6 +127,24 @@ def test_hf_gpt2_bundle_from_the_command_line_gives_the_reference(tmp_path):
         engine.generate("Hello, world! " * 15, max_new_tokens=4)
 
 
+
+def test_quantized_bundles(tmp_path):
+    """Smaller files; the engine's greedy text still Keras' (float) for at
+    least 3 of 4 prompts of 32 tokens (all 4 on this machine)."""
+    model = keras_zoo.GPT.from_preset("hf:" + GPT2_FIXTURE, prefill_length=8)
+    sizes = {q: export_model(model, str(tmp_path / f"{q}.litertlm"), format="litertlm",
+                             quantization=q)["size_bytes"]
+             for q in ("none", "dynamic_int8", "float16")}
+    for quantization in ("dynamic_int8", "float16"):
+        assert sizes[quantization] < 0.7 * sizes["none"]
+        engine = LiteRTLMGenerator(str(tmp_path / f"{quantization}.litertlm"))
+        same = 0
+        for prompt in ("Hello", "Hello, world!", "numbers 12345 and 3.14159", "tabs and lines"):
+            ids = engine.prompt_ids(prompt)
+            expected = model.generate([ids], max_new_tokens=32, return_ids=True)[0]
+            same += engine.generate(prompt, max_new_tokens=32) == model.tokenizer.decode(expected)
+        assert same >= 3, quantization
+
 def test_mamba_state_travels_as_kv_cache_tensors(tmp_path):
     """Mamba's conv/SSM states as kv_cache_k/v, one token per prefill call."""
     keras.utils.set_random_seed(1)
