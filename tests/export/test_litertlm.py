@@ -139,7 +139,8 @@ def test_quantized_bundles(tmp_path):
         assert sizes[quantization] < 0.7 * sizes["none"]
         engine = LiteRTLMGenerator(str(tmp_path / f"{quantization}.litertlm"))
         same = 0
-        for prompt in ("Hello", "Hello, world!", "numbers 12345 and 3.14159", "tabs and lines"):
+        for prompt in ("Hello", "Hello, world!", "numbers 12345 and 3.14159",
+                       "tabs and new lines"):
             ids = engine.prompt_ids(prompt)
             expected = model.generate([ids], max_new_tokens=32, return_ids=True)[0]
             same += engine.generate(prompt, max_new_tokens=32) == model.tokenizer.decode(expected)
