@@ -169,7 +169,9 @@ def test_bad_inputs_are_one_line(tmp_path):
     with pytest.raises(ExportError, match=r"^--format=litertlm exports causal language models; "
                        r"LeNet is not one\. Families that export to LiteRT-LM: GPT, Mamba$"):
         export_model(keras_zoo.from_preset("lenet5"), out, format="litertlm")
-    model = keras_zoo.GPT.from_preset("gpt_tiny")  # vocab_size 512
+    model = keras_zoo.GPT.from_preset("gpt_tiny")  # vocab_size 512, no tokenizer
+    with pytest.raises(ExportError, match=r"^--format=litertlm needs the model's tokenizer"):
+        export_model(model, out, format="litertlm")
     model.tokenizer = BytePairTokenizer.from_folder(GPT2_FIXTURE)  # 400 tokens
     with pytest.raises(ExportError, match=r"^the tokenizer has 400 tokens but the model's "
                        r"vocabulary \(vocab_size\) is 512; LiteRT-LM needs them equal"):
