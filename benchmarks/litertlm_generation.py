@@ -18,6 +18,7 @@ each; each runtime in a fresh process; the best of ``--rounds``.
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 
@@ -102,7 +103,7 @@ def plan(args):
     model = keras_zoo.GPT(vocab_size=tokenizer.vocab_size, dropout=0.0,
                           sequence_length=config["max_positions"], **config)
     model.tokenizer = tokenizer
-    folder = tempfile.mkdtemp(prefix="litertlm_bench_")
+    folder = args.folder = tempfile.mkdtemp(prefix="litertlm_bench_")
     bundle = export_model(model, os.path.join(folder, "gpt.litertlm"), format="litertlm")
     flat = export_model(model, os.path.join(folder, "gpt.tflite"))
     prompt_ids = [tokenizer.start_id] + tokenizer.encode(PROMPT)  # as the engine runs it
@@ -120,6 +121,7 @@ def plan(args):
 
 
 def report(args, jobs, results):
+    shutil.rmtree(args.folder, ignore_errors=True)  # the two exported files
     rows = []
     for (label, _), r in zip(jobs, results):
         if "error" in r:
