@@ -26,7 +26,9 @@ GPT and Mamba have such signatures (Mamba's recurrent state travels as
 says why); any other family is refused in one line.
 """
 
+import math
 import os
+import re
 import shutil
 
 from export.tflite import ExportError
@@ -226,13 +228,36 @@ def read_llm_metadata(path):
     for i in range(sections.ObjectsLength()):
         section = sections.Objects(i)
         if section.DataType() == schema.AnySectionDataType.LlmMetadataProto:
-            with open(path, "rb") as f:
-                f.seek(section.BeginOffset())
-                data = f.read(section.EndOffset() - section.BeginOffset())
             meta = llm_metadata_pb2.LlmMetadata()
-            meta.ParseFromString(data)
+            meta.ParseFromString(_section_bytes(path, section))
             return meta
     raise ExportError(f"{path!r} has no LlmMetadata section")
+
+
+def _section_bytes(path, section):
+    with open(path, "rb") as f:
+        f.seek(section.BeginOffset())
+        return f.read(section.EndOffset() - section.BeginOffset())
+
+
+def prefill_lengths(path):
+    """The token counts of the ``prefill_<P>`` signatures in a .litertlm file."""
+    import io
+
+    from ai_edge_litert import schema_py_generated as tflite_schema
+    from litert_lm_builder import litertlm_peek
+    from litert_lm_builder import litertlm_header_schema_py_generated as schema
+
+    sections = litertlm_peek.read_litertlm_header(path, io.StringIO()).SectionMetadata()
+    lengths = []
+    for i in range(sections.ObjectsLength()):
+        section = sections.Objects(i)
+        if section.DataType() == schema.AnySectionDataType.TFLiteModel:
+            model = tflite_schema.Model.GetRootAs(_section_bytes(path, section), 0)
+            keys = [model.SignatureDefs(s).SignatureKey().decode()
+                    for s in range(model.SignatureDefsLength())]
+            lengths += [int(k.split("_")[1]) for k in keys if re.fullmatch(r"prefill_\d+", k)]
+    return sorted(lengths)
 
 
 class LiteRTLMGenerator:
@@ -254,6 +279,7 @@ class LiteRTLMGenerator:
         ids = self.metadata.start_token.token_ids.ids
         self.start_id = int(ids[0]) if ids else None
         litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+        self.prefill_length = max(prefill_lengths(self.path))
         self.engine = litert_lm.Engine(
             self.path, backend=litert_lm.Backend.CPU(thread_count=num_threads),
             max_num_tokens=self.context_length, enable_benchmark=True)
@@ -274,6 +300,13 @@ class LiteRTLMGenerator:
                               f"{max_new_tokens} passes the bundle's context of "
                               f"{self.context_length} tokens; shorten the prompt or export "
                               "with a longer --context_length")
+        chunks = math.ceil(n / self.prefill_length)
+        if chunks * self.prefill_length > self.context_length:
+            raise ExportError(f"prompt of {n} tokens (start token included) takes {chunks} "
+                              f"prefill chunks of {self.prefill_length} positions, past the "
+                              f"bundle's context of {self.context_length} (the engine counts a "
+                              "padded chunk whole); shorten the prompt or export with a "
+                              "--context_length that is a multiple of --prefill_length")
         session = self.engine.create_session(apply_prompt_template=False,
                                              max_output_tokens=max_new_tokens)
         try:

@@ -189,7 +189,8 @@ class GPT(CausalLM):
         ``logits`` (1, 1, vocab) and the caches. Keys/values are written at
         ``input_pos[0]`` with a dynamic update slice; queries attend to slots
         ``<= their position``, so no mask input is needed. A prompt longer
-        than ``P`` is prefilled in chunks by the engine. ``P`` defaults to
+        than ``P`` is prefilled in chunks by the engine (each counted as ``P``
+        positions against the context). ``P`` defaults to
         ``prefill_length``, ``C`` to ``max_positions``."""
         c = self.get_zoo_config()
         prefill = prefill_length or c["prefill_length"]
@@ -203,25 +204,15 @@ class GPT(CausalLM):
         embedding, positions, blocks, final_norm = self._parts
 
         def run(tokens, input_pos, logits, **cache):
-            # A padded prompt chunk may run past the context and the position
-            # table, where a dynamic slice would move its start back onto real
-            # tokens: positions are gathered (clamped for padding), and the
-            # caches get room for a whole chunk, cut back after the write.
-            start, length = input_pos[0], tokens.shape[1]
-            index = ops.minimum(start + ops.arange(length, dtype="int32"),
-                                c["max_positions"] - 1)
-            table = ops.convert_to_tensor(positions.embeddings)
-            x = embedding(tokens) + ops.cast(ops.take(table, index, axis=0), "float32")[None]
-            room = ops.zeros((1, heads, length, head_dim), "float32") if length > 1 else None
+            # The engine pads the last chunk of a prompt up to P and counts
+            # the padding against the context, so a chunk never runs past it.
+            start = input_pos[0]
+            x = positions(embedding(tokens), start_index=start)
             out = {}
             for i, block in enumerate(blocks.blocks):
-                pair = tuple(cache[f"kv_cache_{kv}_{i}"] if room is None else
-                             ops.concatenate([cache[f"kv_cache_{kv}_{i}"], room], axis=2)
-                             for kv in "kv")
-                x, pair = block(x, use_causal_mask=True, cache=pair, cache_index=start,
-                                training=False)
-                for kv, new in zip("kv", pair):
-                    out[f"kv_cache_{kv}_{i}"] = new if room is None else new[:, :, :context]
+                pair = (cache[f"kv_cache_k_{i}"], cache[f"kv_cache_v_{i}"])
+                x, (out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"]) = block(
+                    x, use_causal_mask=True, cache=pair, cache_index=start, training=False)
             if logits:
                 out["logits"] = ops.cast(embedding(final_norm(x), reverse=True), "float32")
             return out

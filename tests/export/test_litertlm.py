@@ -133,10 +133,22 @@ def test_quantized_bundles(tmp_path):
     least 3 of 4 prompts of 32 tokens (all 4 on this machine)."""
     model = keras_zoo.GPT.from_preset("hf:" + GPT2_FIXTURE, prefill_length=8)
     sizes = {q: export_model(model, str(tmp_path / f"{q}.litertlm"), format="litertlm",
-                             quantization=q)["size_bytes"]
+                             quantization=q, context_length=60)["size_bytes"]
              for q in ("none", "dynamic_int8", "float16")}
-    for quantization in ("dynamic_int8", "float16"):
-        assert sizes[quantization] < 0.7 * sizes["none"]
+    # The engine counts a padded prefill chunk whole against the context:
+    # 56 tokens are 7 chunks of 8 (fit in 60), 57 tokens 8 chunks (do not).
+    engine = LiteRTLMGenerator(str(tmp_path / "none.litertlm"))
+    words = model.tokenizer.encode("one two three four five six seven eight nine ten " * 8)
+    long_prompt = model.tokenizer.decode(words[:56])
+    assert engine.prompt_ids(long_prompt) == words[:56]
+    expected = model.generate([words[:56]], max_new_tokens=4, return_ids=True)[0]
+    assert engine.generate(long_prompt, max_new_tokens=4) == model.tokenizer.decode(expected)
+    with pytest.raises(ExportError, match=r"^prompt of 57 tokens \(start token included\) "
+                       r"takes 8 prefill chunks of 8 positions, past the bundle's context of 60"):
+        engine.generate(model.tokenizer.decode(words[:57]), max_new_tokens=3)
+    # (the tokenizer and metadata sections keep their size)
+    for quantization, ratio in (("dynamic_int8", 0.7), ("float16", 0.8)):
+        assert sizes[quantization] < ratio * sizes["none"]
         engine = LiteRTLMGenerator(str(tmp_path / f"{quantization}.litertlm"))
         same = 0
         for prompt in ("Hello", "Hello, world!", "numbers 12345 and 3.14159",
