@@ -1,5 +1,6 @@
 """Edge export for keras_zoo models: SavedModel and TFLite (float32, float16,
-dynamic-range int8, full int8), verified against Keras and benchmarked.
+dynamic-range int8, full int8), verified against Keras and benchmarked; LiteRT-LM
+bundles (.litertlm) of language models.
 
     from export import export_model, load_model, verify_export
     model = load_model(preset="vit_tiny_digits")
@@ -17,6 +18,7 @@ _API = {
     "keras_int8": "export.export", "load_model": "export.export",
     "verify_export": "export.export", "benchmark": "export.verify",
     "QUANTIZATIONS": "export.tflite", "ExportError": "export.tflite",
+    "export_litertlm": "export.litertlm", "LiteRTLMGenerator": "export.litertlm",
 }
 
 
@@ -27,5 +29,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'export' has no attribute {name!r}")
 
 
-__all__ = ["QUANTIZATIONS", "ExportError", "benchmark", "export_model", "export_tflite",
-           "keras_int8", "load_model", "verify_export"]
+__all__ = ["QUANTIZATIONS", "ExportError", "LiteRTLMGenerator", "benchmark", "export_litertlm",
+           "export_model", "export_tflite", "keras_int8", "load_model", "verify_export"]

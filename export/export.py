@@ -4,6 +4,10 @@
         --quantization=int8 --representative_data=digits:train --output=vit.tflite \\
         --verify --benchmark
     python -m export.export --model_dir=runs/vit --format=saved_model --output=vit_sm
+    python -m export.export --preset=hf:gpt2 --format=litertlm --output=gpt2.litertlm
+
+``--format=litertlm`` writes a language model as a LiteRT-LM bundle (the
+model, its tokenizer and LlmMetadata in one file; export/litertlm.py).
 
 The exporter is generic: it writes each function a family returns from
 ``ZooModel.export_signatures()`` (its ``serving_signatures()``, plus
@@ -38,7 +42,7 @@ import numpy as np
 from export import qat, tflite, verify
 from export.tflite import QUANTIZATIONS, ExportError
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "litertlm")
 DEFAULT_VERIFY_DATA = "digits:test"
 
 
@@ -247,11 +251,14 @@ def _replace(tmp, path):
 def export_model(model, output, format="tflite", quantization="none", signature=None,
                  batch_size=None, representative_data=None, calibration_samples=200,
                  int8_io=False, allow_flex=False, float_ops=tflite.INT8_FLOAT_OPS,
-                 float_scopes=tflite.INT8_FLOAT_SCOPES, debug_quantization=None):
+                 float_scopes=tflite.INT8_FLOAT_SCOPES, debug_quantization=None,
+                 prefill_length=None, context_length=None):
     """Writes ``model`` to ``output``; returns a dict describing the file.
 
     Args:
-        format: "saved_model" (a folder) or "tflite" (a file).
+        format: "saved_model" (a folder), "tflite" (a file) or "litertlm"
+            (a LiteRT-LM bundle; ``prefill_length`` / ``context_length``
+            default to the model's ``prefill_length`` / ``max_positions``).
         quantization: "none" | "float16" | "dynamic_int8" | "int8" for TFLite;
             "none" | "int8" (Keras ``Model.quantize``) for SavedModels.
         signature: export only this signature (default: all of them).
@@ -265,6 +272,17 @@ def export_model(model, output, format="tflite", quantization="none", signature=
     require_tensorflow_backend("export.export_model (SavedModel / TFLite)")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    if format == "litertlm":
+        from export import litertlm
+
+        if signature or batch_size not in (None, 1) or int8_io or debug_quantization:
+            raise ExportError("--format=litertlm writes LiteRT-LM's own prefill/decode pair at "
+                              "batch 1: --signature, --batch_size, --int8_io and "
+                              "--debug_quantization do not apply")
+        return litertlm.export_litertlm(model, output, quantization, prefill_length,
+                                        context_length)
+    if prefill_length is not None or context_length is not None:
+        raise ExportError("--prefill_length and --context_length apply to --format=litertlm")
     if format == "tflite":
         return export_tflite(
             model, {quantization: output}, signature, batch_size, representative_data,
@@ -519,6 +537,10 @@ def _define_flags():
                       "name scopes kept in float under int8")
     flags.DEFINE_string("debug_quantization", None,
                         "write the QuantizationDebugger per-layer error CSV here")
+    flags.DEFINE_integer("prefill_length", None, "litertlm: tokens per prefill call "
+                         "(default: the model's prefill_length)")
+    flags.DEFINE_integer("context_length", None, "litertlm: key/value cache positions "
+                         "(default: the model's max_positions)")
     return flags.FLAGS
 
 
@@ -538,7 +560,7 @@ def check_flags(FLAGS, argv):
         raise ExportError(f"unexpected arguments {argv[1:]}; flags are written --name=value "
                           "(booleans: --int8_io / --noint8_io)")
     for name in ("batch_size", "calibration_samples", "verify_samples", "num_threads",
-                 "benchmark_runs"):
+                 "benchmark_runs", "prefill_length", "context_length"):
         value = FLAGS[name].value
         if value is not None and value < 1:
             raise ExportError(f"--{name} must be a positive integer, got {value}")
@@ -552,6 +574,9 @@ def check_flags(FLAGS, argv):
         check_spec(FLAGS.verify_data, "test")
     if FLAGS.benchmark and FLAGS.format != "tflite":
         raise ExportError("--benchmark measures TFLite files; use --format=tflite")
+    if FLAGS.verify and FLAGS.format == "litertlm":
+        raise ExportError("--verify compares SavedModel / TFLite files with Keras; a .litertlm "
+                          "bundle is checked by running it (export.litertlm.LiteRTLMGenerator)")
 
 
 def main(argv):
@@ -561,13 +586,14 @@ def main(argv):
     FLAGS = _FLAGS
     check_flags(FLAGS, argv)
     model = load_model(FLAGS.preset, FLAGS.model_dir)
-    output = FLAGS.output or (f"{model.name}_{FLAGS.quantization}.tflite"
-                              if FLAGS.format == "tflite" else f"{model.name}_saved_model")
+    output = FLAGS.output or {"tflite": f"{model.name}_{FLAGS.quantization}.tflite",
+                              "litertlm": f"{model.name}.litertlm"}.get(
+                                  FLAGS.format, f"{model.name}_saved_model")
     result = export_model(
         model, output, FLAGS.format, FLAGS.quantization, FLAGS.signature, FLAGS.batch_size,
         FLAGS.representative_data, FLAGS.calibration_samples, FLAGS.int8_io,
         FLAGS.allow_flex, tuple(FLAGS.float_ops), tuple(FLAGS.float_scopes),
-        FLAGS.debug_quantization)
+        FLAGS.debug_quantization, FLAGS.prefill_length, FLAGS.context_length)
     if FLAGS.verify:
         result["verify"] = verify_export(model, result, FLAGS.verify_data,
                                          FLAGS.verify_samples)

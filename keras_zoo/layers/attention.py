@@ -35,7 +35,9 @@ class MultiHeadAttention(layers.Layer):
             the keys/values of this call's ``q_len`` positions are written at
             ``cache_index`` and the queries attend to cache positions
             ``< cache_index + q_len`` (and causally when asked); the call
-            returns ``(output, new_cache)``. One decoding step therefore
+            returns ``(output, new_cache)``. A pair ``(keys, values)`` of
+            (batch, heads, max_len, head_dim) caches works the same and comes
+            back as a pair (LiteRT-LM's per-layer ``kv_cache_k/v`` tensors). One decoding step therefore
             costs O(current length), not a recomputation of the prefix. For
             cross-attention, ``cache`` holds the projected keys/values of the
             memory (``cross_attention_cache(memory)``), computed once per
@@ -122,10 +124,15 @@ class MultiHeadAttention(layers.Layer):
             q, k, v = self._split_heads(self.qkv(query), 3)
             index = ops.cast(cache_index, "int32")
             zero = ops.zeros((), "int32")
-            cache = ops.slice_update(
-                cache, (zero, zero, zero, index, zero),
-                ops.cast(ops.stack([k, v], axis=1), cache.dtype))
-            k, v = cache[:, 0], cache[:, 1]
+            if isinstance(cache, (tuple, list)):  # separate key and value caches
+                k, v = (ops.slice_update(c, (zero, zero, index, zero), ops.cast(t, c.dtype))
+                        for c, t in zip(cache, (k, v)))
+                cache = (k, v)
+            else:
+                cache = ops.slice_update(
+                    cache, (zero, zero, zero, index, zero),
+                    ops.cast(ops.stack([k, v], axis=1), cache.dtype))
+                k, v = cache[:, 0], cache[:, 1]
             mask = self._cache_mask(attention_mask, use_causal_mask, index,
                                     ops.shape(q)[2], ops.shape(k)[2])
         else:

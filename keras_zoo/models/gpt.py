@@ -180,6 +180,56 @@ class GPT(CausalLM):
         (one token), both over a cache of ``max_positions`` slots."""
         return {"prefill": self.prefill_model(), "decode": self.decode_model()}
 
+    # ---- export to LiteRT-LM (export/litertlm.py)
+
+    def litertlm_signatures(self, prefill_length=None, context_length=None):
+        """The prefill/decode pair LiteRT-LM's executor runs: ``{name:
+        (function, [(input name, shape, dtype)])}``, each function taking its
+        inputs by name and returning a dict of named outputs.
+
+        Batch 1. ``prefill_<P>``: ``tokens`` (1, P), ``input_pos`` (P,) and
+        per block ``kv_cache_k_<i>`` / ``kv_cache_v_<i>`` (1, heads, C,
+        head_dim) -> the caches (the engine pads a shorter prompt: the padded
+        slots are overwritten by ``decode`` before any query reads them).
+        ``decode``: ``tokens`` (1, 1), ``input_pos`` (1,), the caches ->
+        ``logits`` (1, 1, vocab) and the caches. Keys/values are written at
+        ``input_pos[0]`` with a dynamic update slice; queries attend to slots
+        ``<= their position``, so no mask input is needed. A prompt longer
+        than ``P`` is prefilled in chunks by the engine (each counted as ``P``
+        positions against the context). ``P`` defaults to
+        ``prefill_length``, ``C`` to ``max_positions``."""
+        c = self.get_zoo_config()
+        prefill = prefill_length or c["prefill_length"]
+        context = context_length or c["max_positions"]
+        if not 1 <= prefill <= context <= c["max_positions"]:
+            raise ValueError(f"need 1 <= prefill length ({prefill}) <= context length "
+                             f"({context}) <= max_positions ({c['max_positions']})")
+        heads, head_dim = c["num_heads"], c["hidden_dim"] // c["num_heads"]
+        names = [f"kv_cache_{kv}_{i}" for i in range(c["num_layers"]) for kv in "kv"]
+        caches = [(n, (1, heads, context, head_dim), "float32") for n in names]
+        embedding, positions, blocks, final_norm = self._parts
+
+        def run(tokens, input_pos, logits, **cache):
+            # The engine pads the last chunk of a prompt up to P and counts
+            # the padding against the context, so a chunk never runs past it.
+            start = input_pos[0]
+            x = positions(embedding(tokens), start_index=start)
+            out = {}
+            for i, block in enumerate(blocks.blocks):
+                pair = (cache[f"kv_cache_k_{i}"], cache[f"kv_cache_v_{i}"])
+                x, (out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"]) = block(
+                    x, use_causal_mask=True, cache=pair, cache_index=start, training=False)
+            if logits:
+                out["logits"] = ops.cast(embedding(final_norm(x), reverse=True), "float32")
+            return out
+
+        def specs(length):
+            return [("tokens", (1, length), "int32"), ("input_pos", (length,), "int32"),
+                    *caches]
+
+        return {f"prefill_{prefill}": (lambda **kw: run(logits=False, **kw), specs(prefill)),
+                "decode": (lambda **kw: run(logits=True, **kw), specs(1))}
+
 
 class _CachedBlocks(layers.Layer):
     """The decoder blocks over one explicit cache (B, layers, 2, heads, T,

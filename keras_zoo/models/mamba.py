@@ -353,6 +353,52 @@ class Mamba(CausalLM):
         return super().no_weight_decay_variables() + [
             v for v in self.trainable_variables if v.path.endswith("/A_log")]
 
+    def litertlm_signatures(self, prefill_length=None, context_length=None):
+        """LiteRT-LM's prefill/decode pair over the recurrent state (see
+        GPT.litertlm_signatures for the convention; export/litertlm.py).
+
+        The engine knows key/value caches only; it carries any tensor named
+        ``kv_cache_k_<i>`` / ``kv_cache_v_<i>`` from one call to the next, so
+        block i's conv state (1, kernel - 1, inner) travels as
+        ``kv_cache_k_<i>`` and its SSM state (1, inner, state_dim) as
+        ``kv_cache_v_<i>``. Two limits follow from the engine's reading of
+        those tensors as caches: (1) it pads a prompt chunk to the prefill
+        signature's length, and padding would advance a recurrent state, so
+        ``prefill_1`` takes one token per call (the prompt costs one step
+        per token); (2) it takes dimension 2 of the first cache as the
+        context, so a session holds at most ``inner`` (expand x width)
+        tokens although the state itself has no length limit."""
+        (layers_, kernel_m1, inner), (_, _, state_dim) = self.state_shapes()
+        if prefill_length not in (None, 1):
+            raise ValueError(f"Mamba prefills one token per LiteRT-LM call (the engine pads "
+                             f"longer chunks, and padding would advance the state); got "
+                             f"prefill length {prefill_length}")
+        if context_length not in (None, inner):
+            raise ValueError(f"Mamba's LiteRT-LM context is fixed by its state layout at "
+                             f"{inner} tokens (the inner width); got context length "
+                             f"{context_length}")
+        embedding, blocks, _, _ = self._parts
+        vocab = self.get_zoo_config()["vocab_size"]
+        conv_shape, ssm_shape = (1, kernel_m1, inner), (1, inner, state_dim)
+        states = [(f"kv_cache_{kv}_{i}", shape, "float32") for i in range(layers_)
+                  for kv, shape in (("k", conv_shape), ("v", ssm_shape))]
+
+        def run(tokens, input_pos, logits, **state):
+            del input_pos  # no positions in Mamba
+            x, out = embedding(tokens), {}
+            for i, block in enumerate(blocks):
+                x, out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"] = block(
+                    x, conv_state=ops.cast(state[f"kv_cache_k_{i}"], self.compute_dtype),
+                    ssm_state=state[f"kv_cache_v_{i}"])
+                out[f"kv_cache_k_{i}"] = ops.cast(out[f"kv_cache_k_{i}"], "float32")
+            if logits:
+                out["logits"] = ops.cast(self._logits(x)[..., :vocab], "float32")
+            return out
+
+        spec = [("tokens", (1, 1), "int32"), ("input_pos", (1,), "int32"), *states]
+        return {"prefill_1": (lambda **kw: run(logits=False, **kw), spec),
+                "decode": (lambda **kw: run(logits=True, **kw), spec)}
+
     def serving_signatures(self):
         """``prefill`` at ``prefill_length`` tokens and the one-token ``step``."""
         return {"prefill": self.prefill_model(self.get_zoo_config()["prefill_length"]),

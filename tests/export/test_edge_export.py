@@ -342,6 +342,8 @@ def test_cli_bad_flags_exit_with_one_clear_line(tmp_path, finish):
         r"is a folder; a TFLite export is one file": ["--preset=lenet5",
                                                       f"--output={tmp_path / 'empty'}"],
         r"unknown preset 'lenet_5'": ["--preset=lenet_5", out],
+        r"--format=litertlm exports causal language models; LeNet is not one\. Families that "
+        r"export to LiteRT-LM: GPT, Mamba$": ["--preset=lenet5", "--format=litertlm", out],
         r"Unknown command line flag 'quantisation'. Did you mean: quantization": [
             "--preset=lenet5", "--quantisation=int8", out],
     }
