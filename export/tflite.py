@@ -45,7 +45,7 @@ class ExportError(ValueError):
 
 def convert(saved_model_dir, quantization="none", representative=None, int8_io=False,
             allow_flex=False, signature_keys=None, float_ops=INT8_FLOAT_OPS,
-            float_scopes=INT8_FLOAT_SCOPES, debug_report=None):
+            float_scopes=INT8_FLOAT_SCOPES, debug_report=None, io_type="int8"):
     """Converts a SavedModel to TFLite bytes.
 
     Args:
@@ -53,6 +53,9 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         representative: for "int8": ``{signature_key: {input_name: array}}``,
             each array (num_samples, *static input shape incl. batch).
         int8_io: int8 inputs and outputs (integer-only accelerators); else float.
+        io_type: the inputs' and outputs' type under ``int8_io``: "int8", or
+            "uint8" (MediaPipe Tasks feed a quantized model image pixels as
+            uint8 and read uint8 scores).
         float_ops, float_scopes: ops (by TFLite op name) and name scopes kept in
             float in "int8" mode; both empty gives integer-only conversion that
             fails when an op has no int8 kernel.
@@ -79,6 +82,9 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
             c.target_spec.supported_types = [tf.float16]
         if mode == "int8":
             c.representative_dataset = _representative_fn(representative)
+            if int8_io:
+                c.inference_input_type = c.inference_output_type = (
+                    tf.uint8 if io_type == "uint8" else tf.int8)
         return c
 
     if quantization != "int8":
@@ -91,8 +97,6 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         # Integer-only: an op without an int8 kernel is an error, not a silent float island.
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
             [tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
-        if int8_io:
-            c.inference_input_type = c.inference_output_type = tf.int8
         return _run(c.convert)
     if debug_report and len(representative) > 1:
         raise ExportError(

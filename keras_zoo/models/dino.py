@@ -16,6 +16,8 @@ epochs, the paper's default run). Set them for your run, e.g.
 import itertools
 import math
 
+from typing import ClassVar
+
 import keras
 from keras import layers, ops
 
@@ -315,6 +317,8 @@ class DINO(ZooModel):
         teacher_backbone: None (the same as ``backbone``, the only valid choice)
             or an identical spec; a different one is an error.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"embedding": "image_embedder"}
 
     def __init__(self, backbone="vit_small_patch16_224", teacher_backbone=None,
                  out_dim=65536, hidden_dim=2048, bottleneck_dim=256, head_layers=3,

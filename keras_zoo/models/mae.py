@@ -1,5 +1,7 @@
 """Masked autoencoder (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners")."""
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -58,6 +60,8 @@ class MAE(ZooModel):
     ``"encoder"``); ``to_vit(num_classes=...)`` hands it to ``ViT`` for
     fine-tuning.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"embedding": "image_embedder"}
 
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
                  num_layers=12, num_heads=12, mlp_dim=3072, decoder_hidden_dim=512,

@@ -1,5 +1,7 @@
 """ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition")."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -34,6 +36,9 @@ class ResNet(ZooModel):
     strided one downsamples by 2x2 average pooling before its 1x1 conv
     instead of skipping three quarters of the pixels with a strided 1x1 conv.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
                  stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,
