@@ -336,12 +336,14 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         if not quantize_aware:
             write_saved_model(saved, specs)
         for quantization, output in outputs.items():
+            # Several files at once: int8_io is the int8 file's (one file: checked as given).
+            file_int8_io = int8_io and (quantization == "int8" or len(outputs) == 1)
             if quantize_aware:
                 content = qat.convert(model, specs, work, quantization, write_saved_model,
-                                      int8_io, allow_flex, float_ops)
+                                      file_int8_io, allow_flex, float_ops)
             else:
                 content = tflite.convert(
-                    saved, quantization, representative, int8_io=int8_io,
+                    saved, quantization, representative, int8_io=file_int8_io,
                     allow_flex=allow_flex, signature_keys=sorted(specs), float_ops=float_ops,
                     float_scopes=float_scopes,
                     debug_report=debug_quantization if quantization == "int8" else None,
@@ -351,7 +353,7 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
                 raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the "
                                   "LiteRT interpreter cannot run; pass --allow_flex to keep them")
             if plan is not None:
-                content = mediapipe_tasks.attach(content, plan, int8_io and quantization == "int8")
+                content = mediapipe_tasks.attach(content, plan, file_int8_io)
             tmp = os.path.join(_work_dir(output), "model.tflite")
             try:
                 with open(tmp, "wb") as f:

@@ -75,8 +75,9 @@ def label_names(model, labels_path=None):
 def _tasks_that_exist():
     from keras_zoo.models.base import families_with_mediapipe_tasks
 
-    return "; ".join(f"{task}: {', '.join(families)}"
-                     for task, families in families_with_mediapipe_tasks().items())
+    known = families_with_mediapipe_tasks()
+    order = [t for t in IMAGE_TASKS + TEXT_TASKS if t in known]
+    return "; ".join(f"{task}: {', '.join(known[task])}" for task in order)
 
 
 def plan(model, specs, mode="auto", labels_path=None):
@@ -105,7 +106,7 @@ def _plan(model, specs, labels_path, required):
         raise Skip(f"{family} has no MediaPipe task; the tasks that exist: "
                    f"{_tasks_that_exist()}" if required else "")
     if len(specs) != 1:
-        choices = ", ".join(f"--signature={s} ({t})" for s, t in tasks.items())
+        choices = " or ".join(f"--signature={s} ({t})" for s, t in tasks.items())
         raise Skip(f"this file holds {len(specs)} signatures {sorted(specs)}; a MediaPipe "
                    f"Task runs a file of one signature: export {choices}")
     (signature, (fn_model, inputs, outputs)), = specs.items()
