@@ -10,9 +10,10 @@ Image inputs: every keras_zoo vision model takes float images in [0, 1]
 (further normalisation lives inside the model graph), so MediaPipe's
 ``NormalizationOptions`` map uint8 pixels to [0, 1]: mean 0, std 255
 (``normalization``: a config ``input_range`` other than [0, 1] changes it).
-A full-int8 file with ``int8_io`` takes uint8 and gives uint8 (MediaPipe
-feeds a quantized model the raw pixel bytes and refuses int8 tensors); the
-image input gets scale 1/std and zero point mean, the same mapping exactly. Classifier scores are the model's logits.
+A full-int8 file with ``int8_io`` takes uint8 pixels (MediaPipe feeds a
+quantized model the raw bytes and refuses int8 tensors) with scale 1/std and
+zero point mean, the same mapping exactly, and gives float scores.
+Classifier scores are the model's logits.
 """
 
 import dataclasses

@@ -15,7 +15,6 @@ epochs, the paper's default run). Set them for your run, e.g.
 
 import itertools
 import math
-
 from typing import ClassVar
 
 import keras
