@@ -5,7 +5,7 @@
 
 For LeNet, ResNet and ViT digit classifiers (untrained weights: latency does
 not depend on them), exported with MediaPipe metadata in float32 and full
-int8 (uint8 in/out, as MediaPipe feeds a quantized model): the median time of
+int8 (uint8 pixels in, float scores out, as MediaPipe wants): the median time of
 
 * ``mediapipe``: ``vision.ImageClassifier.classify(mp.Image)`` on a 32x32 RGB
   uint8 image: preprocessing (resize/normalise), inference, top-k, labels;
@@ -82,7 +82,7 @@ def table(rows):
     for row in rows:
         for q in MODES:
             r = row[q]
-            lines.append(f"| {row['preset']} | {'float32' if q == 'none' else 'int8 (uint8 I/O)'}"
+            lines.append(f"| {row['preset']} | {'float32' if q == 'none' else 'int8, uint8 in'}"
                          f" | {r['mediapipe']:.0f} | {r['litert_invoke']:.0f} | "
                          f"{r['litert_call']:.0f} | {r['mediapipe'] / r['litert_invoke']:.1f}x |")
     return "\n".join(lines)
