@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from export import qat, tflite, verify
+from export import mediapipe_tasks, qat, tflite, verify
 from export.tflite import QUANTIZATIONS, ExportError
 
 FORMATS = ("saved_model", "tflite", "litertlm")
@@ -252,7 +252,7 @@ def export_model(model, output, format="tflite", quantization="none", signature=
                  batch_size=None, representative_data=None, calibration_samples=200,
                  int8_io=False, allow_flex=False, float_ops=tflite.INT8_FLOAT_OPS,
                  float_scopes=tflite.INT8_FLOAT_SCOPES, debug_quantization=None,
-                 prefill_length=None, context_length=None):
+                 prefill_length=None, context_length=None, metadata="auto", labels=None):
     """Writes ``model`` to ``output``; returns a dict describing the file.
 
     Args:
@@ -266,6 +266,7 @@ def export_model(model, output, format="tflite", quantization="none", signature=
         representative_data: dataset spec or array, calibrates "int8".
         float_ops, float_scopes: kept in float in TFLite "int8" (see export.tflite).
         debug_quantization: a path for the QuantizationDebugger per-layer CSV.
+        metadata, labels: TFLite Metadata for MediaPipe Tasks (see ``export_tflite``).
     """
     from keras_zoo.backend import require_tensorflow_backend
 
@@ -287,13 +288,14 @@ def export_model(model, output, format="tflite", quantization="none", signature=
         return export_tflite(
             model, {quantization: output}, signature, batch_size, representative_data,
             calibration_samples, int8_io, allow_flex, float_ops, float_scopes,
-            debug_quantization)[quantization]
+            debug_quantization, metadata, labels)[quantization]
     if quantization not in ("none", "int8"):
         raise ExportError(
             f"quantization={quantization!r} is a TFLite mode; a SavedModel takes 'none' or "
             "'int8' (Keras Model.quantize). Use --format=tflite for float16/dynamic_int8")
-    if int8_io or debug_quantization:
-        raise ExportError("--int8_io and --debug_quantization apply to --format=tflite only")
+    if int8_io or debug_quantization or metadata == "mediapipe":
+        raise ExportError("--int8_io, --debug_quantization and --metadata=mediapipe apply to "
+                          "--format=tflite only")
     _check_writable(output, "saved_model")
     reap_stale_work_dirs(output)
     if quantization == "int8":
@@ -316,9 +318,14 @@ def export_model(model, output, format="tflite", quantization="none", signature=
 def export_tflite(model, outputs, signature=None, batch_size=1, representative_data=None,
                   calibration_samples=200, int8_io=False, allow_flex=False,
                   float_ops=tflite.INT8_FLOAT_OPS, float_scopes=tflite.INT8_FLOAT_SCOPES,
-                  debug_quantization=None):
+                  debug_quantization=None, metadata="auto", labels=None):
     """Several TFLite files from one traced SavedModel: ``outputs`` maps a
-    quantization to a path. Returns ``{quantization: description}``."""
+    quantization to a path. Returns ``{quantization: description}``.
+
+    ``metadata``: "auto" writes the TFLite Metadata of the MediaPipe Task the
+    family declares for a one-signature file (export.mediapipe_tasks), and
+    says in one line why not otherwise; "mediapipe" requires it; "none"
+    skips it. ``labels``: a file of category names, one per line."""
     for quantization, output in outputs.items():
         if quantization not in QUANTIZATIONS:
             raise ExportError(f"unknown quantization {quantization!r}; expected one of "
@@ -328,7 +335,11 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         check_spec(representative_data)  # a bad spec fails before the slow part
     batch_size = 1 if batch_size is None else batch_size
     specs = signature_specs(model, batch_size, signature)
+    specs, plan = mediapipe_tasks.plan(model, specs, metadata, labels)
     quantize_aware = qat.is_quantize_aware(model)  # its ranges come from training
+    if plan is not None and quantize_aware and int8_io:
+        raise ExportError("--int8_io on a quantization-aware model gives int8 inputs, which "
+                          "MediaPipe does not feed; pass --metadata=none or drop --int8_io")
     for output in outputs.values():
         reap_stale_work_dirs(output)
     representative = None
@@ -342,19 +353,24 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
         if not quantize_aware:
             write_saved_model(saved, specs)
         for quantization, output in outputs.items():
+            # Several files at once: int8_io is the int8 file's (one file: checked as given).
+            file_int8_io = int8_io and (quantization == "int8" or len(outputs) == 1)
             if quantize_aware:
                 content = qat.convert(model, specs, work, quantization, write_saved_model,
-                                      int8_io, allow_flex, float_ops)
+                                      file_int8_io, allow_flex, float_ops)
             else:
                 content = tflite.convert(
-                    saved, quantization, representative, int8_io=int8_io,
+                    saved, quantization, representative, int8_io=file_int8_io,
                     allow_flex=allow_flex, signature_keys=sorted(specs), float_ops=float_ops,
                     float_scopes=float_scopes,
-                    debug_report=debug_quantization if quantization == "int8" else None)
+                    debug_report=debug_quantization if quantization == "int8" else None,
+                    io_type="uint8" if plan is not None else "int8")
             ops = tflite.model_ops(content)
             if ops["flex"] and not allow_flex:
                 raise ExportError(f"the converted file uses flex ops {ops['flex']}, which the "
                                   "LiteRT interpreter cannot run; pass --allow_flex to keep them")
+            if plan is not None:
+                content = mediapipe_tasks.attach(content, plan, file_int8_io)
             tmp = os.path.join(_work_dir(output), "model.tflite")
             try:
                 with open(tmp, "wb") as f:
@@ -364,6 +380,8 @@ def export_tflite(model, outputs, signature=None, batch_size=1, representative_d
                 shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
             results[quantization] = {**_describe(output, "tflite", quantization, specs,
                                                  batch_size), "ops": ops}
+            if plan is not None:
+                results[quantization]["mediapipe"] = mediapipe_tasks.describe(plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -490,6 +508,7 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         with qat.reference_mode(model, result["quantization"], fmt):
             lockstep = key in getattr(model, "lockstep_signatures", ())
             reference = verify.keras_outputs(keras_functions(specs)[key], arrays, batch, lockstep)
+        arrays = _as_exported(arrays, result["signatures"][key]["inputs"])
         exported = (verify.saved_model_outputs(path, key, arrays, batch)
                     if fmt == "saved_model" else verify.tflite_outputs(path, key, arrays))
         n = len(next(iter(exported.values())))
@@ -498,6 +517,20 @@ def verify_export(model, result, verify_data=DEFAULT_VERIFY_DATA, num_samples=64
         report[key] = {"num_samples": n, **verify.parity(exported, reference),
                        **verify.classification(exported, reference, labels, num_classes)}
     return report
+
+
+def _as_exported(arrays, exported_inputs):
+    """Grey images repeated to RGB where the file takes RGB (a MediaPipe image
+    task's file converts to grey itself: the same grey image either way)."""
+    import ast
+
+    out = dict(arrays)
+    for name, shape, _ in exported_inputs:
+        shape = ast.literal_eval(shape)
+        if name in out and out[name].ndim == 4 and out[name].shape[-1] == 1 \
+                and shape[-1] == 3:
+            out[name] = np.repeat(out[name], 3, axis=-1)
+    return out
 
 
 def _split(spec):
@@ -541,6 +574,11 @@ def _define_flags():
                          "(default: the model's prefill_length)")
     flags.DEFINE_integer("context_length", None, "litertlm: key/value cache positions "
                          "(default: the model's max_positions)")
+    flags.DEFINE_enum("metadata", "auto", mediapipe_tasks.METADATA_MODES,
+                      "TFLite Metadata for MediaPipe Tasks: auto (where the file's task is "
+                      "known), mediapipe (required), none")
+    flags.DEFINE_string("labels", None, "category names for MediaPipe classifiers, one per "
+                        "line (default: the model's label_names)")
     return flags.FLAGS
 
 
@@ -593,7 +631,8 @@ def main(argv):
         model, output, FLAGS.format, FLAGS.quantization, FLAGS.signature, FLAGS.batch_size,
         FLAGS.representative_data, FLAGS.calibration_samples, FLAGS.int8_io,
         FLAGS.allow_flex, tuple(FLAGS.float_ops), tuple(FLAGS.float_scopes),
-        FLAGS.debug_quantization, FLAGS.prefill_length, FLAGS.context_length)
+        FLAGS.debug_quantization, FLAGS.prefill_length, FLAGS.context_length,
+        FLAGS.metadata, FLAGS.labels)
     if FLAGS.verify:
         result["verify"] = verify_export(model, result, FLAGS.verify_data,
                                          FLAGS.verify_samples)

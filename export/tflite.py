@@ -45,7 +45,7 @@ class ExportError(ValueError):
 
 def convert(saved_model_dir, quantization="none", representative=None, int8_io=False,
             allow_flex=False, signature_keys=None, float_ops=INT8_FLOAT_OPS,
-            float_scopes=INT8_FLOAT_SCOPES, debug_report=None):
+            float_scopes=INT8_FLOAT_SCOPES, debug_report=None, io_type="int8"):
     """Converts a SavedModel to TFLite bytes.
 
     Args:
@@ -53,6 +53,11 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         representative: for "int8": ``{signature_key: {input_name: array}}``,
             each array (num_samples, *static input shape incl. batch).
         int8_io: int8 inputs and outputs (integer-only accelerators); else float.
+        io_type: under ``int8_io``, "int8" (int8 inputs and outputs), or
+            "uint8": uint8 inputs and float outputs, as MediaPipe Tasks want
+            (they feed a quantized model the pixel bytes and refuse int8
+            tensors; a float output keeps near-tied logits apart, which a
+            uint8 one rounds together).
         float_ops, float_scopes: ops (by TFLite op name) and name scopes kept in
             float in "int8" mode; both empty gives integer-only conversion that
             fails when an op has no int8 kernel.
@@ -79,6 +84,9 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
             c.target_spec.supported_types = [tf.float16]
         if mode == "int8":
             c.representative_dataset = _representative_fn(representative)
+            if int8_io:
+                c.inference_input_type = tf.uint8 if io_type == "uint8" else tf.int8
+                c.inference_output_type = tf.float32 if io_type == "uint8" else tf.int8
         return c
 
     if quantization != "int8":
@@ -91,15 +99,17 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         # Integer-only: an op without an int8 kernel is an error, not a silent float island.
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
             [tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
-        if int8_io:
-            c.inference_input_type = c.inference_output_type = tf.int8
         return _run(c.convert)
     if debug_report and len(representative) > 1:
         raise ExportError(
             "--debug_quantization works on one signature at a time; this file has "
             f"{sorted(representative)}: pass --signature")
+    # The debugger's fully_quantize gives int8 I/O whatever the converter's
+    # inference types; uint8 I/O is made from its float-I/O model instead.
+    uint8_io = int8_io and io_type == "uint8"
     options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_ops=deny_ops, denylisted_nodes=deny_nodes, fully_quantize=int8_io)
+        denylisted_ops=deny_ops, denylisted_nodes=deny_nodes,
+        fully_quantize=int8_io and not uint8_io)
     debugger = _run(lambda: tf.lite.experimental.QuantizationDebugger(
         converter=converter("int8"), debug_dataset=_representative_fn(representative, True),
         debug_options=options))
@@ -107,7 +117,12 @@ def convert(saved_model_dir, quantization="none", representative=None, int8_io=F
         debugger.run()
         with open(debug_report, "w") as f:
             debugger.layer_statistics_dump(f)
-    return _run(debugger.get_nondebug_quantized_model)
+    content = _run(debugger.get_nondebug_quantized_model)
+    if uint8_io:  # the converter's own step for uint8 inference types
+        from tensorflow.lite.python.util import modify_model_io_type
+
+        content = _run(lambda: modify_model_io_type(content, tf.uint8, tf.float32))
+    return content
 
 
 def _representative_fn(representative, as_list=False):

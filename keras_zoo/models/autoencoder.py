@@ -6,6 +6,8 @@ lecture notes, 2011). The VAE (vae.py) shares the encoder/decoder builders and
 the training machinery defined here.
 """
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -134,6 +136,8 @@ class Codec(ZooModel):
     steps (so it trains on every backend, under jit_compile and
     tf.distribute); every term is reported as a metric; labels are ignored.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"embedding": "image_embedder"}
 
     TERMS = ("loss",)
 

@@ -2,6 +2,7 @@
 
 import inspect
 import numbers
+from typing import ClassVar
 
 import keras
 
@@ -263,6 +264,20 @@ class ZooModel(keras.Model):
         The exporter adds ``"embedding"`` itself (``export_signatures``)."""
         return {"serving_default": self}
 
+    # {exported signature: the MediaPipe Task that runs it} ("image_classifier",
+    # "image_embedder", "text_classifier", "text_embedder"); the exporter writes
+    # that task's TFLite Metadata into a file holding that one signature.
+    MEDIAPIPE_TASKS: ClassVar[dict] = {}
+
+    def mediapipe_tasks(self):
+        """``MEDIAPIPE_TASKS`` of this model: the ``embedding`` entry only when
+        the family has an embedding hook. A family whose tasks depend on its
+        config (a headless ViT, BERT's ``task``) overrides this."""
+        tasks = dict(self.MEDIAPIPE_TASKS)
+        if not self.embedding_kinds():
+            tasks.pop("embedding", None)
+        return tasks
+
     def no_weight_decay_variables(self):
         """Variables the trainer's optimizer leaves undecayed. Default: biases and
         norm scales (every variable of rank <= 1). A family with other such
@@ -425,6 +440,16 @@ def _families_with_embeddings():
     presets._import_families()
     return sorted(name for name, cls in presets._FAMILIES.items()
                   if cls.embedding_kinds is not ZooModel.embedding_kinds)
+
+
+def families_with_mediapipe_tasks():
+    """{MediaPipe task: [family names]} over the registered families."""
+    presets._import_families()
+    out = {}
+    for name, cls in sorted(presets._FAMILIES.items()):
+        for task in dict.fromkeys(cls.MEDIAPIPE_TASKS.values()):
+            out.setdefault(task, []).append(name)
+    return out
 
 
 def _plain(value):

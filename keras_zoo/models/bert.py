@@ -28,6 +28,8 @@ Changing ``task`` in ``from_preset`` keeps the backbone's weights: a
 pre-trained preset becomes a classifier with a new head.
 """
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -60,6 +62,18 @@ class FirstToken(layers.Layer):
 
     def compute_output_shape(self, s):
         return (s[0], s[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class MaskedMean(layers.Layer):
+    """(B, T, D) tokens, (B, T) padding mask -> (B, D): the mean over real tokens."""
+
+    def call(self, x, padding):
+        weight = ops.cast(padding, x.dtype)[..., None]
+        return ops.sum(x * weight, axis=1) / ops.maximum(ops.sum(weight, axis=1), 1.0)
+
+    def compute_output_shape(self, x_shape, padding_shape):
+        return (x_shape[0], x_shape[2])
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -548,13 +562,57 @@ class BERT(TextData, ZooModel):
 
     def serving_signatures(self):
         """The model at a static length (``sequence_length``): TFLite wants static shapes."""
+        return {"serving_default": self._static_length(self, self.name)}
+
+    def export_signatures(self):
+        signatures = super().export_signatures()
+        if "embedding" in signatures:
+            signatures["embedding"] = self._static_length(signatures["embedding"],
+                                                          f"{self.name}_embedding")
+        return signatures
+
+    def _static_length(self, fn, name):
         length = self.get_zoo_config()["sequence_length"]
         inputs = {t.name: keras.Input((t.shape[1] or length,), dtype="int32", name=t.name)
                   for t in self.inputs}
-        outputs = self(inputs)
+        outputs = fn(inputs)
         if isinstance(outputs, dict):  # named outputs, in a fixed order
             outputs = [layers.Identity(name=k)(v) for k, v in sorted(outputs.items())]
-        return {"serving_default": keras.Model(inputs, outputs, name=self.name)}
+        return keras.Model(inputs, outputs, name=name)
+
+    # ---- embeddings and MediaPipe
+
+    # MediaPipe's BertPreprocessor finds its three int32 inputs by these
+    # metadata names (mediapipe/calculators/tensor/bert_preprocessor_calculator.cc).
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "text_classifier",
+                                       "embedding": "text_embedder"}
+    MEDIAPIPE_INPUT_NAMES: ClassVar[dict] = {"token_ids": "ids", "padding_mask": "mask",
+                                             "segment_ids": "segment_ids"}
+
+    def mediapipe_tasks(self):
+        """A classifier's logits run in MediaPipe's TextClassifier; its
+        ``embedding`` (and the backbone's) in TextEmbedder."""
+        tasks = {"serving_default": "text_classifier"} if self.task == "classification" else {}
+        if self.embedding_kinds():
+            tasks["embedding"] = "text_embedder"
+        return tasks
+
+    def embedding_kinds(self):
+        """``"pooled"``: the pooler's tanh(dense([CLS])), what the classifier
+        head reads (where the task has a pooler); ``"mean"``: the mean of the
+        final token vectors over the padding mask."""
+        pooled = self.task in (None, "pretraining", "classification")
+        return ("pooled", "mean") if pooled else ("mean",)
+
+    def embedding_model(self, kind=None):
+        kind = self._embedding_kind(kind)
+        if kind == "pooled":
+            build = lambda: self.get_layer("pooler").output
+        else:
+            build = lambda: MaskedMean(name="mean_embedding")(
+                self.get_layer(f"encoder_block_{self.get_zoo_config()['num_layers'] - 1}")
+                .output, self.input["padding_mask"])
+        return self._embedding_from(kind, self.input, build)
 
     def representative_inputs(self, spec, split, num_samples, signature="serving_default"):
         """Calibration/verification inputs from a labelled text spec: packed ids and

@@ -15,6 +15,7 @@ epochs, the paper's default run). Set them for your run, e.g.
 
 import itertools
 import math
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -347,6 +348,8 @@ class DINO(ZooModel):
             (``synchronized=True``), as ``main_dino.py`` converts them with
             ``nn.SyncBatchNorm.convert_sync_batchnorm``; one replica: no change.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"embedding": "image_embedder"}
 
     def __init__(self, backbone="vit_small_patch16_224", teacher_backbone=None,
                  out_dim=65536, hidden_dim=2048, bottleneck_dim=256, head_layers=3,

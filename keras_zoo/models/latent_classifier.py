@@ -1,5 +1,7 @@
 """A small classifier on the frozen codes of a trained (V)AE encoder (a "linear/MLP probe")."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -51,6 +53,9 @@ class LatentClassifier(ZooModel):
     ``.keras`` files and presets are self-contained. Defaults: one hidden
     layer of 64 ReLU units, 10 classes.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
 
     def __init__(self, encoder=None, image_size=None, num_channels=None, hidden_units=(64,),
                  num_classes=10, activation="relu", dropout=0.0, name="latent_classifier",

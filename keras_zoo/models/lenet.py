@@ -1,5 +1,7 @@
 """LeNet-5 (LeCun et al. 1998, "Gradient-Based Learning Applied to Document Recognition")."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -17,6 +19,9 @@ class LeNet(ZooModel):
     the modern variant. C3 here connects to all six S2 maps (the paper's
     sparse connection table was a compute-saving device of 1998).
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
 
     def __init__(self, image_size=32, num_channels=1, filters=(6, 16), dense_units=(120, 84),
                  num_classes=10, activation="tanh", pooling="average", name="lenet",

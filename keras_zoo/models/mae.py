@@ -1,5 +1,7 @@
 """Masked autoencoder (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners")."""
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -71,6 +73,8 @@ class MAE(ZooModel):
     normalises with the ImageNet mean/std before the model, so its targets
     are normalised pixels too). ``mae_vit_base_patch16`` carries ImageNet's.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"embedding": "image_embedder"}
 
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
                  num_layers=12, num_heads=12, mlp_dim=3072, decoder_hidden_dim=512,

@@ -1,5 +1,7 @@
 """MLP: a multi-layer perceptron on flattened images (Rumelhart et al. 1986)."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -15,6 +17,9 @@ class MLP(ZooModel):
     Defaults: 32x32x1 input (the bundled digits pipeline), two hidden layers
     of 512 and 256 ReLU units, 10 classes (logits, no softmax).
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
 
     def __init__(self, image_size=32, num_channels=1, hidden_units=(512, 256),
                  num_classes=10, activation="relu", dropout=0.0, name="mlp", **kwargs):

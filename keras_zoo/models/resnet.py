@@ -1,5 +1,7 @@
 """ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition")."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -40,6 +42,9 @@ class ResNet(ZooModel):
     calls it ``embedding_size``). ``preprocessing`` / ``label_names``: as
     ``ViT``'s (``keras_zoo.preprocessing``).
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
 
     def __init__(self, block_type="bottleneck", stage_depths=(3, 4, 6, 3),
                  stage_filters=(64, 128, 256, 512), image_size=224, num_channels=3,

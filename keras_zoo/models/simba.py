@@ -15,6 +15,7 @@ multiplication"), soft-shrinkage and the inverse FFT.
 """
 
 import math
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -326,6 +327,8 @@ class Simba(ZooModel):
         token_label: the official auxiliary token-labelling head (training
             recipe); off by default, it adds dim * classes + classes parameters.
     """
+
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier"}
 
     def __init__(self, image_size=224, num_channels=3, num_classes=1000, stem_hidden_dim=32,
                  embed_dims=(64, 128, 320, 448), depths=(3, 4, 6, 3), mlp_ratios=(8, 8, 4, 4),

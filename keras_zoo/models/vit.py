@@ -1,5 +1,7 @@
 """Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words")."""
 
+from typing import ClassVar
+
 import keras
 from keras import layers
 
@@ -43,6 +45,9 @@ class ViT(ZooModel):
     see ``keras_zoo.preprocessing``. ``label_names``: one name per class.
     """
 
+    MEDIAPIPE_TASKS: ClassVar[dict] = {"serving_default": "image_classifier",
+                                       "embedding": "image_embedder"}
+
     def __init__(self, image_size=224, patch_size=16, num_channels=3, hidden_dim=768,
                  num_layers=12, num_heads=12, mlp_dim=3072, num_classes=1000,
                  pooling="token", dropout=0.0, attention_dropout=0.0,
@@ -82,6 +87,13 @@ class ViT(ZooModel):
             x = layers.Dense(num_classes, kernel_initializer="zeros", name="head",
                              dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+    def mediapipe_tasks(self):
+        """A headless ViT (``num_classes=0`` or ``pooling=None``) embeds, it does not classify."""
+        tasks = super().mediapipe_tasks()
+        if not (self._zoo_config["num_classes"] and self._zoo_config["pooling"] is not None):
+            tasks.pop("serving_default")
+        return tasks
 
     def embedding_kinds(self):
         # The default is what this model's head reads (a "gap" model's CLS
