@@ -92,6 +92,8 @@ class ZooModel(keras.Model):
             if shape is not None and len(shape) and shape[0] == 0:
                 raise ValueError(f"{type(self).__name__}.predict got an empty batch (input of "
                                  f"shape {tuple(shape)}): give at least one example")
+        if hasattr(x, "shape") or isinstance(x, dict):
+            self._check_input_shape(x)  # the checks __call__ makes (ids, shapes)
         try:
             return super().predict(x, *args, **kwargs)
         except UnboundLocalError:  # Keras' loop saw no batch at all (an empty dataset)

@@ -28,6 +28,7 @@ from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from keras_zoo.models import decoding
 from keras_zoo.models.base import ZooModel, counted, signature_model
+from keras_zoo.models.checks import check_count, check_id_lists, check_texts, check_token_ids
 from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
@@ -112,6 +113,25 @@ class Transformer(TextData, ZooModel):
 
     tokenizer_hint = "; translate_ids() takes token ids without one"
 
+    def _check_input_shape(self, inputs):
+        """One line for wrong keys or ranks, sequences past the position table
+        and (concrete) ids outside the vocabulary."""
+        if not isinstance(inputs, dict):
+            return
+        c = self.get_zoo_config()
+        if sorted(inputs) != ["source_ids", "target_ids"]:
+            raise ValueError(f"Transformer inputs are ['source_ids', 'target_ids']; got "
+                             f"{sorted(inputs)}")
+        table = max(c["max_source_length"], c["max_target_length"]) + 1
+        for key in ("source_ids", "target_ids"):
+            shape = tuple(getattr(inputs[key], "shape", np.shape(inputs[key])))
+            if len(shape) != 2:
+                raise ValueError(f"{key} must be (batch, length); got shape {shape}")
+            if shape[1] is not None and shape[1] > table:
+                raise ValueError(f"{key} of {shape[1]} tokens passes the position table of "
+                                 f"{table} (max_source_length / max_target_length + 1)")
+            check_token_ids(inputs[key], c["vocab_size"], key.replace("_", " "))
+
     # ---- the two halves, used by decoding and by the exported signatures
 
     def encode(self, source_ids):
@@ -160,6 +180,8 @@ class Transformer(TextData, ZooModel):
         ``max_length``: most target subwords (default: source length + 50 as
         in the paper, capped at ``max_target_length``).
         """
+        check_texts(texts, "translate()")
+        self._check_decoding_arguments(beam_size, max_length, alpha, batch_size)
         tokenizer = self._require_tokenizer("translate() on strings")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -182,8 +204,8 @@ class Transformer(TextData, ZooModel):
         """Token-id version of ``translate``: lists of source ids (ending in
         the end token) -> lists of target ids (without start/end tokens)."""
         c = self.get_zoo_config()
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        check_id_lists(source_ids, "translate_ids()")
+        self._check_decoding_arguments(beam_size, max_length, alpha, batch_size)
         start, end = self._special_ids()
         vocab = c["vocab_size"]
         for row in source_ids:
@@ -222,6 +244,16 @@ class Transformer(TextData, ZooModel):
             for j, r in enumerate(rows):
                 out[r] = result[j]
         return out
+
+    @staticmethod
+    def _check_decoding_arguments(beam_size, max_length, alpha, batch_size):
+        check_count("beam_size", beam_size)
+        check_count("max_length", max_length, allow_none=True)  # 0 is not "the default"
+        check_count("batch_size", batch_size)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
+                not 0 <= alpha < float("inf"):
+            raise ValueError(f"alpha (the length penalty) must be a finite number >= 0, "
+                             f"got {alpha!r}")
 
     def _special_ids(self):
         t = self.tokenizer
