@@ -157,7 +157,7 @@ class CausalLM(TextData, ZooModel):
         if as_text:
             check_texts(texts, "generate()")
         else:
-            check_id_lists(texts, "generate()")
+            check_id_lists(texts, "generate()", allow_empty_rows=True)  # empty: _check_prompts
         check_count("max_new_tokens", max_new_tokens)
         if isinstance(sampler, str):
             check_sampling(temperature, top_k if sampler == "top_k" else None,
