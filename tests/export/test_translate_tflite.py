@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from export import export as exporter
 from export.translate import TFLiteTranslator
@@ -24,6 +25,10 @@ def test_tflite_greedy_translation_equals_keras(tmp_path):
     got = [translator.translate_ids([int(t) for t in s], max_length=12) for s in sources]
     assert got == expected
     assert any(len(g) > 2 for g in got)  # the comparison covers several decoding steps
+    # Another model's tokenizer would decode garbage: refused by vocabulary size.
+    other = type("Tokenizer", (), {"vocab_size": 300})()
+    with pytest.raises(ValueError, match="the tokenizer has 300 tokens but .* outputs 64"):
+        TFLiteTranslator(path, other)
 
 
 def test_saved_model_carries_the_signatures_and_the_vocabulary(tmp_path):
