@@ -370,6 +370,7 @@ def _load(cls, preset, load_weights=True, **overrides):
         data, weights = read_preset_folder(folder)
         family, config = parse_preset_config(data, os.path.join(preset, CONFIG_FILE))
         source = preset
+        _check_config_fits_weights(config, weights, os.path.join(preset, CONFIG_FILE))
         if load_weights and not weights:
             raise PresetError(
                 f"preset folder {preset!r} has no {WEIGHTS_FILE}: pass load_weights=False "
@@ -426,6 +427,20 @@ def _attach_tokenizer(model, folder):
         raise PresetError(f"preset folder {folder!r} has no tokenizer.json: a "
                           f"{type(model).__name__} preset must carry its vocabulary "
                           "(save it with model.save_to_preset after setting model.tokenizer)")
+
+
+def _check_config_fits_weights(config, weights, path):
+    """A config.json describing far more parameters than its weights file holds
+    (at one byte each) was edited or belongs elsewhere: refused before building."""
+    from keras_zoo.models.base import minimum_parameters
+
+    if not weights or not os.path.exists(weights):
+        return
+    need, size = minimum_parameters(config), os.path.getsize(weights)
+    if need > 1.1 * size + (1 << 20):
+        raise PresetError(f"{path} describes at least {need:,} parameters but "
+                          f"{os.path.basename(weights)} holds only {size:,} bytes: the config "
+                          "does not belong to these weights")
 
 
 def _saved_without_tokenizer(folder):
