@@ -367,6 +367,10 @@ def _load(cls, preset, load_weights=True, **overrides):
         raw = read_json(os.path.join(folder, CONFIG_FILE))
         if "class_name" in raw and "family" not in raw:
             return _load_keras_hub(folder, raw, cls, overrides, load_weights)
+        if ("architectures" in raw or "model_type" in raw) and "family" not in raw:
+            kind = raw.get("model_type") or raw.get("architectures")
+            raise PresetError(f"{preset!r} is a Hugging Face folder ({kind}): load it with "
+                              f"from_preset('hf:{preset}')")
         data, weights = read_preset_folder(folder)
         family, config = parse_preset_config(data, os.path.join(preset, CONFIG_FILE))
         source = preset

@@ -46,3 +46,11 @@ def test_a_config_that_does_not_fit_its_weights_file_is_refused(tmp_path):
     with pytest.raises(PresetError, match=r"config.json describes at least [\d,]+ parameters "
                                           r"but model.weights.h5 holds only"):
         keras_zoo.from_preset(str(folder))
+
+
+def test_a_hugging_face_folder_without_the_hf_prefix_says_so(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"],
+                                                      "model_type": "gpt2", "n_layer": 2}))
+    with pytest.raises(PresetError, match=r"is a Hugging Face folder \(gpt2\): load it with "
+                                          r"from_preset\('hf:"):
+        keras_zoo.from_preset(str(tmp_path))
