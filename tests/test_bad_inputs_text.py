@@ -218,3 +218,51 @@ def test_translate_text_types(transformer, texts, error, match):
 def test_translate_max_length_zero_is_refused_not_the_default(transformer):
     with pytest.raises(ValueError, match="max_length must be >= 1, got 0"):
         transformer.translate("Hallo", max_length=0)
+
+
+# ---- tokenizer files
+
+@pytest.fixture(scope="module")
+def sentencepiece_folder(tmp_path_factory):
+    from keras_zoo.data.tokenizers import SentencePieceTokenizer
+
+    folder = tmp_path_factory.mktemp("sp")
+    SentencePieceTokenizer.train(["the state space model reads a token",
+                                  "and keeps a state of fixed size"] * 40,
+                                 vocab_size=300).save(str(folder))
+    return folder
+
+
+def test_a_sentencepiece_tokenizer_without_an_end_token_is_refused(sentencepiece_folder,
+                                                                    tmp_path):
+    import json
+    import shutil
+
+    from keras_zoo.data.tokenizers import Tokenizer, TokenizerError
+
+    folder = tmp_path / "sp"
+    shutil.copytree(sentencepiece_folder, folder)
+    assert Tokenizer.load(str(folder)).end_id is not None
+    meta = json.loads((folder / "tokenizer.json").read_text())
+    meta["special_tokens"] = {k: v for k, v in meta["special_tokens"].items() if k != "end"}
+    (folder / "tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(TokenizerError, match="tokenizer.json: special_tokens .* has no 'end' "
+                                             "token"):
+        Tokenizer.load(str(folder))
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"", "tokenizer.json is not a valid tokenizer description"),
+    (b"{not json", "tokenizer.json is not a valid tokenizer description"),
+])
+def test_empty_or_corrupt_tokenizer_files_name_the_file(sentencepiece_folder, tmp_path,
+                                                        content, match):
+    import shutil
+
+    from keras_zoo.data.tokenizers import Tokenizer, TokenizerError
+
+    folder = tmp_path / "sp"
+    shutil.copytree(sentencepiece_folder, folder)
+    (folder / "tokenizer.json").write_bytes(content)
+    with pytest.raises(TokenizerError, match=match):
+        Tokenizer.load(str(folder))
