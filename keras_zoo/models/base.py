@@ -33,7 +33,7 @@ class ZooModel(keras.Model):
         bound.apply_defaults()
         config = {k: v for k, v in list(bound.arguments.items())[1:]
                   if k not in ("kwargs", "name")}
-        check_sizes(cls.__name__, config, none_ok={
+        check_sizes(cls.__name__, config, none_ok={"num_classes"} | {  # None: features only
             k for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is None})
         qat = bound.arguments.get("kwargs", {}).get("qat")
         if qat is not None:
@@ -389,7 +389,8 @@ SIZE_LIST_KEYS = frozenset({"hidden_units", "conv_filters", "filters", "dense_un
 
 def check_sizes(family, config, none_ok=()):
     """Raises one ValueError naming the first size option that is not a positive
-    integer (``None`` only where the constructor's default is None), the first
+    integer (``None`` only in ``none_ok``: num_classes and the options whose
+    default is None), the first
     rate outside [0, 1), or a config whose weights alone could not fit in this
     machine's memory (checked before building: n_layer=10**6 would hang,
     hidden_dim=10**7 crash)."""
