@@ -192,8 +192,12 @@ def sample_inputs(inputs, data, n, split, seed=0, model=None, signature="serving
             arrays[name] = (rng.integers(0, 2, size) if "int" in dtype
                             else rng.standard_normal(size)).astype(dtype)
         else:
+            from keras_zoo.data import is_text_spec
+
+            what = "a text set (token ids are not calibrated from it here)" \
+                if is_text_spec(data) else "an image set"
             raise ExportError(
-                f"dataset {data!r} gives images, but input {name!r} has shape "
+                f"dataset {data!r} is {what}, but input {name!r} has shape "
                 f"{tuple(shape)} ({dtype}); use --representative_data=synthetic or an array")
     return arrays, labels
 

@@ -99,3 +99,14 @@ def test_translate_cli_names_its_flags_for_an_unknown_one():
     assert result.returncode == 2
     assert "export.translate takes --tflite, --tokenizer and --num_threads" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("gettext_en_de", "'gettext_en_de' is a text set .* input 'token_ids' has shape"),
+    ("digits", "'digits' is an image set, but input 'token_ids' has shape"),
+])
+def test_calibration_data_of_the_wrong_kind_says_which_kind(spec, match):
+    from export.export import sample_inputs
+
+    with pytest.raises(ExportError, match=match):
+        sample_inputs([("token_ids", (1, 8), "int32")], spec, 4, "train")
