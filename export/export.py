@@ -368,14 +368,16 @@ LEGACY_STALE_SECONDS = 24 * 3600
 
 
 def reap_stale_work_dirs(output):
-    """Removes the temporary folders that killed exports to ``output`` left
-    beside it: those of this host whose process is gone, and older unnamed
+    """Removes the temporary folders that killed exports left beside ``output``
+    (to any name): those of this host whose process is gone, and older unnamed
     ones (``.NAME.tmp_XXXXXXXX``, before the PID was in the name) untouched for
     a day. A live export's folder, or another host's, is left alone. Says what
     it removed in one line on stderr; returns the removed paths."""
     parent = os.path.dirname(os.path.abspath(output))
     base = os.path.basename(output)
-    ours = re.compile(rf"^\.{re.escape(base)}\.(?:tmp|old)-(\d+)@(.+)-[a-z0-9_]{{8}}$")
+    # Any output's folder (by pattern): a killed export to another name leaves
+    # its folder here too, and no later export of that name may ever come.
+    ours = re.compile(r"^\..+\.(?:tmp|old)-(\d+)@(.+)-[a-z0-9_]{8}$")
     legacy = re.compile(rf"^\.{re.escape(base)}\.tmp_[a-z0-9_]{{8}}$")
     host, removed = socket.gethostname(), []
     try:

@@ -411,9 +411,10 @@ def test_temporary_folders_of_killed_exports_are_removed(tmp_path, randomise):
     stale = tmp_path / f".m.tflite.tmp-{dead_pid}@{host}-abcd1234"
     live = tmp_path / f".m.tflite.tmp-{os.getpid()}@{host}-abcd1234"
     elsewhere = tmp_path / f".m.tflite.tmp-{dead_pid}@another-host-abcd1234"
+    other_name = tmp_path / f".other.tflite.old-{dead_pid}@{host}-abcd1234"  # reaped too
     old_unnamed = tmp_path / ".m.tflite.tmp_k2j4x9_q"
     fresh_unnamed = tmp_path / ".m.tflite.tmp_zz99aa00"
-    for folder in (stale, live, elsewhere, old_unnamed, fresh_unnamed):
+    for folder in (stale, live, elsewhere, other_name, old_unnamed, fresh_unnamed):
         folder.mkdir()
         (folder / "static_saved_model").mkdir()
         (folder / "static_saved_model" / "saved_model.pb").write_bytes(b"x" * 1000)
