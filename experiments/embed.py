@@ -288,7 +288,10 @@ def embed(preset=None, model_dir=None, model=None, dataset="digits:test", output
     check_output(output)
     if map not in MAPS:
         raise EmbedError(f"--map must be one of {', '.join(MAPS)}, got {map!r}")
-    for what, value in (("num_points", num_points), ("train_points", train_points)):
+    for what, value in (("num_points", num_points), ("train_points", train_points),
+                        ("sprite_tile", sprite_tile), ("batch_size", batch_size), ("k", k),
+                        ("probe_epochs", probe_epochs), ("map_points", map_points)):
+        # checked before any work; sprite_tile=0 is not "the default"
         if value is not None and value < 1:
             raise EmbedError(f"--{what} must be a positive integer, got {value}")
     if seeds < 1:

@@ -204,8 +204,9 @@ def check_types(config, where=None):
                              f"{expected}")
 
 
-def parse_overrides(value):
-    """'{"a": 1}' or 'a=1,b=0.1,c=gelu' -> dict; values parsed as JSON when possible."""
+def parse_overrides(value, flag="--model_overrides"):
+    """'{"a": 1}' or 'a=1,b=0.1,c=gelu' -> dict; values parsed as JSON when possible.
+    ``flag`` names the flag in the errors."""
     import json
 
     if value is None or isinstance(value, dict):
@@ -215,14 +216,17 @@ def parse_overrides(value):
         return {}
     if value.startswith("{"):
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError as e:
-            raise TrainError(f"--model_overrides is not a valid JSON object: {e}") from None
+            raise TrainError(f"{flag} is not a valid JSON object: {e}") from None
+        if not isinstance(parsed, dict):
+            raise TrainError(f"{flag} must be a JSON object, got {type(parsed).__name__}")
+        return parsed
     out = {}
     for item in value.split(","):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise TrainError(f"--model_overrides item {item!r} is not key=value "
+            raise TrainError(f"{flag} item {item!r} is not key=value "
                              "(lists need the JSON form)")
         try:
             out[key.strip()] = json.loads(raw)
@@ -282,7 +286,17 @@ def resolve(config):
             raise TrainError(f"--{key} must be a finite number, got {c[key]}")
     if c["learning_rate"] <= 0:
         raise TrainError(f"--learning_rate must be positive, got {c['learning_rate']}")
-    c["qat_config"] = parse_overrides(c["qat_config"])
+    c["qat_config"] = parse_overrides(c["qat_config"], "--qat_config")
+    if c["qat_config"] and not c["qat"] and c["prune_sparsity"] is None:
+        raise TrainError(f"--qat_config={c['qat_config']} is for quantization-aware training: "
+                         "add --qat (or drop --qat_config)")
+    if c["qat_config"]:
+        from keras_zoo.quantization import QuantizationError, resolve
+
+        try:
+            resolve(c["qat_config"])
+        except QuantizationError as e:
+            raise TrainError(f"--qat_config: {e}") from None
     if c["prune_sparsity"] is not None and not 0.0 < c["prune_sparsity"] < 1.0:
         raise TrainError(f"--prune_sparsity must be in (0, 1), got {c['prune_sparsity']}")
     if not 0 <= c["min_learning_rate"] <= c["learning_rate"]:

@@ -196,8 +196,12 @@ def sample_inputs(inputs, data, n, split, seed=0, model=None, signature="serving
             arrays[name] = (rng.integers(0, 2, size) if "int" in dtype
                             else rng.standard_normal(size)).astype(dtype)
         else:
+            from keras_zoo.data import is_text_spec
+
+            what = "a text set (token ids are not calibrated from it here)" \
+                if is_text_spec(data) else "an image set"
             raise ExportError(
-                f"dataset {data!r} gives images, but input {name!r} has shape "
+                f"dataset {data!r} is {what}, but input {name!r} has shape "
                 f"{tuple(shape)} ({dtype}); use --representative_data=synthetic or an array")
     return arrays, labels
 
@@ -400,14 +404,16 @@ LEGACY_STALE_SECONDS = 24 * 3600
 
 
 def reap_stale_work_dirs(output):
-    """Removes the temporary folders that killed exports to ``output`` left
-    beside it: those of this host whose process is gone, and older unnamed
+    """Removes the temporary folders that killed exports left beside ``output``
+    (to any name): those of this host whose process is gone, and older unnamed
     ones (``.NAME.tmp_XXXXXXXX``, before the PID was in the name) untouched for
     a day. A live export's folder, or another host's, is left alone. Says what
     it removed in one line on stderr; returns the removed paths."""
     parent = os.path.dirname(os.path.abspath(output))
     base = os.path.basename(output)
-    ours = re.compile(rf"^\.{re.escape(base)}\.(?:tmp|old)-(\d+)@(.+)-[a-z0-9_]{{8}}$")
+    # Any output's folder (by pattern): a killed export to another name leaves
+    # its folder here too, and no later export of that name may ever come.
+    ours = re.compile(r"^\..+\.(?:tmp|old)-(\d+)@(.+)-[a-z0-9_]{8}$")
     legacy = re.compile(rf"^\.{re.escape(base)}\.tmp_[a-z0-9_]{{8}}$")
     host, removed = socket.gethostname(), []
     try:

@@ -37,6 +37,25 @@ from export.tflite import ExportError
 STEP_SIGNATURES = ("decode", "step")
 
 
+def open_interpreter(path, num_threads=1):
+    """A LiteRT interpreter for ``path``; a missing, empty or truncated file is
+    one ExportError naming it (not the runtime's internal message)."""
+    import os
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not os.path.isfile(path):
+        raise ExportError(f"no .tflite file at {path!r}")
+    if os.path.getsize(path) == 0:
+        raise ExportError(f"{path!r} is empty (0 bytes): an interrupted export? export it again")
+    try:
+        return Interpreter(model_path=path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{path!r} is not a valid .tflite file (truncated or corrupt, "
+                          f"{os.path.getsize(path)} bytes): {first}") from None
+
+
 class TFLiteGenerator:
     """Runs the prefill/decode signatures of one .tflite file.
 
@@ -47,10 +66,8 @@ class TFLiteGenerator:
     """
 
     def __init__(self, path, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.path = str(path)
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.interpreter = open_interpreter(self.path, num_threads)
         signatures = self.interpreter.get_signature_list()
         step = [s for s in STEP_SIGNATURES if s in signatures]
         if "prefill" not in signatures or not step:
@@ -77,6 +94,8 @@ class TFLiteGenerator:
         self.max_length = None
         if "index" in self.decode_inputs and "cache" in self.decode_inputs:
             self.max_length = int(self.decode_inputs["cache"]["shape"][-2])
+        outputs = self.prefill_runner.get_output_details()
+        self.vocab_size = int(outputs["logits"]["shape"][-1]) if "logits" in outputs else None
         self.timings = {}
 
     # ---- the two signatures
@@ -134,6 +153,8 @@ class TFLiteGenerator:
             raise ExportError("an empty prompt has no token to continue from")
         if max_new_tokens < 1:
             raise ExportError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        _check_ids(batch, self.vocab_size)
+        _check_sampling(temperature, top_k, self.vocab_size)
         longest = max(len(p) for p in batch)
         if self.max_length is not None and longest + max_new_tokens > self.max_length:
             raise ExportError(f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} "
@@ -190,6 +211,24 @@ def next_token_agreement(generator, model, prompt, num_tokens):
         file_logits, file_state = generator.step(token, file_state, position)
         position += 1
     return same / num_tokens
+
+
+def _check_ids(prompts, vocab_size):
+    """Ids outside the file's vocabulary would index outside its embedding table
+    (TFLite gathers without a bounds check)."""
+    bad = sorted({t for p in prompts for t in p
+                  if t < 0 or (vocab_size is not None and t >= vocab_size)})
+    if bad:
+        top = f"{vocab_size - 1}" if vocab_size is not None else "vocabulary size - 1"
+        raise ExportError(f"prompt token ids {bad[:5]} are outside the vocabulary (0..{top})")
+
+
+def _check_sampling(temperature, top_k, vocab_size):
+    if temperature is not None and not (np.isfinite(temperature) and temperature >= 0):
+        raise ExportError(f"temperature must be a finite number >= 0 (0: greedy), got "
+                          f"{temperature}")
+    if top_k is not None and (top_k < 1 or (vocab_size is not None and top_k > vocab_size)):
+        raise ExportError(f"top_k must be in 1..{vocab_size or 'vocabulary size'}, got {top_k}")
 
 
 def choose(logits, temperature=0.0, top_k=None, rng=None):

@@ -27,11 +27,11 @@ class TFLiteTranslator:
     """Greedy translation with the ``encode``/``decode`` signatures of a .tflite file."""
 
     def __init__(self, path, tokenizer=None, num_threads=1, settings=None):
-        from ai_edge_litert.interpreter import Interpreter
+        from export.generate import open_interpreter
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no .tflite file at {path!r}")
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter = open_interpreter(path, num_threads)  # empty/truncated: one line
         signatures = self.interpreter.get_signature_list()
         missing = {"encode", "decode"} - set(signatures)
         if missing:
@@ -43,6 +43,11 @@ class TFLiteTranslator:
         self.cache_shape = tuple(details["cache"]["shape"])
         self.max_source = int(self.encoder.get_input_details()["source_ids"]["shape"][1])
         self.max_target = self.cache_shape[4]
+        vocab = int(self.decoder.get_output_details()["logits"]["shape"][-1])
+        if tokenizer is not None and tokenizer.vocab_size != vocab:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but {path!r} "
+                             f"outputs {vocab}: give the preset folder of the exported model "
+                             "(--tokenizer)")
         self.tokenizer = tokenizer
         # Transformer config keys (decoding_settings): pad_id, suppress_ids,
         # force_end, decoder_start_id, end_id, max_decode_length
@@ -115,10 +120,15 @@ def main(argv):
     flags.DEFINE_string("tflite", None, "The exported Transformer .tflite file.")
     flags.DEFINE_string("tokenizer", None, "A preset folder holding tokenizer.json + its file.")
     flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
-    flags.FLAGS(argv)
+    try:
+        texts = flags.FLAGS(argv)[1:]
+    except flags.Error as e:  # an unknown flag (--beam: this loop is greedy only)
+        print(f"error: {e}; export.translate takes --tflite, --tokenizer and --num_threads "
+              "(greedy decoding; beam search is Transformer.translate(beam_size=...))",
+              file=sys.stderr)
+        sys.exit(2)
     from keras_zoo.data.tokenizers import Tokenizer, TokenizerError
 
-    texts = flags.FLAGS(argv)[1:]
     try:
         if not flags.FLAGS.tflite or not flags.FLAGS.tokenizer:
             raise ValueError("give --tflite=FILE and --tokenizer=PRESET_FOLDER")

@@ -15,6 +15,7 @@ checked on load). ``from_preset`` accepts
   published checkpoints downloaded into their library's cache: keras_zoo/hub.py.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -250,8 +251,11 @@ def preset_problem(folder):
 
 
 def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    # A unique temporary name: two processes saving into one folder never
+    # write through each other's temporary file.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(path) or ".")
+    with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
@@ -266,13 +270,61 @@ def _save_model_weights(model, path):
     saving_lib.save_weights_only(model, path, objects_to_skip=[optimizer] if optimizer else None)
 
 
+@contextlib.contextmanager
+def _folder_lock(folder, exclusive):
+    """An advisory lock (flock) on a local preset folder itself: a writer swaps
+    its files in under the exclusive lock, a reader reads config, tokenizer and
+    weights under a shared one, so no reader sees one writer's config with
+    another's weights. (No fcntl, e.g. on Windows: no lock.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def save_to_preset(model, directory, description=""):
     """Writes config.json, model.weights.h5 and manifest.json (sha256) to ``directory``
-    (local or gs://). Local writes go through a temporary folder and a rename per
-    file, so an interrupted save never leaves a half-written weights file."""
+    (local or gs://). Every file is first written to a staging folder of a
+    unique name inside ``directory``, then renamed into place under the
+    folder's lock (``_folder_lock``), manifest last: an interrupted save never
+    leaves a half-written file, and concurrent saves into one folder leave
+    one writer's complete set."""
     remote = _is_remote(directory)
-    local = tempfile.mkdtemp(prefix="keras_zoo_save_") if remote else directory
-    os.makedirs(local, exist_ok=True)
+    if remote:
+        local = tempfile.mkdtemp(prefix="keras_zoo_save_")
+    else:
+        os.makedirs(directory, exist_ok=True)
+        local = tempfile.mkdtemp(prefix=".keras_zoo_save_", dir=directory)
+    try:
+        names = _write_preset_files(model, local, description)
+        if remote:
+            gfile = _gfile()
+            gfile.makedirs(directory)
+            for name in names:
+                gfile.copy(os.path.join(local, name), directory.rstrip("/") + "/" + name,
+                           overwrite=True)
+        else:
+            with _folder_lock(directory, exclusive=True):
+                for name in names:  # manifest last
+                    os.replace(os.path.join(local, name), os.path.join(directory, name))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return directory
+
+
+def _write_preset_files(model, local, description):
+    """Writes the preset's files into ``local``; returns their names, manifest last."""
     config = {
         "format_version": FORMAT_VERSION,
         "family": type(model).__name__,
@@ -280,23 +332,19 @@ def save_to_preset(model, directory, description=""):
         "description": description,
     }
     _atomic_json(os.path.join(local, CONFIG_FILE), config)
-    tmp_weights = os.path.join(local, "tmp_" + WEIGHTS_FILE)
-    _save_model_weights(model, tmp_weights)
-    os.replace(tmp_weights, os.path.join(local, WEIGHTS_FILE))
+    _save_model_weights(model, os.path.join(local, WEIGHTS_FILE))
     names = [CONFIG_FILE, WEIGHTS_FILE]
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:  # text families: the vocabulary travels with the weights
-        names += tokenizer.save(local)
-    manifest = {"sha256": {n: sha256_of(os.path.join(local, n)) for n in names}}
+    manifest = {}
+    if hasattr(model, "tokenizer"):
+        tokenizer = model.tokenizer
+        # A text model saved without a vocabulary (a registry preset built with
+        # random weights) says so, and loads back without one.
+        manifest["tokenizer"] = tokenizer is not None
+        if tokenizer is not None:  # text families: the vocabulary travels with the weights
+            names += tokenizer.save(local)
+    manifest["sha256"] = {n: sha256_of(os.path.join(local, n)) for n in names}
     _atomic_json(os.path.join(local, MANIFEST_FILE), manifest)
-    if remote:
-        gfile = _gfile()
-        gfile.makedirs(directory)
-        for name in names + [MANIFEST_FILE]:
-            gfile.copy(os.path.join(local, name), directory.rstrip("/") + "/" + name,
-                       overwrite=True)
-        shutil.rmtree(local, ignore_errors=True)
-    return directory
+    return names + [MANIFEST_FILE]
 
 
 # ---------------------------------------------------------------- loading
@@ -308,6 +356,13 @@ def load(cls, preset, load_weights=True, **overrides):
         from keras_zoo import hub
 
         return hub.load_uri(cls, preset, overrides, load_weights)
+    if os.path.isdir(preset):  # a local folder: read it whole, between two saves
+        with _folder_lock(preset, exclusive=False):
+            return _load(cls, preset, load_weights, **overrides)
+    return _load(cls, preset, load_weights, **overrides)
+
+
+def _load(cls, preset, load_weights=True, **overrides):
     if preset.startswith("hf:"):  # a Hugging Face save_pretrained folder
         from keras_zoo.converters import huggingface
 
@@ -318,9 +373,14 @@ def load(cls, preset, load_weights=True, **overrides):
         raw = read_json(os.path.join(folder, CONFIG_FILE))
         if "class_name" in raw and "family" not in raw:
             return _load_keras_hub(folder, raw, cls, overrides, load_weights)
+        if ("architectures" in raw or "model_type" in raw) and "family" not in raw:
+            kind = raw.get("model_type") or raw.get("architectures")
+            raise PresetError(f"{preset!r} is a Hugging Face folder ({kind}): load it with "
+                              f"from_preset('hf:{preset}')")
         data, weights = read_preset_folder(folder)
         family, config = parse_preset_config(data, os.path.join(preset, CONFIG_FILE))
         source = preset
+        _check_config_fits_weights(config, weights, os.path.join(preset, CONFIG_FILE))
         if load_weights and not weights:
             raise PresetError(
                 f"preset folder {preset!r} has no {WEIGHTS_FILE}: pass load_weights=False "
@@ -381,10 +441,29 @@ def _attach_tokenizer(model, folder):
             model.tokenizer = Tokenizer.load(folder)
         except TokenizerError as e:
             raise PresetError(str(e)) from None
-    elif getattr(model, "requires_tokenizer", False):
+    elif getattr(model, "requires_tokenizer", False) and not _saved_without_tokenizer(folder):
         raise PresetError(f"preset folder {folder!r} has no tokenizer.json: a "
                           f"{type(model).__name__} preset must carry its vocabulary "
                           "(save it with model.save_to_preset after setting model.tokenizer)")
+
+
+def _check_config_fits_weights(config, weights, path):
+    """A config.json describing far more parameters than its weights file holds
+    (at one byte each) was edited or belongs elsewhere: refused before building."""
+    from keras_zoo.models.base import minimum_parameters
+
+    if not weights or not os.path.exists(weights):
+        return
+    need, size = minimum_parameters(config), os.path.getsize(weights)
+    if need > 1.1 * size + (1 << 20):
+        raise PresetError(f"{path} describes at least {need:,} parameters but "
+                          f"{os.path.basename(weights)} holds only {size:,} bytes: the config "
+                          "does not belong to these weights")
+
+
+def _saved_without_tokenizer(folder):
+    path = os.path.join(folder, MANIFEST_FILE)
+    return os.path.exists(path) and read_json(path).get("tokenizer") is False
 
 
 def _load_weights_file(model, path):

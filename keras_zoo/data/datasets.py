@@ -75,7 +75,9 @@ def parse_spec(spec, default_split="train"):
         if split not in SPLITS:
             raise DatasetError(f"{spec!r}: bundled split must be one of {SPLITS}, got {split!r}")
         return "bundled", kind, split
-    known = list(BUNDLED) + ["tfds:NAME", "synthetic"]
+    from keras_zoo.data.text import BUNDLED_TEXT  # a typo of a text set is suggested too
+
+    known = list(BUNDLED) + list(BUNDLED_TEXT) + ["tfds:NAME", "synthetic"]
     close = difflib.get_close_matches(kind, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(known)}.{hint}")

@@ -154,14 +154,20 @@ class Tokenizer:
             with open(file_path, "rb") as f:
                 files[name] = f.read()
         try:
-            return _CLASSES[cls_name].from_files(files, meta.get("special_tokens"),
-                                                 **meta.get("config", {}))
+            tokenizer = _CLASSES[cls_name].from_files(files, meta.get("special_tokens"),
+                                                      **meta.get("config", {}))
         except TokenizerError:
             raise
         except Exception as e:  # a torn or foreign vocabulary file
             raise TokenizerError(f"could not read the {cls_name} in {folder!r}: "
                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                                  ) from e
+        if cls_name == "SentencePieceTokenizer" and tokenizer.end_id is None:
+            # generation and translation stop at the end token: without one they never stop
+            raise TokenizerError(f"{path}: special_tokens {tokenizer.special_tokens} has no "
+                                 "'end' token; add \"end\": \"</s>\" (the SentencePiece "
+                                 "models here end sequences with it)")
+        return tokenizer
 
 
 @register_tokenizer

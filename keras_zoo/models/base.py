@@ -34,7 +34,8 @@ class ZooModel(keras.Model):
         bound.apply_defaults()
         config = {k: v for k, v in list(bound.arguments.items())[1:]
                   if k not in ("kwargs", "name")}
-        check_sizes(cls.__name__, config)
+        check_sizes(cls.__name__, config, none_ok={"num_classes"} | {  # None: features only
+            k for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is None})
         qat = bound.arguments.get("kwargs", {}).get("qat")
         if qat is not None:
             config["qat"] = qat
@@ -125,6 +126,8 @@ class ZooModel(keras.Model):
             if shape is not None and len(shape) and shape[0] == 0:
                 raise ValueError(f"{type(self).__name__}.predict got an empty batch (input of "
                                  f"shape {tuple(shape)}): give at least one example")
+        if hasattr(x, "shape") or isinstance(x, dict):
+            self._check_input_shape(x)  # the checks __call__ makes (ids, shapes)
         try:
             return super().predict(x, *args, **kwargs)
         except UnboundLocalError:  # Keras' loop saw no batch at all (an empty dataset)
@@ -417,23 +420,74 @@ SIZE_KEYS = frozenset({
     "num_heads", "mlp_dim", "latent_dim", "out_dim", "bottleneck_dim", "head_layers",
     "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim",
     "local_crop_size", "steps_per_epoch", "total_steps", "vocab_size", "num_encoder_layers",
-    "num_decoder_layers", "max_source_length", "max_target_length"})
+    "num_decoder_layers", "max_source_length", "max_target_length", "state_dim", "expand",
+    "conv_kernel", "max_positions", "sequence_length", "prefill_length", "intermediate_dim",
+    "max_sequence_length", "num_segments", "max_predictions_per_seq", "dt_rank",
+    "pad_vocab_multiple", "chunk_size"})
+# Probabilities (dropout rates, masking rates): a real number in [0, 1).
+RATE_SUFFIXES = ("dropout", "_rate", "_prob")
+# Options that say how wide / deep / large a model is: the parameter count is
+# at least depth * width**2 + vocab_size * width in every family that has them.
+WIDTH_KEYS = ("hidden_dim",)
+DEPTH_KEYS = ("num_layers", "num_encoder_layers", "num_decoder_layers", "decoder_num_layers")
+MAX_DEPTH = 4096  # building 10**6 blocks would run for hours before any memory check
 SIZE_LIST_KEYS = frozenset({"hidden_units", "conv_filters", "filters", "dense_units",
                             "stage_depths", "stage_filters"})
 
 
-def check_sizes(family, config):
-    """Raises one ValueError naming the first size option that is not a positive integer."""
+def check_sizes(family, config, none_ok=()):
+    """Raises one ValueError naming the first size option that is not a positive
+    integer (``None`` only in ``none_ok``: num_classes and the options whose
+    default is None), the first
+    rate outside [0, 1), or a config whose weights alone could not fit in this
+    machine's memory (checked before building: n_layer=10**6 would hang,
+    hidden_dim=10**7 crash)."""
     def positive(v):
         return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
 
     for key, value in config.items():
-        if key in SIZE_KEYS and value is not None and not positive(value):
+        if key in SIZE_KEYS and not (value is None and key in none_ok) and not positive(value):
             raise ValueError(f"{family}: {key} must be a positive integer, got {value!r}")
         if key in SIZE_LIST_KEYS and value is not None and (
                 not isinstance(value, (list, tuple)) or not all(map(positive, value))):
             raise ValueError(f"{family}: {key} must be a list of positive integers, got "
                              f"{value!r}")
+        if key.endswith(RATE_SUFFIXES) and not (
+                isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and 0 <= value < 1):
+            raise ValueError(f"{family}: {key} must be a number in [0, 1), got {value!r}")
+    for key in DEPTH_KEYS:
+        if isinstance(config.get(key), int) and config[key] > MAX_DEPTH:
+            raise ValueError(f"{family}: {key}={config[key]:,} is more than {MAX_DEPTH:,} "
+                             "blocks (published models have up to ~200): a typo?")
+    need = minimum_parameters(config)
+    memory = _physical_memory()
+    if memory and need * 4 > memory:
+        sizes = {k: config[k] for k in (*WIDTH_KEYS, *DEPTH_KEYS, "vocab_size") if k in config}
+        raise ValueError(f"{family}: {sizes} needs at least {need:,} parameters "
+                         f"({need * 4 / 2**30:,.0f} GiB of float32 weights), more than this "
+                         f"machine's {memory / 2**30:,.0f} GiB of memory")
+
+
+def minimum_parameters(config):
+    """A lower bound of the parameter count from the width, depth and
+    vocabulary options (0 for families without them)."""
+    def size(key):
+        value = config.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    width = max((size(k) for k in WIDTH_KEYS), default=0)
+    depth = sum(size(k) for k in DEPTH_KEYS)
+    return depth * width * width + size("vocab_size") * width
+
+
+def _physical_memory():
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _families_with_embeddings():

@@ -38,6 +38,7 @@ from keras_zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
 from keras_zoo.models.base import ZooModel
+from keras_zoo.models.checks import check_count, check_token_ids
 from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
@@ -276,8 +277,9 @@ class BERT(TextData, ZooModel):
             inputs["segment_ids"] = ops.zeros_like(ids)
         if "padding_mask" not in inputs:
             inputs["padding_mask"] = ops.ones_like(ids)
-        _check_range(inputs["token_ids"], c["vocab_size"], "token ids", "vocabulary")
+        check_token_ids(inputs["token_ids"], c["vocab_size"])
         _check_range(inputs["segment_ids"], c["num_segments"], "segment ids", "segment table")
+        _check_consistent(inputs, ids.shape[1])
         # One kind of value per call (Keras refuses a mix of arrays and tensors).
         return {k: v if keras.backend.is_keras_tensor(v) else ops.convert_to_tensor(v, "int32")
                 for k, v in inputs.items()}
@@ -646,6 +648,14 @@ class BERT(TextData, ZooModel):
         questions, contexts = ([questions], [contexts]) if single else (questions, contexts)
         if len(questions) != len(contexts):
             raise ValueError(f"{len(questions)} questions for {len(contexts)} contexts")
+        for what, items in (("question", questions), ("context", contexts)):
+            bad = [type(t).__name__ for t in items if not isinstance(t, str)]
+            if bad:
+                raise TypeError(f"answer() takes each {what} as a string; got {bad[0]} (give "
+                                f"lists of questions and contexts, one string each)")
+        for name, value in (("doc_stride", doc_stride), ("max_answer_length", max_answer_length),
+                            ("max_query_length", max_query_length), ("batch_size", batch_size)):
+            check_count(name, value)  # doc_stride <= 0 would never advance the window
         length = self.get_zoo_config()["sequence_length"]
         answers = []
         for question, context in zip(questions, contexts):
@@ -689,6 +699,34 @@ def _check_range(values, size, what, table):
     if bad.size:
         raise ValueError(f"{what} {sorted(set(bad.tolist()))[:5]} are outside the {table} "
                          f"(0..{size - 1})")
+
+
+def _check_consistent(inputs, length):
+    """Concrete inputs agree in shape (no broadcasting one example's segments or
+    mask over a batch), the padding mask is 0/1 and mask_positions index the
+    sequence."""
+    shapes = {k: tuple(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
+    ids_shape = shapes.get("token_ids")
+    for key in ("segment_ids", "padding_mask"):
+        if key in shapes and None not in shapes[key] + ids_shape and \
+                shapes[key] != ids_shape:
+            raise ValueError(f"BERT {key} has shape {shapes[key]} but token_ids has "
+                             f"{ids_shape}: give one row per example, of the same length")
+    if "mask_positions" in shapes and shapes["mask_positions"][:1] != ids_shape[:1] and \
+            None not in shapes["mask_positions"][:1] + ids_shape[:1]:
+        raise ValueError(f"BERT mask_positions has {shapes['mask_positions'][0]} rows but "
+                         f"token_ids has {ids_shape[0]}")
+    mask = inputs["padding_mask"]
+    if not keras.backend.is_keras_tensor(mask):
+        try:
+            values = np.asarray(mask)
+        except Exception:  # noqa: BLE001  (symbolic)
+            values = None
+        if values is not None and values.size and not np.isin(values, (0, 1)).all():
+            odd = sorted(set(values[~np.isin(values, (0, 1))].tolist()))[:3]
+            raise ValueError(f"BERT padding_mask must be 0 (padding) or 1 (token); got {odd}")
+    if "mask_positions" in inputs and length is not None:
+        _check_range(inputs["mask_positions"], length, "mask_positions", "sequence")
 
 
 def _head(ragged, keep):

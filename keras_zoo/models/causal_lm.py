@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_zoo.models.base import ZooModel, counted
+from keras_zoo.models.checks import check_count, check_id_lists, check_sampling, check_texts
 from keras_zoo.models.text_data import TextData
 
 SAMPLERS = ("greedy", "top_k", "top_p")
@@ -146,10 +147,22 @@ class CausalLM(TextData, ZooModel):
         Prompts of different lengths are generated in groups of equal length.
         """
         single = isinstance(prompts, str)
+        if not isinstance(prompts, (str, list, tuple)):
+            raise TypeError(f"generate() takes a string, a list of strings or a list of "
+                            f"token-id lists, got {type(prompts).__name__}")
         texts = [prompts] if single else list(prompts)
         if not texts:
             raise ValueError("generate() got no prompts")
         as_text = isinstance(texts[0], str)
+        if as_text:
+            check_texts(texts, "generate()")
+        else:
+            check_id_lists(texts, "generate()", allow_empty_rows=True)  # empty: _check_prompts
+        check_count("max_new_tokens", max_new_tokens)
+        if isinstance(sampler, str):
+            check_sampling(temperature, top_k if sampler == "top_k" else None,
+                           top_p if sampler == "top_p" else None,
+                           self.get_zoo_config()["vocab_size"])
         ids = self._require_tokenizer("generating from strings").encode(texts) if as_text \
             else [[int(t) for t in p] for p in texts]
         self._check_prompts(ids, max_new_tokens)

@@ -23,6 +23,7 @@ from keras import layers, ops
 from keras_zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerEncoderBlock
+from keras_zoo.models.checks import check_token_ids
 from keras_zoo.models.causal_lm import CausalLM
 from keras_zoo.presets import register_family, register_preset
 
@@ -119,12 +120,8 @@ class GPT(CausalLM):
         if shape[1] is not None and shape[1] > config["max_positions"]:
             raise ValueError(f"a sequence of {shape[1]} tokens passes the model's "
                              f"{config['max_positions']} positions (max_positions)")
-        if isinstance(inputs, np.ndarray) and inputs.size:
-            low, high = int(inputs.min()), int(inputs.max())
-            if low < 0 or high >= config["vocab_size"]:
-                bad = inputs[(inputs < 0) | (inputs >= config["vocab_size"])]
-                raise ValueError(f"token ids {bad[:5].tolist()} are outside the vocabulary "
-                                 f"(0..{config['vocab_size'] - 1})")
+        if isinstance(inputs, np.ndarray):
+            check_token_ids(inputs, config["vocab_size"])
 
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, list):

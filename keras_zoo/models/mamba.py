@@ -17,6 +17,7 @@ from keras import layers, ops
 
 from keras_zoo.layers.normalization import RMSNormalization
 from keras_zoo.layers.ssm import MambaMixer
+from keras_zoo.models.checks import check_token_ids
 from keras_zoo.models.causal_lm import CausalLM
 from keras_zoo.presets import register_family, register_preset
 
@@ -193,6 +194,16 @@ class Mamba(CausalLM):
     @property
     def padded_vocab_size(self):
         return self._parts[0].vocabulary_size
+
+    def _check_input_shape(self, inputs):
+        """One line for a wrong rank or (concrete) ids outside the vocabulary."""
+        shape = getattr(inputs, "shape", None)
+        if shape is None or isinstance(inputs, dict):
+            return
+        if len(shape) != 2:
+            raise ValueError(f"Mamba expects token ids of shape (batch, length); got "
+                             f"{tuple(shape)}")
+        check_token_ids(inputs, self.get_zoo_config()["vocab_size"])
 
     def _logits(self, x):
         embedding, _, final_norm, head = self._parts

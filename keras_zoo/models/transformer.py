@@ -28,6 +28,7 @@ from keras_zoo.layers.normalization import LayerNormalization
 from keras_zoo.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from keras_zoo.models import decoding
 from keras_zoo.models.base import ZooModel, counted, signature_model
+from keras_zoo.models.checks import check_count, check_id_lists, check_texts, check_token_ids
 from keras_zoo.models.text_data import TextData
 from keras_zoo.presets import register_family, register_preset
 
@@ -149,6 +150,25 @@ class Transformer(TextData, ZooModel):
 
     tokenizer_hint = "; translate_ids() takes token ids without one"
 
+    def _check_input_shape(self, inputs):
+        """One line for wrong keys or ranks, sequences past the position table
+        and (concrete) ids outside the vocabulary."""
+        if not isinstance(inputs, dict):
+            return
+        c = self.get_zoo_config()
+        if sorted(inputs) != ["source_ids", "target_ids"]:
+            raise ValueError(f"Transformer inputs are ['source_ids', 'target_ids']; got "
+                             f"{sorted(inputs)}")
+        table = max(c["max_source_length"], c["max_target_length"]) + 1
+        for key in ("source_ids", "target_ids"):
+            shape = tuple(getattr(inputs[key], "shape", np.shape(inputs[key])))
+            if len(shape) != 2:
+                raise ValueError(f"{key} must be (batch, length); got shape {shape}")
+            if shape[1] is not None and shape[1] > table:
+                raise ValueError(f"{key} of {shape[1]} tokens passes the position table of "
+                                 f"{table} (max_source_length / max_target_length + 1)")
+            check_token_ids(inputs[key], c["vocab_size"], key.replace("_", " "))
+
     # ---- the two halves, used by decoding and by the exported signatures
 
     def encode(self, source_ids):
@@ -203,6 +223,8 @@ class Transformer(TextData, ZooModel):
         ``max_target_length``). ``alpha``: the length penalty (default: the
         config's ``length_penalty``).
         """
+        check_texts(texts, "translate()")
+        self._check_decoding_arguments(beam_size, max_length, alpha, batch_size)
         tokenizer = self._require_tokenizer("translate() on strings")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -225,11 +247,11 @@ class Transformer(TextData, ZooModel):
         """Token-id version of ``translate``: lists of source ids (ending in
         the end token) -> lists of target ids (without start/end tokens)."""
         c = self.get_zoo_config()
+        check_id_lists(source_ids, "translate_ids()")
+        self._check_decoding_arguments(beam_size, max_length, alpha, batch_size)
         beam_size = c["num_beams"] if beam_size is None else beam_size
         alpha = c["length_penalty"] if alpha is None else alpha
         banned, force_end = list(c["suppress_ids"]), c["force_end"]
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         start, end = self._special_ids()
         vocab = c["vocab_size"]
         for row in source_ids:
@@ -275,6 +297,18 @@ class Transformer(TextData, ZooModel):
             for j, r in enumerate(rows):
                 out[r] = result[j]
         return out
+
+    @staticmethod
+    def _check_decoding_arguments(beam_size, max_length, alpha, batch_size):
+        """None for ``beam_size`` / ``alpha``: the config's ``num_beams`` /
+        ``length_penalty``."""
+        check_count("beam_size", beam_size, allow_none=True)
+        check_count("max_length", max_length, allow_none=True)  # 0 is not "the default"
+        check_count("batch_size", batch_size)
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                                  or not 0 <= alpha < float("inf")):
+            raise ValueError(f"alpha (the length penalty) must be a finite number >= 0, "
+                             f"got {alpha!r}")
 
     def _special_ids(self):
         c, t = self.get_zoo_config(), self.tokenizer

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from export import export as exporter
 from export.translate import TFLiteTranslator
@@ -28,6 +29,10 @@ def test_tflite_greedy_translation_equals_keras(tmp_path):
     assert any(len(g) > 2 for g in got)  # the comparison covers several decoding steps
     # a short source stopped at its own limit, not at the batch's longest + 50
     assert any(len(g) == len(s) + 50 < 64 for g, s in zip(got, sources))
+    # Another model's tokenizer would decode garbage: refused by vocabulary size.
+    other = type("Tokenizer", (), {"vocab_size": 300})()
+    with pytest.raises(ValueError, match="the tokenizer has 300 tokens but .* outputs 64"):
+        TFLiteTranslator(path, other)
 
 
 def test_saved_model_carries_the_signatures_and_the_vocabulary(tmp_path):
