@@ -53,7 +53,9 @@ class TFLiteTranslator:
         source[0, :len(source_ids)] = source_ids
         encoded = self.encoder(source_ids=source)
         cache = np.zeros(self.cache_shape, np.float32)
-        limit = min(self.max_target, max_length or len(source_ids) + 50)
+        from keras_zoo.models.decoding import target_limit  # Keras' rule, per sentence
+
+        limit = target_limit(len(source_ids), self.max_target, max_length)
         token, out = start_id, []
         for index in range(limit):
             started = time.perf_counter()

@@ -27,6 +27,15 @@ fresh Keras initializer per weight:
   zero biases, [CLS] N(0, 0.02); the ``PatchEmbed`` conv keeps torch's default
   ``kaiming_uniform_(a=sqrt(5))``: U(+-1/sqrt(fan_in)) for kernel and bias.
 
+- ``"tensor2tensor"``: tensorflow/tensor2tensor's Transformer
+  (``transformer_base``: ``initializer="uniform_unit_scaling"``,
+  ``initializer_gain=1.0``, i.e. ``variance_scaling(1.0, "fan_avg",
+  "uniform")`` on every variable): q, k, v and the output transform are
+  separate (D, D) dense layers in ``common_attention.compute_qkv``, so a fused
+  kernel gets the fans of each (D, D) matrix (std D^-0.5, not the fused
+  matrix's glorot, which is 1/sqrt(2) of it for qkv and sqrt(2/3) for kv);
+  feed-forward kernels glorot over their own matrix; biases zero.
+
 Roles: ``patch_kernel``, ``patch_bias``, ``class_token``, ``attention_kernel``,
 ``attention_bias``, ``mlp_kernel``, ``mlp_bias``. ``parts`` says how many
 matrices a fused kernel holds (3 for qkv): ``"big_vision"`` gives each its own
@@ -34,10 +43,11 @@ fans, the others treat the fused kernel as one matrix, as their code does.
 """
 
 import math
+import random
 
 import keras
 
-SCHEMES = ("keras", "big_vision", "mae", "dino")
+SCHEMES = ("keras", "big_vision", "mae", "dino", "tensor2tensor")
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -74,6 +84,38 @@ class MatrixVarianceScaling(keras.initializers.VarianceScaling):
         return {**super().get_config(), "parts": self.parts}
 
 
+@keras.saving.register_keras_serializable(package="keras_zoo")
+class AbsoluteTruncatedNormal(keras.initializers.Initializer):
+    """timm's / torch's ``trunc_normal_(std, a=-2, b=2)``: N(mean, std^2) cut
+    at the ABSOLUTE bounds [a, b], by the same inverse-CDF draw (uniform
+    between the CDFs of the bounds, then erfinv). For std=0.02 the cut is 100
+    std away, so this is N(0, 0.02) -- Keras' ``TruncatedNormal(stddev=0.02)``
+    cuts at 2 std instead (std 0.0176). A fresh seed per object: make one per
+    weight (``keras.utils.set_random_seed`` makes the draws reproducible)."""
+
+    def __init__(self, stddev=0.02, mean=0.0, a=-2.0, b=2.0, seed=None):
+        if not stddev > 0 or not a < b:
+            raise ValueError(f"AbsoluteTruncatedNormal needs stddev > 0 and a < b, got "
+                             f"stddev={stddev}, a={a}, b={b}")
+        self.stddev, self.mean, self.a, self.b = stddev, mean, a, b
+        self._init_seed = seed
+        # as Keras' make_default_seed: Python's random, seeded by set_random_seed
+        self.seed = random.randint(1, 10**9) if seed is None else seed
+
+    def __call__(self, shape, dtype=None):
+        def cdf(x):
+            return (1.0 + math.erf((x - self.mean) / self.stddev / math.sqrt(2.0))) / 2.0
+
+        low, high = 2.0 * cdf(self.a) - 1.0, 2.0 * cdf(self.b) - 1.0
+        u = keras.random.uniform(shape, low, high, dtype="float32", seed=self.seed)
+        x = keras.ops.erfinv(u) * (self.stddev * math.sqrt(2.0)) + self.mean
+        return keras.ops.cast(keras.ops.clip(x, self.a, self.b), dtype or "float32")
+
+    def get_config(self):
+        return {"stddev": self.stddev, "mean": self.mean, "a": self.a, "b": self.b,
+                "seed": self._init_seed}
+
+
 def _torch_default(fan_in):
     # nn.Linear / nn.Conv2d reset_parameters: kaiming_uniform_(a=sqrt(5)) on the
     # weight and U(+-1/sqrt(fan_in)) on the bias: both bound 1/sqrt(fan_in).
@@ -92,6 +134,12 @@ def initializer(scheme, role, fan_in=None, parts=1):
         return keras.initializers.get(
             {"patch_kernel": "glorot_uniform", "attention_kernel": "glorot_uniform",
              "mlp_kernel": "glorot_uniform"}.get(role, "zeros"))
+    if scheme == "tensor2tensor":
+        if role == "attention_kernel":
+            return MatrixVarianceScaling(1.0, "fan_avg", "uniform", parts=parts)
+        if role == "mlp_kernel":
+            return keras.initializers.GlorotUniform()
+        return keras.initializers.Zeros()
     if scheme == "big_vision":
         if role == "patch_kernel":
             return keras.initializers.LecunNormal()

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import AbsoluteTruncatedNormal
+
 # ---------------------------------------------------------------- initialisers
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -222,8 +224,9 @@ class MambaMixer(layers.Layer):
     dt bias (``DtBiasInitializer``), conv weight and bias U(+-1/sqrt(kernel)),
     out_proj scaled by ``out_proj_scale`` (1/sqrt(num_layers) in MixerModel's
     ``rescale_prenorm_residual``). ``projection_init_stddev`` instead gives every
-    projection a truncated normal and zero biases, dt bias included (what
-    SiMBA's ``_init_weights`` does to its Mamba modules).
+    projection timm's trunc_normal (``AbsoluteTruncatedNormal``: cut at +-2
+    absolute) and zero biases, dt bias included (what SiMBA's ``_init_weights``
+    does to its Mamba modules).
 
     ``bidirectional=True`` adds a second conv / x_proj / dt_proj / A / D that
     scan the reversed sequence, sharing in_proj and out_proj, and averages the
@@ -277,7 +280,7 @@ class MambaMixer(layers.Layer):
 
         def dense(units, bias, name, kernel_init, bias_init="zeros"):
             if std is not None:
-                kernel_init, bias_init = keras.initializers.TruncatedNormal(stddev=std), "zeros"
+                kernel_init, bias_init = AbsoluteTruncatedNormal(std), "zeros"
             return layers.Dense(units, use_bias=bias, kernel_initializer=kernel_init,
                                 bias_initializer=bias_init, name=name, **kw)
 

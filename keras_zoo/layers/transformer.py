@@ -17,7 +17,7 @@ class _Block(layers.Layer):
     def __init__(self, num_heads, mlp_dim, dropout=0.0, attention_dropout=0.0,
                  activation="gelu", norm_first=True, layer_norm_epsilon=1e-6,
                  use_bias=True, activation_dropout=None, drop_path_rate=0.0,
-                 weight_init="keras", **kwargs):
+                 weight_init="keras", attention_bias=None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
@@ -30,6 +30,9 @@ class _Block(layers.Layer):
         self.activation_dropout = activation_dropout
         self.drop_path_rate = drop_path_rate
         self.weight_init = weight_init
+        # biases on the attention projections (None: as use_bias, the MLP's);
+        # tensor2tensor's attention has none, its feed-forward has them
+        self.attention_bias = use_bias if attention_bias is None else attention_bias
         self.drop_path = DropPath(drop_path_rate, dtype=self.dtype_policy)
 
     def _norm(self, name):
@@ -38,8 +41,8 @@ class _Block(layers.Layer):
 
     def _attention(self, name):
         return MultiHeadAttention(self.num_heads, dropout=self.attention_dropout,
-                                  use_bias=self.use_bias, weight_init=self.weight_init,
-                                  name=name, dtype=self.dtype_policy)
+                                  use_bias=self.attention_bias,
+                                  weight_init=self.weight_init, name=name, dtype=self.dtype_policy)
 
     def _mlp(self):
         return FeedForward(self.mlp_dim, activation=self.activation, dropout=self.dropout,
@@ -66,7 +69,8 @@ class _Block(layers.Layer):
                       activation=self.activation, norm_first=self.norm_first,
                       layer_norm_epsilon=self.layer_norm_epsilon,
                       use_bias=self.use_bias, activation_dropout=self.activation_dropout,
-                      drop_path_rate=self.drop_path_rate, weight_init=self.weight_init)
+                      drop_path_rate=self.drop_path_rate, weight_init=self.weight_init,
+                      attention_bias=self.attention_bias)
         return config
 
 
@@ -85,6 +89,9 @@ class TransformerEncoderBlock(_Block):
         activation_dropout: after the feed-forward activation (default: ``dropout``).
         activation: feed-forward activation ("gelu" in ViT, "relu" in 2017).
         layer_norm_epsilon: 1e-6 as in ViT.
+        use_bias: biases on the feed-forward (and, by default, attention)
+            projections. attention_bias: on the attention projections alone
+            (None: ``use_bias``; False in tensor2tensor's Transformer).
 
     With ``use_causal_mask=True`` and a ``cache`` (``attention.init_cache``)
     this is GPT's block decoding one step at a time: ``call`` then returns

@@ -588,11 +588,15 @@ class BERT(TextData, ZooModel):
 
 def _truncated_normal_init(model, stddev):
     """modeling.py's create_initializer: every matrix and embedding table drawn
-    from N(0, stddev^2) truncated at 2 sigma (biases zero, LayerNorm 1 and 0)."""
-    init = keras.initializers.TruncatedNormal(stddev=stddev)
+    from N(0, stddev^2) truncated at 2 sigma (biases zero, LayerNorm 1 and 0),
+    each variable independently: a fresh initializer per variable (an unseeded
+    Keras initializer object has a fixed seed, so one object reused would give
+    equal kernels and a position table equal to the first rows of the token
+    table). The seeds come from Python's ``random``: ``keras.utils.set_random_seed``
+    makes a build reproducible."""
     for v in model.weights:
         if v.path.endswith(("kernel", "embeddings")):
-            v.assign(init(v.shape, v.dtype))
+            v.assign(keras.initializers.TruncatedNormal(stddev=stddev)(v.shape, v.dtype))
 
 
 def _check_range(values, size, what, table):

@@ -27,14 +27,34 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def target_limit(source_length, max_target_length, max_length=None):
+    """Most target tokens for one source of ``source_length`` ids (its end
+    token included): ``max_length`` or the paper's source length + 50, capped
+    at ``max_target_length``. Each sentence its own: the Keras batch decoder
+    and the TFLite host loop (export/translate.py, one sentence at a time)
+    use this one rule, so a sentence's tokens do not depend on its batch."""
+    return min(max_target_length, max_length or source_length + 50)
+
+
+def _row_limits(max_length, batch):
+    """``max_length``: one int for every row or one per row -> (batch,) ints."""
+    limits = np.broadcast_to(np.asarray(max_length, np.int64), (batch,))
+    if limits.size and limits.min() < 1:
+        raise ValueError(f"max_length must be >= 1 for every row, got {limits.min()}")
+    return limits
+
+
 def greedy_search(step, cache, start_ids, max_length, end_id):
-    """Greedy decoding. ``start_ids`` (batch,): the first decoder input token.
-    Returns a list per sequence of generated ids (up to and excluding end_id)."""
+    """Greedy decoding. ``start_ids`` (batch,): the first decoder input token;
+    ``max_length``: most new tokens, one int or one per row (a row stops at
+    its own, as it would decoded alone). Returns a list per sequence of
+    generated ids (up to and excluding end_id)."""
     batch = len(start_ids)
+    limits = _row_limits(max_length, batch)
     token = np.asarray(start_ids, np.int32)[:, None]
     done = np.zeros(batch, bool)
     out = [[] for _ in range(batch)]
-    for index in range(max_length):
+    for index in range(int(limits.max(initial=0))):
         logits, cache = step(token, cache, index)
         token = np.asarray(logits)[:, -1].argmax(-1).astype(np.int32)
         for b in np.flatnonzero(~done):
@@ -42,6 +62,7 @@ def greedy_search(step, cache, start_ids, max_length, end_id):
                 done[b] = True
             else:
                 out[b].append(int(token[b]))
+        done |= index + 1 >= limits
         if done.all():
             break
         token = token[:, None]
@@ -57,11 +78,15 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
         cache: the decoder cache for ``batch * beam_size`` rows (row
             ``b * beam_size + k`` is beam k of sequence b).
         start_ids: (batch,) first decoder input token.
+        max_length: most new tokens, one int or one per sequence: a sequence
+            is decided at its own limit or early stop, exactly as if it were
+            decoded alone (the batch only shares the steps).
         reorder: ``reorder(cache, rows)`` gathers cache rows (default: take
             along axis 0 of every tensor of the nest).
         alpha: 0.6 as in the paper; 0 ranks by total log-probability.
     """
     batch, k = len(start_ids), beam_size
+    limits = _row_limits(max_length, batch)
     reorder = reorder or _take_rows
     alive_seq = np.zeros((batch, k, 0), np.int32)
     alive_logp = np.tile(np.array([0.0] + [NEG_INF] * (k - 1)), (batch, 1))
@@ -69,8 +94,9 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
     finished_score = np.full((batch, k), NEG_INF)
     finished_flag = np.zeros((batch, k), bool)
     token = np.repeat(np.asarray(start_ids, np.int32), k)[:, None]
-    max_penalty = length_penalty(max_length, alpha)
-    for index in range(max_length):
+    max_penalty = length_penalty(limits, alpha)
+    results, scores = [None] * batch, [None] * batch
+    for index in range(int(limits.max(initial=0))):
         logits, cache = step(token, cache, index)
         vocab = np.asarray(logits).shape[-1]
         logp = _log_softmax(np.asarray(logits)[:, -1]).reshape(batch, k, vocab)
@@ -102,22 +128,28 @@ def beam_search(step, cache, start_ids, max_length, end_id, beam_size=4, alpha=0
         lowest_finished = np.where(finished_flag.any(axis=1),
                                    np.where(finished_flag, finished_score, 0.0).min(axis=1),
                                    -np.inf)
-        if index + 1 == max_length or np.all(lowest_finished > alive_logp[:, 0] / max_penalty):
+        decided = (index + 1 >= limits) | (lowest_finished > alive_logp[:, 0] / max_penalty)
+        final_alive = alive_logp / length_penalty(alive_seq.shape[2], alpha)
+        for b in np.flatnonzero(decided):
+            if results[b] is None:  # a sequence's answer is fixed the step it is decided
+                results[b], scores[b] = _best(b, finished_seq, finished_score,
+                                              finished_flag, alive_seq, final_alive, end_id)
+        if all(r is not None for r in results):
             break
         cache = reorder(cache, (np.arange(batch)[:, None] * k + parents).reshape(-1))
         token = alive_seq[:, :, -1].reshape(-1, 1)
-    results, scores = [], []
-    final_alive = alive_logp / length_penalty(alive_seq.shape[2], alpha)
-    for b in range(batch):
-        if finished_flag[b].any():
-            seq, score = finished_seq[b, 0], finished_score[b, 0]
-        else:
-            best = int(np.argmax(final_alive[b]))
-            seq, score = alive_seq[b, best], final_alive[b, best]
-        seq = [int(t) for t in seq]
-        results.append(seq[:seq.index(end_id)] if end_id in seq else seq)
-        scores.append(float(score))
     return results, scores
+
+
+def _best(b, finished_seq, finished_score, finished_flag, alive_seq, final_alive, end_id):
+    """Sequence b's answer: its best finished hypothesis, else its best alive one."""
+    if finished_flag[b].any():
+        seq, score = finished_seq[b, 0], finished_score[b, 0]
+    else:
+        best = int(np.argmax(final_alive[b]))
+        seq, score = alive_seq[b, best], final_alive[b, best]
+    seq = [int(t) for t in seq]
+    return (seq[:seq.index(end_id)] if end_id in seq else seq), float(score)
 
 
 def compiled(model, fn):

@@ -20,18 +20,25 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_zoo.layers.initializers import AbsoluteTruncatedNormal
 from keras_zoo.layers.normalization import BatchNormalization, LayerNormalization
 from keras_zoo.layers.ssm import MambaMixer
 from keras_zoo.models.base import ZooModel
 from keras_zoo.presets import register_family, register_preset
 
-# The official _init_weights: Linear ~ trunc_normal(0.02), zero bias; Conv2d ~
-# normal(0, sqrt(2 / fan_out)), zero bias. It reaches the Mamba modules' Linear
-# layers too (dt_proj bias included), which MambaMixer's projection_init_stddev mirrors.
-_LINEAR = {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=0.02),
-           "bias_initializer": "zeros"}
-_CONV = {"kernel_initializer": keras.initializers.VarianceScaling(
-    2.0, mode="fan_out", distribution="untruncated_normal"), "bias_initializer": "zeros"}
+# The official _init_weights: Linear ~ timm trunc_normal(std=0.02) (cut at +-2
+# absolute: N(0, 0.02)), zero bias; Conv2d ~ normal(0, sqrt(2 / fan_out)), zero
+# bias. It reaches the Mamba modules' Linear layers too (dt_proj bias included),
+# which MambaMixer's projection_init_stddev mirrors. Functions, not module-level
+# objects: each weight needs its own initializer (an unseeded Keras initializer
+# object has one fixed seed, so a shared one made every same-shaped kernel equal).
+def _linear():
+    return {"kernel_initializer": AbsoluteTruncatedNormal(0.02), "bias_initializer": "zeros"}
+
+
+def _conv_init():
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                              distribution="untruncated_normal")
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -64,12 +71,11 @@ class EinFFT(layers.Layer):
             raise ValueError(f"EinFFT: width {dim} is not divisible by num_blocks="
                              f"{self.num_blocks}")
         self.block_size = block = dim // self.num_blocks
-        init = keras.initializers.RandomNormal(stddev=0.02)
         shape_w, shape_b = (2, self.num_blocks, block, block), (2, self.num_blocks, block)
-        self.weight_1 = self.add_weight(name="weight_1", shape=shape_w, initializer=init)
-        self.weight_2 = self.add_weight(name="weight_2", shape=shape_w, initializer=init)
-        self.bias_1 = self.add_weight(name="bias_1", shape=shape_b, initializer=init)
-        self.bias_2 = self.add_weight(name="bias_2", shape=shape_b, initializer=init)
+        for name, shape in (("weight_1", shape_w), ("weight_2", shape_w), ("bias_1", shape_b),
+                            ("bias_2", shape_b)):  # scale * randn, each on its own
+            setattr(self, name, self.add_weight(
+                name=name, shape=shape, initializer=keras.initializers.RandomNormal(stddev=0.02)))
 
     def _fft2(self, real, imag, inverse):
         """Orthonormal 2-D DFT over axes 1 (tokens) and 2 (blocks) of (B, N, b, d)."""
@@ -154,12 +160,12 @@ class ConvFeedForward(layers.Layer):
     def build(self, input_shape):
         dim = input_shape[-1]
         kw = {"dtype": self.dtype_policy}
-        self.fc1 = layers.Dense(self.hidden_dim, name="fc1", **_LINEAR, **kw)
+        self.fc1 = layers.Dense(self.hidden_dim, name="fc1", **_linear(), **kw)
         self.fc1.build(input_shape)
         self.dwconv = layers.DepthwiseConv2D(3, padding="same", name="dwconv", **kw,
-                                             depthwise_initializer=_CONV["kernel_initializer"])
+                                             depthwise_initializer=_conv_init())
         self.dwconv.build((None, *self.grid, self.hidden_dim))
-        self.fc2 = layers.Dense(dim, name="fc2", **_LINEAR, **kw)
+        self.fc2 = layers.Dense(dim, name="fc2", **_linear(), **kw)
         self.fc2.build((None, None, self.hidden_dim))
 
     def call(self, x):
@@ -243,9 +249,9 @@ class SimbaBlock(layers.Layer):
             self.mlp = ConvFeedForward(int(dim * self.mlp_ratio), self.grid, name="mlp", **kw)
         else:
             self.mlp = keras.Sequential([
-                layers.Dense(int(dim * self.mlp_ratio), name="fc1", **_LINEAR, **kw),
+                layers.Dense(int(dim * self.mlp_ratio), name="fc1", **_linear(), **kw),
                 layers.Activation("gelu", name="gelu"),
-                layers.Dense(dim, name="fc2", **_LINEAR, **kw)], name="mlp")
+                layers.Dense(dim, name="fc2", **_linear(), **kw)], name="mlp")
         self.drop = DropPath(self.drop_path, name="drop_path")
         for sub in (self.mamba_norm, self.mixer, self.mlp_norm, self.mlp):
             sub.build(input_shape)
@@ -292,7 +298,8 @@ class TokenLabelMerge(layers.Layer):
 def _conv(filters, kernel, stride, name, bias=True, padding=None):
     """PyTorch-style explicit symmetric padding, then a 'valid' convolution."""
     pad = kernel // 2 if padding is None else padding
-    conv = layers.Conv2D(filters, kernel, stride, use_bias=bias, name=name, **_CONV)
+    conv = layers.Conv2D(filters, kernel, stride, use_bias=bias, name=name,
+                         kernel_initializer=_conv_init(), bias_initializer="zeros")
     if not pad:
         return conv
     pad_layer = layers.ZeroPadding2D(pad, name=name + "_pad")
@@ -379,9 +386,9 @@ class Simba(ZooModel):
         final_norm = LayerNormalization(epsilon=layer_norm_epsilon, name=f"stage{stages}_norm")
         outputs = final_norm(cls)
         if num_classes:
-            outputs = layers.Dense(num_classes, name="head", dtype="float32", **_LINEAR)(outputs)
+            outputs = layers.Dense(num_classes, name="head", dtype="float32", **_linear())(outputs)
             if token_label:  # official inference: class logits + 0.5 max over token logits
-                aux = layers.Dense(num_classes, name="aux_head", dtype="float32", **_LINEAR)(
+                aux = layers.Dense(num_classes, name="aux_head", dtype="float32", **_linear())(
                     final_norm(tokens))
                 outputs = TokenLabelMerge(name="token_label")([outputs, aux])
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)

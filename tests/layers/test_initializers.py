@@ -135,3 +135,22 @@ def test_dino_head_initialisation():
     # v keeps torch's nn.Linear default: U(+-1/sqrt(256)).
     assert _bound(head.weight_v) == pytest.approx(1 / 16, rel=0.01)
     assert _std(head.weight_v) == pytest.approx(1 / 16 / math.sqrt(3), rel=0.02)
+
+
+def test_absolute_truncated_normal_is_timms_trunc_normal():
+    from keras_zoo.layers.initializers import AbsoluteTruncatedNormal
+
+    n = 10**6  # sample std within 5 / sqrt(2n) = 0.35 % of the population's
+    margin = 5 / math.sqrt(2 * n)
+    w = np.asarray(AbsoluteTruncatedNormal(0.02)((1000, 1000)))
+    # trunc_normal_(std=.02) cuts at +-2 absolute (100 std): std 0.02, not Keras'
+    # TruncatedNormal(stddev=0.02) cut at 2 std (0.02 * 0.8796 = 0.0176)
+    assert abs(w.std() / 0.02 - 1) < margin
+    # with std 1 the absolute cut is at 2 std: the truncated normal's std
+    # sqrt(1 - 4 phi(2) / (Phi(2) - Phi(-2))) = 0.87962566
+    w = np.asarray(AbsoluteTruncatedNormal(1.0)((1000, 1000)))
+    assert np.abs(w).max() <= 2.0 and abs(w.std() / 0.87962566 - 1) < margin
+    config = AbsoluteTruncatedNormal(0.5, a=-1.0, b=3.0).get_config()
+    assert AbsoluteTruncatedNormal.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="stddev > 0 and a < b"):
+        AbsoluteTruncatedNormal(0.0)

@@ -67,6 +67,28 @@ def test_initialisation_is_truncated_normal_002():
     assert np.all(np.asarray(model.get_layer("embedding_norm").gamma) == 1)
 
 
+def test_each_table_and_kernel_is_drawn_independently():
+    # modeling.py draws every variable on its own; one reused unseeded Keras
+    # initializer gave equal qkv kernels in every block and a position table
+    # equal to the first rows of the token table.
+    keras.utils.set_random_seed(3)
+    model = BERT(**SMALL)
+    token = np.asarray(model.get_layer("token_embedding").embeddings)
+    position = np.asarray(model.get_layer("position_embedding").embeddings)
+    segment = np.asarray(model.get_layer("segment_embedding").embeddings)
+    assert not np.allclose(position, token[:len(position)])
+    assert not np.allclose(segment, token[:len(segment)])
+    qkv = [np.asarray(model.get_layer(f"encoder_block_{i}").attention.qkv.kernel)
+           for i in range(2)]
+    assert not np.allclose(qkv[0], qkv[1])
+    # independent draws: the correlation of two tables is ~N(0, 1/n), not 1
+    n = segment.size
+    assert abs(np.corrcoef(segment.ravel(), token.ravel()[:n])[0, 1]) < 5 / np.sqrt(n)
+    keras.utils.set_random_seed(3)  # and still reproducible under one seed
+    np.testing.assert_array_equal(
+        np.asarray(BERT(**SMALL).get_layer("token_embedding").embeddings), token)
+
+
 def test_padding_changes_nothing_at_real_tokens():
     model = _randomise(BERT(**SMALL, task=None))
     x = _inputs(length=6)

@@ -172,3 +172,14 @@ def test_preset_counts_against_the_papers_table(size, mixer):
         assert abs(with_aux / 1e6 - paper) / paper < 0.006
     without = official_parameter_count(**OFFICIAL[size], channel_mixer=mixer)
     assert with_aux - without == OFFICIAL[size]["embed_dims"][-1] * 1000 + 1000
+
+
+def test_linear_layers_are_timms_trunc_normal_002():
+    # _init_weights: trunc_normal_(m.weight, std=.02) on every nn.Linear, the Mamba
+    # modules' included: N(0, 0.02) (cut at +-2 absolute), not 2-std-cut 0.0176
+    model = keras_zoo.from_preset("simba_tiny_digits")
+    kernels = [v for v in model.weights if v.path.endswith(("proj/kernel", "head/kernel"))
+               and "stem" not in v.path and "downsample" not in v.path]  # not the convs
+    w = np.concatenate([np.asarray(v).ravel() for v in kernels])
+    assert w.size > 30_000
+    assert abs(w.std() / 0.02 - 1) < 5 / math.sqrt(2 * w.size)  # 0.0176 is 12 % away

@@ -39,9 +39,12 @@ def test_published_parameter_counts():
     counts = {name: keras_zoo.Transformer.from_preset(name).count_params()
               for name in ("transformer_base", "transformer_big", "transformer_tiny_gettext")}
     # base: embeddings 37,000 x 512 = 18,944,000 (shared by source, target and the
-    # pre-softmax projection); encoder 6 x 3,152,384; decoder 6 x 4,204,032.
-    assert counts == {"transformer_base": 63_082_496, "transformer_big": 214_245_376,
+    # pre-softmax projection); encoder 6 x 3,150,336; decoder 6 x 4,199,936: no
+    # biases on the attention projections, as tensor2tensor (with them: 63,082,496)
+    assert counts == {"transformer_base": 63_045_632, "transformer_big": 214_171_648,
                       "transformer_tiny_gettext": 7_577_600}
+    assert keras_zoo.Transformer.from_preset(
+        "transformer_base", attention_bias=True).count_params() == 63_082_496
     base = keras_zoo.Transformer.from_preset("transformer_base")
     groups = {"embedding": 0, "encoder": 0, "decoder": 0}
     for layer in base.layers:
@@ -49,7 +52,46 @@ def test_published_parameter_counts():
             if layer.name.startswith(group):
                 groups[group] += layer.count_params()
     print("transformer_base parameters:", counts["transformer_base"], groups)
-    assert groups == {"embedding": 18_944_000, "encoder": 18_914_304, "decoder": 25_224_192}
+    assert groups == {"embedding": 18_944_000, "encoder": 18_902_016, "decoder": 25_199_616}
+
+
+def test_projections_are_initialised_per_matrix_as_tensor2tensor():
+    # uniform_unit_scaling (gain 1): variance_scaling(1, fan_avg, uniform) on
+    # each separate (D, D) q/k/v/output matrix: std D^-0.5 -- glorot over the
+    # fused (D, 3D) / (D, 2D) kernels would give 1/sqrt(2) / sqrt(2/3) of it
+    keras.utils.set_random_seed(1)
+    d = 256
+    model = Transformer(**{**SMALL, "hidden_dim": d, "num_heads": 4, "mlp_dim": 512,
+                           "attention_bias": False})
+    block = model.get_layer("decoder_block_0")
+    kernels = {"qkv": block.self_attention.qkv.kernel, "q": block.cross_attention.q.kernel,
+               "kv": block.cross_attention.kv.kernel, "out": block.cross_attention.out.kernel}
+    for name, kernel in kernels.items():
+        w = np.asarray(kernel).reshape(d, -1, d)
+        for part in range(w.shape[1]):  # each (D, D) matrix: n = 65,536 draws
+            std = w[:, part].std()
+            assert abs(std * math.sqrt(d) - 1) < 5 / math.sqrt(2 * d * d) * 1.2, (name, part)
+            assert np.abs(w[:, part]).max() <= math.sqrt(3 / d) + 1e-7  # uniform
+    assert block.self_attention.qkv.bias is None and block.cross_attention.kv.bias is None
+    assert len(block.mlp.trainable_weights) == 4  # the feed-forward keeps its biases
+
+
+def test_each_sentence_decodes_to_its_own_length_limit_in_any_batch():
+    # the output limit is each source's length + 50 (export/translate.py's rule),
+    # so a sentence decodes the same alone and next to a much longer one
+    keras.utils.set_random_seed(0)
+    model = Transformer(**{**SMALL, "max_source_length": 40, "max_target_length": 96})
+    rng = np.random.default_rng(0)
+    sources = [list(rng.integers(4, 300, n)) + [3] for n in (1, 38)]
+    for beam in (1, 2):
+        batch = model.translate_ids(sources, beam_size=beam)
+        alone = [model.translate_ids([s], beam_size=beam)[0] for s in sources]
+        assert batch == alone, beam
+        assert all(len(out) <= decoding.target_limit(len(s), 96) for out, s in zip(batch, sources))
+    assert decoding.target_limit(2, 96) == 52 and decoding.target_limit(39, 96) == 89
+    assert decoding.target_limit(39, 96, max_length=10) == 10
+    # the short one runs to its own limit (this untrained model never ends)
+    assert len(model.translate_ids(sources[:1] + sources[1:], beam_size=1)[0]) == 52
 
 
 def test_causal_mask_blocks_the_future(model):
