@@ -4,15 +4,17 @@ r"""BERT recipe, offline on CPU: pre-training on english_prose, fine-tuning on g
 
 1. Pre-trains BERT-Tiny with masked LM + next-sentence prediction on the
    training documents of english_prose (experiments/configs/
-   bert_tiny_prose_pretraining.py, through experiments.train), then scores
-   its test documents: masked-LM accuracy at the chosen positions against the
+   bert_tiny_prose_pretraining.py, through experiments.train; best/ chosen on
+   the validation documents), then scores best/ once on its test documents:
+   masked-LM accuracy at the chosen positions against the
    frequency baseline (always predict the token that is most often chosen in
    the training split), and NSP accuracy against 50 %.
 2. Fine-tunes on gettext_packages (which of 8 packages an English gettext
    message comes from; experiments/configs/bert_tiny_gettext_packages.py):
    the pre-trained model (its vocabulary, a new head) and the same
-   architecture from scratch (a vocabulary trained on the messages). Test
-   accuracy of the best-validation preset of each.
+   architecture from scratch (a vocabulary trained on the messages). best/
+   of each is chosen on the validation messages; the trainer scores it once
+   on the test messages.
 3. The baseline on the same split: bag-of-words (word unigrams + bigrams,
    tf-idf) logistic regression, C picked on the validation split.
 4. Exports the pre-trained fine-tuned classifier to TFLite in the four
@@ -86,17 +88,6 @@ def pretraining_scores(model, batch_size=64):
             "nsp_accuracy": nsp_hits / nsp_total, "nsp_pairs": nsp_total}
 
 
-def test_accuracy(model, spec="gettext_packages:test"):
-    examples, info = model.load_data(spec, "test")
-    hits = total = 0
-    for x, y, w in model.batch_data(examples, info, 64, training=False):
-        predicted = np.asarray(model(x, training=False)).argmax(-1)
-        real = w.numpy() > 0
-        hits += int((predicted == y.numpy())[real].sum())
-        total += int(real.sum())
-    return hits / total, total
-
-
 def bag_of_words_baseline():
     """tf-idf of word unigrams and bigrams + logistic regression; C chosen on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -120,7 +111,11 @@ def bag_of_words_baseline():
         if best is None or accuracy > best[0]:
             best = (accuracy, c, classifier)
     return {"validation_accuracy": best[0], "C": best[1],
-            "test_accuracy": best[2].score(vectorizer.transform(x_test), y_test)}
+            "test_accuracy": best[2].score(vectorizer.transform(x_test), y_test),
+            "train_dataset": {"spec": "gettext_packages:train", "examples": len(y_train)},
+            "validation_dataset": {"spec": "gettext_packages:validation",
+                                   "examples": len(y_val)},
+            "test_dataset": {"spec": "gettext_packages:test", "examples": len(y_test)}}
 
 
 def main(argv):
@@ -140,11 +135,18 @@ def main(argv):
     pretrain_dir = os.path.join(out, "pretrain")
     if "pretrain" in FLAGS.stages:
         started, load = time.time(), _load_average()
+        # the test documents are scored once, below, by pretraining_scores
         run = trainer.train(_config(PRETRAINING, model_dir=pretrain_dir,
-                                    epochs=FLAGS.pretraining_epochs))
-        model = keras_zoo.from_preset(os.path.join(pretrain_dir, "last"))
+                                    epochs=FLAGS.pretraining_epochs, test_dataset="none"))
+        model = keras_zoo.from_preset(os.path.join(pretrain_dir, "best"))
         scores = pretraining_scores(model)
-        results["pretraining"] = {**scores, "steps": run["steps"],
+        results["pretraining"] = {**scores, "steps": run["steps"], "scored": "best/",
+                                  "best_validation": run.get("best"),
+                                  "train_dataset": run["train_dataset"],
+                                  "validation_dataset": run["validation_dataset"],
+                                  "test_dataset": {"spec": "english_prose:test",
+                                                   "examples": "documents; see "
+                                                   "mlm_predictions, nsp_pairs"},
                                   "train_seconds": run["train_seconds"],
                                   "wall_seconds": round(time.time() - started, 1),
                                   "load_average_start_end": [load, _load_average()]}
@@ -157,11 +159,14 @@ def main(argv):
             started, load = time.time(), _load_average()
             config = _config(FINE_TUNING, model_dir=os.path.join(out, f"finetune_{name}"),
                              epochs=FLAGS.fine_tuning_epochs, preset=preset)
-            run = trainer.train(config)
-            best = keras_zoo.from_preset(run["best_preset"])
-            accuracy, n = test_accuracy(best)
+            run = trainer.train(config)  # best/ on validation, then test once with it
             results[f"finetune_{name}"] = {
-                "test_accuracy": accuracy, "test_messages": n, "steps": run["steps"],
+                "test_accuracy": run["test_accuracy"],
+                "test_messages": run["test_dataset"]["examples"],
+                "test_weights": run["test_weights"], "steps": run["steps"],
+                "train_dataset": run["train_dataset"],
+                "validation_dataset": run["validation_dataset"],
+                "test_dataset": run["test_dataset"],
                 "best_validation": run["best"], "train_seconds": run["train_seconds"],
                 "wall_seconds": round(time.time() - started, 1),
                 "load_average_start_end": [load, _load_average()]}
