@@ -17,7 +17,13 @@ r"""BERT recipe, offline on CPU: pre-training on english_prose, fine-tuning on g
    on the test messages.
 3. The baseline on the same split: bag-of-words (word unigrams + bigrams,
    tf-idf) logistic regression, C picked on the validation split.
-4. Exports the pre-trained fine-tuned classifier to TFLite in the four
+4. (stage ``curve``, not in the default stages) Validation accuracy against
+   the number of labelled training messages: the pre-trained model
+   fine-tuned (same config, same number of epochs) and the bag of words (C
+   chosen on validation) on seeded class-balanced subsets of
+   ``--curve_fractions`` of the training messages; validation only, the test
+   split is not read.
+5. Exports the pre-trained fine-tuned classifier to TFLite in the four
    modes (calibrated on training messages) and reports each file's
    agreement with Keras and accuracy on the test messages.
 
@@ -46,6 +52,8 @@ flags.DEFINE_integer("pretraining_epochs", None, "Override the pre-training conf
 flags.DEFINE_integer("fine_tuning_epochs", None, "Override the fine-tuning config's epochs.")
 flags.DEFINE_list("stages", ["pretrain", "finetune", "baseline", "export"],
                   "Stages to run (a later stage reuses an earlier one's run folder).")
+flags.DEFINE_list("curve_fractions", ["0.125", "0.25", "0.5"], "Fractions of the "
+                  "training messages of the 'curve' stage.")
 FLAGS = flags.FLAGS
 
 
@@ -88,20 +96,19 @@ def pretraining_scores(model, batch_size=64):
             "nsp_accuracy": nsp_hits / nsp_total, "nsp_pairs": nsp_total}
 
 
-def bag_of_words_baseline():
-    """tf-idf of word unigrams and bigrams + logistic regression; C chosen on validation."""
+def _messages(name):
+    from keras_zoo.data import text
+
+    ds, _ = text.load("gettext_packages", name)
+    rows = list(ds.as_numpy_iterator())
+    return [r["text"].decode() for r in rows], np.array([r["label"] for r in rows])
+
+
+def _bag_of_words(x_train, y_train, x_val, y_val):
+    """(validation accuracy, C, vectorizer, classifier): C chosen on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from keras_zoo.data import text
-
-    def split(name):
-        ds, _ = text.load("gettext_packages", name)
-        rows = list(ds.as_numpy_iterator())
-        return [r["text"].decode() for r in rows], np.array([r["label"] for r in rows])
-
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        split(s) for s in ("train", "validation", "test"))
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     train_features = vectorizer.fit_transform(x_train)
     best = None
@@ -109,7 +116,77 @@ def bag_of_words_baseline():
         classifier = LogisticRegression(C=c, max_iter=3000).fit(train_features, y_train)
         accuracy = classifier.score(vectorizer.transform(x_val), y_val)
         if best is None or accuracy > best[0]:
-            best = (accuracy, c, classifier)
+            best = (accuracy, c, vectorizer, classifier)
+    return best
+
+
+def balanced_subset(labels, fraction, seed=0):
+    """Indices of a seeded subset with ``fraction`` of every class."""
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([
+        rng.permutation(members)[:max(1, round(fraction * len(members)))]
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))]))
+
+
+def fine_tune_subset(preset, texts, labels, epochs):
+    """The fine-tuning config's model, optimizer and epochs on a subset of the
+    training messages (the trainer's model and optimizer code, in-process);
+    returns the best validation accuracy over the epochs and its epoch."""
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    c = trainer.resolve(_config(FINE_TUNING, preset=preset, model_dir="/tmp/unused",
+                                epochs=epochs))
+    keras.utils.set_random_seed(c["seed"])
+    model = trainer.build_model(c, 8)
+    _, info = model.load_data("gettext_packages", "train")
+    subset = tf.data.Dataset.from_tensor_slices({"text": texts, "label": labels})
+    info = dataclasses.replace(info, num_examples=len(texts))
+    model.prepare_data(subset, info, None)
+    steps = model.steps_per_pass(info, c["global_batch_size"])
+    optimizer, _ = trainer.make_optimizer(c, c["epochs"] * steps, model)
+    args = dict(model.compile_defaults())
+    args["weighted_metrics"] = args.pop("metrics")
+    model.compile(optimizer=optimizer, **args)
+    val, val_info = model.load_data("gettext_packages:validation", "validation")
+    val_ds = model.batch_data(val, val_info, c["global_batch_size"], training=False)
+    train_ds = model.batch_data(subset.shuffle(len(texts), seed=c["seed"]), info,
+                                c["global_batch_size"], training=True)
+    history = model.fit(train_ds, epochs=c["epochs"], validation_data=val_ds, verbose=0)
+    curve = history.history["val_accuracy"]
+    return {"best_validation_accuracy": float(max(curve)),
+            "best_epoch": int(np.argmax(curve)) + 1, "steps": c["epochs"] * steps}
+
+
+def learning_curve(pretrained, fractions):
+    """Validation accuracy vs labelled training messages: fine-tuned pre-trained
+    BERT-Tiny and the bag of words, on the same class-balanced subsets."""
+    x_train, y_train = _messages("train")
+    x_val, y_val = _messages("validation")
+    rows = []
+    for fraction in fractions:
+        keep = balanced_subset(y_train, fraction)
+        texts, labels = [x_train[i] for i in keep], y_train[keep]
+        started = time.time()
+        bow = _bag_of_words(texts, labels, x_val, y_val)
+        row = {"fraction": fraction, "messages": len(keep),
+               "bag_of_words_validation": bow[0], "bag_of_words_C": bow[1]}
+        row["bert_pretrained"] = fine_tune_subset(
+            pretrained, texts, labels, FLAGS.fine_tuning_epochs or 6)
+        row["wall_seconds"] = round(time.time() - started, 1)
+        rows.append(row)
+        print("curve", json.dumps(row), flush=True)
+    return rows
+
+
+def bag_of_words_baseline():
+    """tf-idf of word unigrams and bigrams + logistic regression; C chosen on validation."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        _messages(s) for s in ("train", "validation", "test"))
+    accuracy, c, vectorizer, classifier = _bag_of_words(x_train, y_train, x_val, y_val)
+    best = (accuracy, c, classifier)
     return {"validation_accuracy": best[0], "C": best[1],
             "test_accuracy": best[2].score(vectorizer.transform(x_test), y_test),
             "train_dataset": {"spec": "gettext_packages:train", "examples": len(y_train)},
@@ -179,6 +256,15 @@ def main(argv):
             **bag_of_words_baseline(), "wall_seconds": round(time.time() - started, 1)}
         save()
         print(json.dumps(results["bag_of_words_logistic_regression"]), flush=True)
+
+    if "curve" in FLAGS.stages:
+        started, load = time.time(), _load_average()
+        results["curve_validation"] = {
+            "rows": learning_curve(os.path.join(pretrain_dir, "best"),
+                                   [float(f) for f in FLAGS.curve_fractions]),
+            "wall_seconds": round(time.time() - started, 1),
+            "load_average_start_end": [load, _load_average()]}
+        save()
 
     if "export" in FLAGS.stages:
         from export import export_tflite, verify_export
