@@ -52,6 +52,8 @@ flags.DEFINE_integer("pretraining_epochs", None, "Override the pre-training conf
 flags.DEFINE_integer("fine_tuning_epochs", None, "Override the fine-tuning config's epochs.")
 flags.DEFINE_list("stages", ["pretrain", "finetune", "baseline", "export"],
                   "Stages to run (a later stage reuses an earlier one's run folder).")
+flags.DEFINE_list("finetune_runs", ["pretrained", "from_scratch"], "Which fine-tuning "
+                  "runs the 'finetune' stage makes (from_scratch needs no pre-training).")
 flags.DEFINE_list("curve_fractions", ["0.125", "0.25", "0.5"], "Fractions of the "
                   "training messages of the 'curve' stage.")
 FLAGS = flags.FLAGS
@@ -233,6 +235,8 @@ def main(argv):
     if "finetune" in FLAGS.stages:
         for name, preset in (("pretrained", os.path.join(pretrain_dir, "best")),
                              ("from_scratch", None)):
+            if name not in FLAGS.finetune_runs:
+                continue
             started, load = time.time(), _load_average()
             config = _config(FINE_TUNING, model_dir=os.path.join(out, f"finetune_{name}"),
                              epochs=FLAGS.fine_tuning_epochs, preset=preset)

@@ -85,8 +85,8 @@ def test_best_is_chosen_on_validation_and_test_is_scored_once_with_it(tmp_path):
     test number must be best/'s, whatever the test split would have preferred."""
     model_dir = tmp_path / "run"
     result = trainer.train({
-        "preset": "lenet5", "dataset": "digits", "epochs": 4, "global_batch_size": 64,
-        "learning_rate": 3e-3, "model_dir": str(model_dir),
+        "preset": "lenet5", "dataset": "digits", "train_steps": 12, "eval_every": 3,
+        "global_batch_size": 64, "learning_rate": 3e-3, "model_dir": str(model_dir),
         "validation_dataset": "synthetic:200"})
     saved = json.loads((model_dir / "metrics.json").read_text())
     results, history = saved["results"], saved["history"]
@@ -114,11 +114,11 @@ def test_best_is_chosen_on_validation_and_test_is_scored_once_with_it(tmp_path):
 
 def test_resume_keeps_the_split(tmp_path):
     config = {"preset": "lenet5", "dataset": "digits", "global_batch_size": 64,
-              "learning_rate": 3e-3, "model_dir": str(tmp_path), "train_steps": 19,
-              "eval_every": 19, "test_dataset": "none"}
+              "learning_rate": 3e-3, "model_dir": str(tmp_path), "train_steps": 4,
+              "eval_every": 4, "test_dataset": "none"}
     first = trainer.train(config)
-    resumed = trainer.train({**config, "train_steps": 38})
-    assert resumed["start_step"] == 19 and resumed["steps"] == 38
+    resumed = trainer.train({**config, "train_steps": 8})
+    assert resumed["start_step"] == 4 and resumed["steps"] == 8
     for key in ("train_dataset", "validation_dataset"):
         assert resumed[key] == first[key]
     assert first["validation_dataset"] == {"spec": "digits:validation", "examples": 180}
