@@ -42,8 +42,8 @@ flags.DEFINE_string("dataset", "digits", "Training data: digits, tfds:NAME[:SPLI
 flags.DEFINE_string("validation_dataset", None, "Data for monitoring, early choices and "
                     "best/: default: the dataset's own validation split (digits:validation, "
                     "NAME:validation of a text set, tfds:NAME:validation), or for a tfds set "
-                    "without one the last 10%% of its train split (training then uses the "
-                    "first 90%%); 'none' skips it.")
+                    "without one the last 10% of its train split (training then uses the "
+                    "first 90%); 'none' skips it.")
 flags.DEFINE_alias("eval_dataset", "validation_dataset")
 flags.DEFINE_string("test_dataset", None, "Data scored once, at the end, with best/'s "
                     "weights: default: the dataset's test split (tfds sets without one: "
