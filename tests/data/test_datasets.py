@@ -56,7 +56,7 @@ def test_synthetic_dataset_takes_model_shapes():
 
 @pytest.mark.parametrize("spec, message", [
     ("digit", "unknown dataset 'digit'.*Did you mean digits"),
-    ("digits:validation", "bundled split must be one of"),
+    ("digits:valid", "bundled split must be one of .*got .valid."),
     ("tfds:", "tfds:NAME"),
     ("synthetic:many", "whole number"),
     ("", "non-empty string"),
