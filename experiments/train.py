@@ -410,7 +410,7 @@ def _tfds_splits(name, data_dir):
         return set()
 
 
-def default_splits(spec, data_dir=None):
+def default_splits(spec, data_dir=None, validation_given=False):
     """(training spec, validation spec, test spec) that go with ``--dataset``.
 
     Validation (monitoring, best/) is the dataset's own validation split; a
@@ -418,7 +418,8 @@ def default_splits(spec, data_dir=None):
     validation and trains on the rest (tfds shuffled its examples when it
     prepared the set, so the slice is a fixed random sample). Test (scored
     once at the end) is the test split; a tfds set without one uses its
-    validation split as test, and validation is then carved from train."""
+    validation split as test, and validation is then carved from train.
+    ``validation_given``: the user names validation data, so nothing is carved."""
     from keras_zoo.data import is_text_spec, parse_spec
     from keras_zoo.data import text as text_data
 
@@ -438,6 +439,8 @@ def default_splits(spec, data_dir=None):
     test = "test" if "test" in splits or not splits else "validation"
     if "validation" in splits and test != "validation" or not splits:
         return spec, named("validation"), named(test)
+    if validation_given:
+        return spec, "none", named(test) if test in splits else "none"
     if split != "train":
         raise TrainError(f"tfds:{name} has no validation split to choose best/ on and "
                          f"--dataset trains on {split!r}: name one with "
@@ -650,11 +653,9 @@ def _train(c, strategy, chief, started):
     with strategy.scope():
         model = build_model(c, None if c["dry_run"] else data.num_classes_of(spec, c["data_dir"]))
     train_spec, validation_spec, test_spec = (spec, "none", "none") if c["dry_run"] else \
-        default_splits(spec, c["data_dir"])
+        default_splits(spec, c["data_dir"], validation_given=bool(c["validation_dataset"]))
     validation_spec = c["validation_dataset"] or validation_spec
     test_spec = c["test_dataset"] or test_spec
-    if c["validation_dataset"] and train_spec != spec:  # the user chose: no carve
-        train_spec = spec
     ds, info = model.load_data(train_spec, "train", seed=c["seed"], data_dir=c["data_dir"])
     model.prepare_data(ds, info, None if c["dry_run"] else c["model_dir"])
     pass_len = model.steps_per_pass(info, c["global_batch_size"]) or 0

@@ -63,6 +63,9 @@ def test_default_splits_of_tfds_sets(monkeypatch, splits, expected):
     if "validation" not in splits:
         with pytest.raises(trainer.TrainError, match="no validation split"):
             trainer.default_splits("tfds:x:train[:50%]")
+        # validation named by the user: nothing is carved from the training split
+        assert trainer.default_splits("tfds:x:train[:50%]", validation_given=True) == \
+            ("tfds:x:train[:50%]", "none", expected[2])
 
 
 def test_eval_dataset_is_the_older_name_of_validation_dataset():
