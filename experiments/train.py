@@ -39,8 +39,16 @@ flags.DEFINE_string("model_overrides", None, "Config values of the model changed
                     "('dropout=0.1,num_layers=4').")
 flags.DEFINE_string("dataset", "digits", "Training data: digits, tfds:NAME[:SPLIT], "
                     "synthetic[:N].")
-flags.DEFINE_string("eval_dataset", None, "Evaluation data; default: the test split of "
-                    "--dataset (validation for tfds sets without one); 'none' skips it.")
+flags.DEFINE_string("validation_dataset", None, "Data for monitoring, early choices and "
+                    "best/: default: the dataset's own validation split (digits:validation, "
+                    "NAME:validation of a text set, tfds:NAME:validation), or for a tfds set "
+                    "without one the last 10% of its train split (training then uses the "
+                    "first 90%); 'none' skips it.")
+flags.DEFINE_alias("eval_dataset", "validation_dataset")
+flags.DEFINE_string("test_dataset", None, "Data scored once, at the end, with best/'s "
+                    "weights: default: the dataset's test split (tfds sets without one: "
+                    "their validation split, if it was not used for selection); 'none' "
+                    "skips it. Never used to choose anything.")
 flags.DEFINE_string("data_dir", None, "tfds data directory (local or gs://).")
 flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
                   "auto: TPU if one is named or attached, else multi_worker if TF_CONFIG "
@@ -105,13 +113,15 @@ flags.DEFINE_boolean("dry_run", False, "Build the model under the strategy, comp
                      "XLA step on fake data of the real shapes, print parameters, per-replica "
                      "batch and step time, exit. Nothing is written.")
 
-KEYS = ("preset", "model_overrides", "dataset", "eval_dataset", "data_dir", "strategy", "tpu",
+KEYS = ("preset", "model_overrides", "dataset", "validation_dataset", "test_dataset",
+        "data_dir", "strategy", "tpu",
         "num_cpu_devices", "model_dir", "global_batch_size", "epochs", "train_steps",
         "eval_every", "learning_rate", "warmup_steps", "min_learning_rate", "lr_schedule",
         "adam_beta_2", "adam_epsilon", "optimizer",
         "weight_decay", "clipnorm", "mixed_precision", "jit_compile", "steps_per_execution",
         "shuffle_buffer", "seed", "qat", "qat_config", "prune_sparsity", "dry_run")
 SHUFFLE_BYTES = 1 << 30
+ALIASES = {"eval_dataset": "validation_dataset"}  # older name, still read in configs
 
 
 class TrainError(ValueError):
@@ -239,7 +249,7 @@ def config_from_flags():
     """Flag defaults < --config file < flags given on the command line."""
     config = defaults()
     if FLAGS.config:
-        from_file = load_config_file(FLAGS.config)
+        from_file = _renamed(load_config_file(FLAGS.config), f"--config {FLAGS.config!r}:")
         unknown = sorted(set(from_file) - set(KEYS))
         if unknown:
             raise TrainError(f"--config {FLAGS.config!r} has unknown keys {unknown}; "
@@ -258,8 +268,21 @@ def config_from_flags():
     return config
 
 
+def _renamed(config, where="setting"):
+    """``config`` with old key names (ALIASES) under their current ones."""
+    config = dict(config)
+    for old, new in ALIASES.items():
+        if old in config:
+            if new in config and config[new] != config[old]:
+                raise TrainError(f"{where} {old!r} and {new!r} name the same thing "
+                                 f"({old} is its older name): give one")
+            config[new] = config.pop(old)
+    return config
+
+
 def resolve(config):
     """Fills defaults and checks every setting; returns a plain dict."""
+    config = _renamed(config)
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         raise TrainError(f"unknown setting(s) {unknown}; known: {', '.join(KEYS)}")
@@ -396,23 +419,57 @@ def check_preset(preset):
         presets.get_preset(preset)  # raises PresetError with the closest names
 
 
-def default_eval_spec(spec):
-    """The evaluation split that goes with a training spec: a text set's
-    validation split, an image set's test split."""
+HOLDOUT = "10%"  # of a tfds train split, when the set has no validation split
+
+
+def _tfds_splits(name, data_dir):
+    """The split names a tfds builder declares (empty when it cannot be built)."""
+    try:
+        import tensorflow_datasets as tfds
+
+        return set(tfds.builder(name, data_dir=data_dir).info.splits)
+    except Exception:  # noqa: BLE001  (not installed / not prepared: the loader says why)
+        return set()
+
+
+def default_splits(spec, data_dir=None, validation_given=False):
+    """(training spec, validation spec, test spec) that go with ``--dataset``.
+
+    Validation (monitoring, best/) is the dataset's own validation split; a
+    tfds set without one gives the last HOLDOUT of its train split to
+    validation and trains on the rest (tfds shuffled its examples when it
+    prepared the set, so the slice is a fixed random sample). Test (scored
+    once at the end) is the test split; a tfds set without one uses its
+    validation split as test, and validation is then carved from train.
+    ``validation_given``: the user names validation data, so nothing is carved."""
     from keras_zoo.data import is_text_spec, parse_spec
     from keras_zoo.data import text as text_data
 
-    if is_text_spec(spec):
-        kind, name, _ = text_data.parse_spec(spec)
-        pair = text_data.direction(spec)
-        suffix = f":{'-'.join(pair)}" if pair else ""
-        return (f"tfds:{name}:validation" if kind == "tfds" else f"{name}:validation") + suffix
-    kind, name, _ = parse_spec(spec)
-    if kind == "bundled":
-        return f"{name}:test"
-    if kind == "tfds":
-        return f"tfds:{name}:test"
-    return f"synthetic:{name}"
+    text = is_text_spec(spec)
+    kind, name, split = text_data.parse_spec(spec) if text else parse_spec(spec)
+    if kind == "synthetic":  # random data: other seeds (the loader) give other examples
+        return spec, f"synthetic:{name}", f"synthetic:{name}"
+    pair = text_data.direction(spec) if text else None
+    suffix = f":{'-'.join(pair)}" if pair else ""
+
+    def named(s):
+        return (f"tfds:{name}:{s}" if kind == "tfds" else f"{name}:{s}") + suffix
+
+    if kind != "tfds":
+        return spec, named("validation"), named("test")
+    splits = _tfds_splits(name, data_dir)
+    test = "test" if "test" in splits or not splits else "validation"
+    if "validation" in splits and test != "validation" or not splits:
+        return spec, named("validation"), named(test)
+    if validation_given:
+        return spec, "none", named(test) if test in splits else "none"
+    if split != "train":
+        raise TrainError(f"tfds:{name} has no validation split to choose best/ on and "
+                         f"--dataset trains on {split!r}: name one with "
+                         f"--validation_dataset (e.g. tfds:{name}:train[90%:] with "
+                         f"--dataset=tfds:{name}:train[:90%])")
+    return (named(f"train[:-{HOLDOUT}]"), named(f"train[-{HOLDOUT}:]"),
+            named(test) if test in splits else "none")
 
 
 def check_dataset_spec(spec):
@@ -579,8 +636,9 @@ def train(config):
     started = time.perf_counter()
     c = resolve(config)
     check_dataset_spec(c["dataset"])  # unknown datasets fail before any slow setup
-    if c["eval_dataset"] and c["eval_dataset"].lower() != "none":
-        check_dataset_spec(c["eval_dataset"])
+    for key in ("validation_dataset", "test_dataset"):
+        if c[key] and c[key].lower() != "none":
+            check_dataset_spec(c[key])
     check_preset(c["preset"])
     if c["num_cpu_devices"]:
         distribute.split_cpu(c["num_cpu_devices"])
@@ -628,7 +686,11 @@ def _train(c, strategy, chief, started):
         spec = f"synthetic:{2 * c['steps_per_execution'] * c['global_batch_size']}"
     with strategy.scope():
         model = build_model(c, None if c["dry_run"] else data.num_classes_of(spec, c["data_dir"]))
-    ds, info = model.load_data(spec, "train", seed=c["seed"], data_dir=c["data_dir"])
+    train_spec, validation_spec, test_spec = (spec, "none", "none") if c["dry_run"] else \
+        default_splits(spec, c["data_dir"], validation_given=bool(c["validation_dataset"]))
+    validation_spec = c["validation_dataset"] or validation_spec
+    test_spec = c["test_dataset"] or test_spec
+    ds, info = model.load_data(train_spec, "train", seed=c["seed"], data_dir=c["data_dir"])
     model.prepare_data(ds, info, None if c["dry_run"] else c["model_dir"])
     pass_len = model.steps_per_pass(info, c["global_batch_size"]) or 0
     if info.num_examples is not None and info.num_examples < c["global_batch_size"]:
@@ -691,12 +753,17 @@ def _train(c, strategy, chief, started):
          f"{c['optimizer']} lr {c['learning_rate']:g}, warmup {warmup}, {c['lr_schedule']}; "
          f"model_dir {model_dir}")
 
-    eval_spec = c["eval_dataset"] or default_eval_spec(c["dataset"])
-    eval_ds, extra_callbacks = None, []
-    if eval_spec.lower() != "none":
-        test, test_info, eval_spec = _load_eval(model, eval_spec, c)
-        eval_ds = eval_stream(model, test, test_info, c["global_batch_size"])
-        extra_callbacks = model.evaluation_callbacks(test, test_info, c["global_batch_size"])
+    eval_ds, extra_callbacks, validation_size = None, [], None
+    if validation_spec.lower() != "none":
+        if validation_spec == test_spec:
+            raise TrainError(f"--validation_dataset and --test_dataset are both "
+                             f"{validation_spec!r}: choosing best/ on the data that is "
+                             "scored at the end reports a selected, optimistic number")
+        val, val_info = model.load_data(validation_spec, "validation", seed=c["seed"] + 1,
+                                        data_dir=c["data_dir"])
+        validation_size = val_info.num_examples
+        eval_ds = eval_stream(model, val, val_info, c["global_batch_size"])
+        extra_callbacks = model.evaluation_callbacks(val, val_info, c["global_batch_size"])
 
     # Epochs of ``interval`` steps from the restored step on; the optimizer's step
     # counter (not the epoch count) decides when the run ends and what is printed.
@@ -733,21 +800,25 @@ def _train(c, strategy, chief, started):
     train_seconds = time.perf_counter() - train_started
     steps_done = int(model.optimizer.iterations.numpy())
 
-    test_metrics = {k[4:]: float(v) for k, v in summary.last_logs.items()
-                    if k.startswith("val_")}
-    if eval_ds is not None and not test_metrics:
-        test_metrics = {k: float(v) for k, v in
-                        model.evaluate(eval_ds, verbose=0, return_dict=True).items()}
+    validation_metrics = {k[4:]: float(v) for k, v in summary.last_logs.items()
+                          if k.startswith("val_")}
+    if eval_ds is not None and not validation_metrics:
+        validation_metrics = {k: float(v) for k, v in
+                              model.evaluate(eval_ds, verbose=0, return_dict=True).items()}
     results = {
-        "preset": c["preset"], "dataset": c["dataset"], "eval_dataset": eval_spec,
+        "preset": c["preset"], "dataset": c["dataset"],
+        "train_dataset": {"spec": train_spec, "examples": info.num_examples},
+        "validation_dataset": {"spec": validation_spec, "examples": validation_size},
+        "test_dataset": {"spec": test_spec, "examples": None},
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "global_batch_size": c["global_batch_size"], "steps": steps_done,
         "start_step": start_step, "parameters": params,
-        "test_metrics": test_metrics, "test_accuracy": test_metrics.get("accuracy"),
+        "validation_metrics": validation_metrics,
         "train_seconds": round(train_seconds, 2), "model_dir": model_dir,
         "last_preset": f"{model_dir}/last", "best_preset": f"{model_dir}/best",
         "preset_path": f"{model_dir}/best",
     }
+    history = None
     if chief:
         model.save_to_preset(f"{model_dir}/last", f"last weights of {c['preset']} run")
         history = read_metrics_csv(f"{model_dir}/metrics.csv")
@@ -757,15 +828,49 @@ def _train(c, strategy, chief, started):
         results["best"] = {"monitor": monitor, "value": best.best, "epoch": best.best_epoch}
         results["curves"] = write_curves(history, f"{model_dir}/curves.png",
                                          title=f"{c['preset']} on {c['dataset']}")
+    # The test split, once, at the end, with the weights chosen on validation.
+    results["test_metrics"], results["test_weights"] = {}, None
+    if test_spec.lower() != "none":
+        test, test_info = model.load_data(test_spec, "test", seed=c["seed"] + 2,
+                                          data_dir=c["data_dir"])
+        results["test_dataset"]["examples"] = test_info.num_examples
+        last_weights = model.get_weights()
+        results["test_weights"] = _load_best_weights(model, f"{model_dir}/best")
+        test_ds = eval_stream(model, test, test_info, c["global_batch_size"])
+        results["test_metrics"] = {k: float(v) for k, v in model.evaluate(
+            test_ds, verbose=0, return_dict=True).items()}
+        model.set_weights(last_weights)  # the returned model is the trained one (last/)
+    results["test_accuracy"] = results["test_metrics"].get("accuracy")
     results["wall_seconds"] = round(time.perf_counter() - started, 2)
     if chief:
         _write_json(f"{model_dir}/metrics.json",
                     {"results": results, "history": history, "config": _jsonable(c)})
     if results["test_accuracy"] is not None:
-        _say(f"test accuracy {results['test_accuracy']:.4f} ({eval_spec}); "
+        _say(f"test accuracy {results['test_accuracy']:.4f} ({test_spec}, "
+             f"{results['test_weights']} weights, chosen on {validation_spec}); "
              f"{results['wall_seconds']:.1f}s wall; presets in {model_dir}/best, /last")
     results["model"] = model
     return results
+
+
+def _load_best_weights(model, best_dir):
+    """Loads best/'s weights into ``model`` (the last weights are saved in last/
+    already) and says which weights it holds: "best", or "last" when best/ has
+    no weights this model can take (then a warning says so)."""
+    import tensorflow as tf
+    from keras.src.saving import saving_lib  # objects_to_skip is not on the public API
+
+    path = f"{best_dir}/model.weights.h5"
+    if not tf.io.gfile.exists(path):
+        _say(f"warning: {path} is missing: the test split is scored with the last weights")
+        return "last"
+    try:  # a preset holds no optimizer state: skip it rather than warn
+        saving_lib.load_weights_only(model, path, objects_to_skip=[model.optimizer])
+    except Exception as e:  # noqa: BLE001  (a model whose weights best/ does not match)
+        _say(f"warning: best/ weights do not load into the trained model ({e}); the test "
+             "split is scored with the last weights")
+        return "last"
+    return "best"
 
 
 # What a checkpoint belongs to: resuming it under other values of these would
@@ -819,22 +924,6 @@ def _keras_multi_worker_fixes(model, strategy, element_spec):
 
     reduce_per_replica.__wrapped__ = original
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
-
-
-def _load_eval(model, spec, c):
-    """(examples, info, spec) of the evaluation data; a tfds set without a
-    test split falls back to its validation split."""
-    from keras_zoo import data
-
-    try:
-        return (*model.load_data(spec, "test", seed=c["seed"] + 1, data_dir=c["data_dir"]),
-                spec)
-    except data.DatasetError:
-        if c["eval_dataset"] or not spec.endswith(":test"):
-            raise
-        spec = spec[: -len("test")] + "validation"  # tfds sets without a test split
-        return (*model.load_data(spec, "validation", seed=c["seed"] + 1,
-                                 data_dir=c["data_dir"]), spec)
 
 
 def _dry_run(c, model, strategy, ds, info, total, per_replica, params, started):

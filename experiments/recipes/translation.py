@@ -136,6 +136,7 @@ def run(work_dir, config_path, train_steps=None, tflite_sentences=200, examples=
 
     config = trainer.load_config_file(config_path)
     config["model_dir"] = os.path.join(work_dir, "run")
+    config["test_dataset"] = "none"  # best/ on validation; the test pairs are scored below, once
     if train_steps:
         config["train_steps"] = train_steps
     started = time.perf_counter()

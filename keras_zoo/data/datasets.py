@@ -1,8 +1,12 @@
 """Image datasets by spec string, and the tf.data pipeline every trainer uses.
 
 Specs:
-    digits[:train|test]          bundled UCI handwritten digits (1,437 / 360 images,
-                                 8x8 grey, 10 classes) — no network needed
+    digits[:train|validation|test]  bundled UCI handwritten digits, 8x8 grey, 10 classes,
+                                 no network needed: 1,257 / 180 / 360 images. The file
+                                 holds 1,437 training images; validation is 18 per class
+                                 drawn from them (stratified, fixed seed: the same split
+                                 on every machine), train is the other 1,257
+                                 (``digits`` alone means digits:train)
     tfds:NAME[:SPLIT]            any TensorFlow Datasets image classification set
                                  (tfds:mnist, tfds:cifar10, tfds:imagenet2012:validation)
     synthetic[:N]                N random images with random labels (shapes from the
@@ -20,7 +24,9 @@ from keras_zoo.backend import tf
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
 BUNDLED = {"digits": "digits.npz"}
 _BUNDLED_INFO = {"digits": {"num_classes": 10, "image_shape": (8, 8, 1), "max_value": 16.0}}
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+VALIDATION_PER_CLASS = {"digits": 18}  # carved from the file's training images
+VALIDATION_SEED = 0  # part of the split's definition, not a run's --seed
 
 
 class DatasetError(ValueError):
@@ -125,9 +131,30 @@ def num_classes_of(spec, data_dir=None):
     return _load_tfds(name, "train", data_dir)[1].num_classes
 
 
+def stratified_holdout(labels, per_class, seed):
+    """Boolean mask choosing ``per_class`` examples of every class of ``labels``
+    (a seeded permutation within each class): the same mask for the same labels
+    and seed on every machine."""
+    labels = np.asarray(labels)
+    mask = np.zeros(len(labels), bool)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) <= per_class:
+            raise DatasetError(f"class {int(c)} has {len(members)} examples: cannot hold "
+                               f"out {per_class} of them and keep any for training")
+        mask[rng.permutation(members)[:per_class]] = True
+    return mask
+
+
 def _load_bundled(name, split):
     with np.load(os.path.join(BUNDLED_DIR, BUNDLED[name])) as data:
-        x, y = data[f"x_{split}"], data[f"y_{split}"]
+        file_split = "test" if split == "test" else "train"
+        x, y = data[f"x_{file_split}"], data[f"y_{file_split}"]
+    if file_split == "train" and name in VALIDATION_PER_CLASS:
+        held = stratified_holdout(y, VALIDATION_PER_CLASS[name], VALIDATION_SEED)
+        keep = held if split == "validation" else ~held
+        x, y = x[keep], y[keep]
     meta = _BUNDLED_INFO[name]
     images = (x.astype("float32") / meta["max_value"])[..., None]
     info = DatasetInfo(name, split, meta["num_classes"], meta["image_shape"], len(x))

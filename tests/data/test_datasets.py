@@ -10,7 +10,7 @@ from keras_zoo.data import DatasetError, parse_spec
 def test_bundled_digits_splits_are_fixed_and_disjoint():
     x_train, y_train, info = data.load_arrays("digits", "train", 8, 1)
     x_test, y_test, test_info = data.load_arrays("digits:test", "train", 8, 1)
-    assert (len(x_train), len(x_test)) == (1437, 360)
+    assert (len(x_train), len(x_test)) == (1257, 360)  # 180 of the 1,437 are validation
     assert info.num_classes == 10 and test_info.split == "test"
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
     assert set(np.unique(y_test)) == set(range(10))
@@ -26,7 +26,7 @@ def test_pipeline_static_batches_and_shapes():
     spec = batches.element_spec
     assert spec[0].shape == (64, 32, 32, 1) and spec[1].shape == (64,)
     n = sum(1 for _ in batches)
-    assert n == 1437 // 64  # drop_remainder: a full batch or none
+    assert n == 1257 // 64  # drop_remainder: a full batch or none
 
 
 def test_pipeline_maps_grey_to_rgb():
@@ -56,7 +56,7 @@ def test_synthetic_dataset_takes_model_shapes():
 
 @pytest.mark.parametrize("spec, message", [
     ("digit", "unknown dataset 'digit'.*Did you mean digits"),
-    ("digits:validation", "bundled split must be one of"),
+    ("digits:valid", "bundled split must be one of .*got .valid."),
     ("tfds:", "tfds:NAME"),
     ("synthetic:many", "whole number"),
     ("", "non-empty string"),

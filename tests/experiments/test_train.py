@@ -67,11 +67,13 @@ def test_digits_run_writes_presets_logs_metrics_and_curves(tmp_path):
     config = {"preset": "lenet5", "dataset": "digits", "epochs": 2, "global_batch_size": 64,
               "learning_rate": 3e-3, "model_dir": str(model_dir)}
     result = trainer.train(config)
-    assert result["steps"] == 2 * (1437 // 64) and result["start_step"] == 0
-    # test accuracy counts each of the 360 test images once (padded last batch)
+    assert result["steps"] == 2 * (1257 // 64) and result["start_step"] == 0
+    # test accuracy: best/ (chosen on digits:validation) scored once on each of
+    # the 360 test images (padded last batch)
     x, y, _ = load_arrays("digits:test", "test", 32, 1)
     last = keras_zoo.from_preset(str(model_dir / "last"))
-    expected = float(np.mean(np.argmax(last.predict(x, verbose=0), -1) == y))
+    chosen = keras_zoo.from_preset(str(model_dir / "best"))
+    expected = float(np.mean(np.argmax(chosen.predict(x, verbose=0), -1) == y))
     assert result["test_accuracy"] == pytest.approx(expected, abs=1e-6)
     assert round(expected * 360) == pytest.approx(expected * 360, abs=1e-6)
     best = keras_zoo.from_preset(str(model_dir / "best"))
