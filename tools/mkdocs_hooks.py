@@ -19,7 +19,7 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"<!--\s*results:\s*(?P<file>[\w./-]+?\.json)(?:#(?P<table>[\w-]+))?"
-                    r"(?P<options>(?:\s+\w+=[^\s]+)*)\s*-->")
+                    r"(?P<options>(?:\s+\w+=(?:\"[^\"]*\"|[^\s\"]+))*)\s*-->")
 
 
 def _results_module():
@@ -54,9 +54,8 @@ def format_value(value):
 
 def _options(text):
     out = {}
-    for item in text.split():
-        key, _, value = item.partition("=")
-        out[key] = value
+    for key, quoted, bare in re.findall(r'(\w+)=(?:"([^"]*)"|(\S+))', text):
+        out[key] = quoted or bare
     unknown = set(out) - {"where", "columns"}
     if unknown:
         raise ValueError(f"unknown results marker option(s) {sorted(unknown)}; "
@@ -116,7 +115,11 @@ def on_page_markdown(markdown, page, config, files):
                       results_dir=os.path.join(config["docs_dir"], "results"),
                       link_prefix=prefix)
 
-    return MARKER.sub(replace, markdown)
+    markdown = MARKER.sub(replace, markdown)
+    if "<!-- results:" in markdown:
+        bad = markdown[markdown.index("<!-- results:"):].split("-->", 1)[0]
+        raise ValueError(f"{page.file.src_uri}: malformed results marker {bad}-->")
+    return markdown
 
 
 FILLED = re.compile(r"(?P<open><!--\s*results:[^>]*-->)\n.*?(?P<close><!--\s*/results\s*-->)",
