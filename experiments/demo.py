@@ -12,13 +12,12 @@ at the end: ``export.export`` writes a float32 and a full-int8 TFLite file of
 best/ (calibrated on digits:train) and runs Keras and both files on all 360
 digits:test images. Runs resume: re-running skips finished training. The
 table also goes to ``--work_dir/results.json`` (with ``validation_dataset``
-and ``test_dataset``).
+and ``test_dataset``), a results file (keras_zoo/results.py); the documentation's
+table is ``--results_file=docs/results/demo.json``.
 """
 
-import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,6 +28,8 @@ flags.DEFINE_list("configs", ["experiments/configs/digits_vit.py",
                   "Training config files (experiments/configs/*.py), one model each.")
 flags.DEFINE_string("work_dir", "runs/demo", "Where runs, presets and .tflite files go.")
 flags.DEFINE_integer("calibration_samples", 200, "digits:train images calibrating int8.")
+flags.DEFINE_string("results_file", None, "Also write the results file here (the "
+                    "documentation's is docs/results/demo.json).")
 FLAGS = flags.FLAGS
 
 TEST_IMAGES = 360  # the whole digits:test split
@@ -70,19 +71,28 @@ def demo(config_paths, work_dir, calibration_samples=200):
     return rows
 
 
-def _table(rows):
-    lines = [("| model | params | train s | best epoch (val acc) | Keras acc | TFLite f32 acc "
-              "| TFLite int8 acc | int8 top-1 agreement | f32 KB | int8 KB |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+COLUMNS = ["model", "params", "train s", "best epoch", "validation acc", "Keras acc",
+           "TFLite f32 acc", "TFLite int8 acc", "int8 top-1 agreement", "f32 KB", "int8 KB"]
+
+
+def table_rows(rows):
+    """The main job's table, one list of plain numbers per model (COLUMNS)."""
+    out = []
     for r in rows:
-        f32, i8 = r["none"], r["int8"]
-        best = r.get("best") or {}
-        chosen = (f"{best['epoch']} ({best['value']:.4f})" if best.get("epoch") else "-")
-        cells = [r["preset"], f"{r['params']:,}", f"{r['train_seconds']:.0f}", chosen,
-                 f"{i8['keras_accuracy']:.4f}", f"{f32['exported_accuracy']:.4f}",
-                 f"{i8['exported_accuracy']:.4f}", f"{i8['top1_agreement']:.4f}",
-                 f"{f32['bytes'] / 1024:.0f}", f"{i8['bytes'] / 1024:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        f32, i8, best = r["none"], r["int8"], r.get("best") or {}
+        out.append([r["preset"], r["params"], round(r["train_seconds"]), best.get("epoch"),
+                    best.get("value"), i8["keras_accuracy"], f32["exported_accuracy"],
+                    i8["exported_accuracy"], i8["top1_agreement"],
+                    round(f32["bytes"] / 1024), round(i8["bytes"] / 1024)])
+    return out
+
+
+def _table(rows):
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    for cells in table_rows(rows):
+        lines.append("| " + " | ".join(f"{c:.4f}" if isinstance(c, float) else
+                                       f"{c:,}" if isinstance(c, int) else str(c)
+                                       for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -94,13 +104,14 @@ def main(argv):
     print("\nKeras vs TFLite on digits:test (360 images; LiteRT interpreter); best/ chosen "
           "on digits:validation (180 images):\n")
     print(_table(rows))
-    path = os.path.join(FLAGS.work_dir, "results.json")
-    with open(path, "w") as f:
-        json.dump({"command": "python -m experiments.demo " + " ".join(sys.argv[1:]),
-                   "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                   "load_average_start_end": [load, os.getloadavg()[0]],
-                   "rows": rows}, f, indent=2)
-    print(f"\nresults in {path}")
+    from keras_zoo import results
+
+    command = "python -m experiments.demo " + " ".join(sys.argv[1:])
+    for path in filter(None, [os.path.join(FLAGS.work_dir, "results.json"),
+                              FLAGS.results_file]):
+        results.write_results("demo", command.strip(), {"main": (COLUMNS, table_rows(rows))},
+                              path=path, load_average_at_start=round(load, 2), rows=rows)
+        print(f"\nresults in {path}")
     return 0
 
 

@@ -46,7 +46,7 @@ def format_value(value):
             return "nan"
         if value == int(value) and abs(value) >= 1000:
             return f"{int(value):,}"
-        return f"{value:.4g}"
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 10 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value) or "—"
     return str(value).replace("|", "\\|")
