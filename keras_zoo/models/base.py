@@ -452,7 +452,7 @@ def check_sizes(family, config, none_ok=()):
                 not isinstance(value, (list, tuple)) or not all(map(positive, value))):
             raise ValueError(f"{family}: {key} must be a list of positive integers, got "
                              f"{value!r}")
-        if key.endswith(RATE_SUFFIXES) and not (
+        if key.endswith(RATE_SUFFIXES) and not (value is None and key in none_ok) and not (
                 isinstance(value, numbers.Real) and not isinstance(value, bool)
                 and 0 <= value < 1):
             raise ValueError(f"{family}: {key} must be a number in [0, 1), got {value!r}")
