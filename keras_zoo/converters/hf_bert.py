@@ -260,6 +260,11 @@ def _importer(architecture):
                 and _prefix(tensors) + "pooler.dense.weight" in tensors:
             task = "pretraining"  # the hub's bert-base-uncased: every pre-training head saved
         base = bert_config(folder, config, task)
+        if task in ("classification", "token_classification") and label_names(config):
+            base["label_names"] = label_names(config)  # the file's label map, if it names it
+        if base.get("label_names") and "label_names" not in overrides and \
+                overrides.get("num_classes", base["num_classes"]) != base["num_classes"]:
+            overrides = {**overrides, "label_names": None}  # a new head: the names no longer apply
         model = BERT(**base)
         if load_weights:
             names = CheckpointTensors(tensors, f"Hugging Face {architecture} checkpoint "
@@ -275,10 +280,6 @@ def _importer(architecture):
             presets.transfer_weights(model, target)
             model = target
         model.tokenizer = load_tokenizer(folder)
-        final = model.get_zoo_config()
-        if task in ("classification", "token_classification") and final["task"] == task \
-                and final["num_classes"] == base["num_classes"]:
-            model.label_names = label_names(config)  # the file's label map, if it names them
         return model
     return load
 

@@ -179,11 +179,15 @@ class BERT(TextData, ZooModel):
                  dropout=0.1, attention_dropout=0.1, layer_norm_epsilon=1e-12,
                  initializer_range=0.02, task=None, num_classes=2, sequence_length=128,
                  max_predictions_per_seq=20, masked_lm_prob=0.15, short_seq_prob=0.1,
-                 hidden_act="gelu", name="bert", **kwargs):
+                 hidden_act="gelu", label_names=None, name="bert", **kwargs):
+        from keras_zoo.preprocessing import check_label_names
+
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
         if hidden_act not in HIDDEN_ACTS:
             raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        if label_names is not None:  # one name per class of a (token) classification head
+            check_label_names(label_names, num_classes)
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
         if not 2 < sequence_length <= max_sequence_length:

@@ -314,7 +314,7 @@ def _main_error(argv, capsys):
     (["--model_dir={a_file}/run"], "model_dir .*a_file/run.* is not writable"),
     (["--strategy=tpu", "--tpu=grpc://127.0.0.1:1"],
      "--strategy=tpu: no TPU answers at grpc://127.0.0.1:1 "),
-    (["--global_batch_size=4000"], "has 1437 examples, fewer than one global batch of 4000"),
+    (["--global_batch_size=4000"], "has 1257 examples, fewer than one global batch of 4000"),
     (["--preset=hf://a/b/c"], "'hf://a/b/c' is not a Hugging Face model URI"),
     (["--preset=hf://org/absent"], "hf://org/absent .revision 'main'. is not in the Hugging "
                                    "Face cache"),
