@@ -420,10 +420,12 @@ SIZE_KEYS = frozenset({
     "num_heads", "mlp_dim", "latent_dim", "out_dim", "bottleneck_dim", "head_layers",
     "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim",
     "local_crop_size", "steps_per_epoch", "total_steps", "vocab_size", "num_encoder_layers",
-    "num_decoder_layers", "max_source_length", "max_target_length", "state_dim", "expand",
+    "num_decoder_layers", "max_source_length", "max_target_length", "state_dim",
     "conv_kernel", "max_positions", "sequence_length", "prefill_length", "intermediate_dim",
     "max_sequence_length", "num_segments", "max_predictions_per_seq", "dt_rank",
     "pad_vocab_multiple", "chunk_size"})
+# Ratios that need not be whole (Mamba's expand 1.5 on a width of 64): a real number > 0.
+POSITIVE_NUMBER_KEYS = frozenset({"expand"})
 # Probabilities (dropout rates, masking rates): a real number in [0, 1).
 RATE_SUFFIXES = ("dropout", "_rate", "_prob")
 # Options that say how wide / deep / large a model is: the parameter count is
@@ -448,6 +450,9 @@ def check_sizes(family, config, none_ok=()):
     for key, value in config.items():
         if key in SIZE_KEYS and not (value is None and key in none_ok) and not positive(value):
             raise ValueError(f"{family}: {key} must be a positive integer, got {value!r}")
+        if key in POSITIVE_NUMBER_KEYS and not (value is None and key in none_ok) and not (
+                isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{family}: {key} must be a positive number, got {value!r}")
         if key in SIZE_LIST_KEYS and value is not None and (
                 not isinstance(value, (list, tuple)) or not all(map(positive, value))):
             raise ValueError(f"{family}: {key} must be a list of positive integers, got "

@@ -13,7 +13,7 @@ from keras_zoo.presets import PresetError
 @pytest.mark.parametrize("preset, overrides, match", [
     ("mamba_tiny", dict(hidden_dim=None), "hidden_dim must be a positive integer, got None"),
     ("mamba_tiny", dict(state_dim="16"), "state_dim must be a positive integer, got '16'"),
-    ("mamba_tiny", dict(expand=0), "expand must be a positive integer, got 0"),
+    ("mamba_tiny", dict(expand=0), "expand must be a positive number, got 0"),
     ("gpt_tiny", dict(dropout="0.1"), r"dropout must be a number in \[0, 1\), got '0.1'"),
     ("gpt_tiny", dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got 1.0"),
     ("gpt_tiny", dict(max_positions=2.5), "max_positions must be a positive integer"),
